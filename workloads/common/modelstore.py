@@ -1,0 +1,142 @@
+"""Publishing and loading per-pair models in a safe format.
+
+Models are skops files: loading one cannot run arbitrary code, and any type outside skops' trusted
+defaults (scikit-learn, numpy, scipy) is refused unless the operator names it. Pickle is accepted
+only with an explicit ``trust_pickle``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sklearn
+import skops.io as sio
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError, ResourceNotModifiedError
+from azure.storage.blob import ContainerClient
+
+from workloads.common.layout import model_blob
+from workloads.common.model_metadata import ModelFormat, ModelMetadata
+from workloads.common.pairs import Pair
+
+
+class ModelError(Exception):
+    """A model that cannot be used; ``reason`` is a stable code for logs and reports."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    estimator: Any
+    metadata: ModelMetadata
+    etag: str
+
+
+def publish_model(
+    models: ContainerClient,
+    pair: Pair,
+    estimator: Any,
+    features: Sequence[str],
+    *,
+    training_start: datetime | None = None,
+    training_end: datetime | None = None,
+    training_rows: int | None = None,
+) -> ModelMetadata:
+    """Write the model and its metadata in one Put Blob, replacing any previous version atomically."""
+    data = sio.dumps(estimator)
+    metadata = ModelMetadata(
+        format=ModelFormat.SKOPS,
+        sha256=hashlib.sha256(data).hexdigest(),
+        features=tuple(features),
+        estimator=type(estimator).__name__,
+        sklearn_version=sklearn.__version__,
+        trained_at=datetime.now(UTC),
+        training_start=training_start,
+        training_end=training_end,
+        training_rows=training_rows,
+    )
+    models.upload_blob(model_blob(pair), data, overwrite=True, metadata=metadata.to_blob_metadata())
+    return metadata
+
+
+def deserialise(
+    data: bytes, metadata: ModelMetadata, *, trust_pickle: bool = False, trusted_types: Sequence[str] = ()
+) -> Any:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != metadata.sha256:
+        raise ModelError("corrupt_model", f"checksum mismatch: blob has {digest[:12]}, metadata says {metadata.sha256[:12]}")
+    if metadata.format is ModelFormat.PICKLE:
+        if not trust_pickle:
+            raise ModelError("untrusted_model", "model is a pickle; refusing to load it without --trust-pickle")
+        return pickle.loads(data)  # noqa: S301 - the operator opted in explicitly
+    try:
+        return sio.loads(data, trusted=list(trusted_types) or None)
+    except sio.exceptions.UntrustedTypesFoundException as exc:
+        raise ModelError("untrusted_model", f"{exc}; pass --trusted-type for each if you trust them") from None
+    except Exception as exc:
+        raise ModelError("corrupt_model", f"cannot read skops file: {type(exc).__name__}: {exc}") from None
+
+
+class ModelCache:
+    """Models already loaded by this process, revalidated by ETag so a retrained model is picked up.
+
+    A revalidation is a conditional GET answered by 304 without a body: it saves the download and
+    the deserialisation, which is what dominates when one worker scores several hours.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[Pair, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, pair: Pair) -> LoadedModel | None:
+        with self._lock:
+            return self._models.get(pair)
+
+    def put(self, pair: Pair, model: LoadedModel) -> None:
+        with self._lock:
+            self._models[pair] = model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def load_model(
+    models: ContainerClient,
+    pair: Pair,
+    *,
+    cache: ModelCache | None = None,
+    trust_pickle: bool = False,
+    trusted_types: Sequence[str] = (),
+) -> LoadedModel:
+    cached = cache.get(pair) if cache is not None else None
+    try:
+        if cached is not None:
+            downloader = models.download_blob(
+                model_blob(pair), etag=cached.etag, match_condition=MatchConditions.IfModifiedSince
+            )
+        else:
+            downloader = models.download_blob(model_blob(pair))
+        data = downloader.readall()
+    except ResourceNotModifiedError:
+        assert cached is not None
+        return cached
+    except ResourceNotFoundError:
+        raise ModelError("missing_model", f"no model at models/{model_blob(pair)}") from None
+    try:
+        metadata = ModelMetadata.from_blob_metadata(downloader.properties.metadata or {})
+    except ValueError as exc:
+        raise ModelError("corrupt_model", str(exc)) from None
+    estimator = deserialise(data, metadata, trust_pickle=trust_pickle, trusted_types=trusted_types)
+    loaded = LoadedModel(estimator, metadata, str(downloader.properties.etag))
+    if cache is not None:
+        cache.put(pair, loaded)
+    return loaded

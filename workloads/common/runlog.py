@@ -1,0 +1,75 @@
+"""The run log: one JSON line per pair and one per task, in ``logs/{hour}/{job}/tasks/{task}.jsonl``.
+
+Every job writes the same shape to the same place, so per-job and per-pair times can be read for
+any hour with one listing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PairStatus(StrEnum):
+    OK = "ok"
+    NO_DATA = "no_data"  # nothing to score this hour: skipped, not an error
+    FAILED = "failed"
+
+
+class PairLog(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["pair"] = "pair"
+    job_id: str
+    task_id: str
+    hour: datetime
+    device_id: str
+    sensor: str
+    status: PairStatus
+    rows: int = 0
+    anomalies: int = 0
+    dropped_rows: int = 0
+    model_sha256: str | None = None
+    reason: str | None = None  # stable code: missing_model, corrupt_model, bad_features, bad_data...
+    error: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class TaskLog(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["task"] = "task"
+    job_id: str
+    task_id: str
+    hour: datetime
+    host: str
+    started_at: datetime
+    finished_at: datetime
+    pairs: int
+    ok: int
+    no_data: int
+    failed: int
+    anomalies: int
+    aggregate_blobs: int
+    aggregate_errors: dict[str, str] = Field(default_factory=dict)
+    models_cached: int = 0
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def to_jsonl(task: TaskLog, pairs: list[PairLog]) -> bytes:
+    lines = [p.model_dump_json() for p in pairs] + [task.model_dump_json()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def parse_jsonl(data: bytes) -> tuple[TaskLog | None, list[PairLog]]:
+    task: TaskLog | None = None
+    pairs: list[PairLog] = []
+    for line in data.decode().splitlines():
+        if '"kind":"task"' in line:
+            task = TaskLog.model_validate_json(line)
+        elif line.strip():
+            pairs.append(PairLog.model_validate_json(line))
+    return task, pairs

@@ -1,0 +1,129 @@
+"""One scorer task: a chunk of pairs for one hour, in one process.
+
+The hour's aggregates are read once per task; models are fetched concurrently (round trips, not
+maths, bound the task) and kept in a per-process cache; each pair's predictions are one blob, so a
+re-run overwrites them and a reader sees either the old or the new file, never a partial one.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from workloads.common.aggregates import KEYS, WINDOW_END
+from workloads.common.frames import read_hour_aggregates, to_parquet
+from workloads.common.layout import Container, prediction_blob, run_log_blob
+from workloads.common.manifest import TaskManifest
+from workloads.common.modelstore import ModelCache, ModelError, load_model
+from workloads.common.pairs import Pair
+from workloads.common.runlog import PairLog, PairStatus, TaskLog, to_jsonl
+from workloads.scorer.scoring import feature_matrix, predictions_frame, score_rows
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    trust_pickle: bool = False
+    trusted_types: tuple[str, ...] = ()
+    concurrency: int = 16
+
+
+@dataclass
+class TaskReport:
+    task: TaskLog
+    pairs: list[PairLog] = field(default_factory=list)
+    log_blob: str = ""
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+class _PairScorer:
+    """Scores one pair and turns every failure into a log line instead of an exception."""
+
+    def __init__(
+        self, service: BlobServiceClient, manifest: TaskManifest, options: ScorerOptions, cache: ModelCache
+    ) -> None:
+        self.models: ContainerClient = service.get_container_client(str(Container.MODELS))
+        self.predictions: ContainerClient = service.get_container_client(str(Container.PREDICTIONS))
+        self.manifest = manifest
+        self.options = options
+        self.cache = cache
+
+    def __call__(self, pair: Pair, rows: pd.DataFrame | None) -> PairLog:
+        base = {"job_id": self.manifest.job_id, "task_id": self.manifest.task_id, "hour": self.manifest.hour,
+                "device_id": pair.device_id, "sensor": pair.sensor}
+        if rows is None or rows.empty:
+            return PairLog(**base, status=PairStatus.NO_DATA, reason="no_data")
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        try:
+            loaded = load_model(self.models, pair, cache=self.cache, trust_pickle=self.options.trust_pickle,
+                                trusted_types=self.options.trusted_types)
+            timings["load"] = _ms(started)
+            step = time.perf_counter()
+            matrix, finite = feature_matrix(rows, loaded.metadata.features, loaded.estimator)
+            if not len(matrix):
+                raise ModelError("bad_data", f"none of the {len(rows)} window(s) has finite features")
+            scores, flags = score_rows(loaded.estimator, matrix)
+            frame = predictions_frame(rows, finite, scores, flags, loaded.metadata.sha256)
+            timings["score"] = _ms(step)
+            step = time.perf_counter()
+            self.predictions.upload_blob(prediction_blob(self.manifest.hour, pair), to_parquet(frame), overwrite=True)
+            timings["write"] = _ms(step)
+        except ModelError as exc:
+            return PairLog(**base, status=PairStatus.FAILED, reason=exc.reason, error=str(exc), rows=len(rows),
+                           timings_ms={**timings, "total": _ms(started)})
+        except Exception as exc:  # the contract: one bad pair never sinks the task
+            return PairLog(**base, status=PairStatus.FAILED, reason="error", error=f"{type(exc).__name__}: {exc}",
+                           rows=len(rows), timings_ms={**timings, "total": _ms(started)})
+        timings["total"] = _ms(started)
+        return PairLog(**base, status=PairStatus.OK, rows=len(frame), anomalies=int(flags.sum()),
+                       dropped_rows=int((~finite).sum()), model_sha256=loaded.metadata.sha256, timings_ms=timings)
+
+
+def group_rows(frame: pd.DataFrame, pairs: Sequence[Pair]) -> dict[Pair, pd.DataFrame]:
+    """The chunk's rows per pair, in window order; pairs without rows are absent."""
+    wanted = [(p.device_id, p.sensor) for p in pairs]
+    mask = pd.MultiIndex.from_frame(frame[list(KEYS)]).isin(wanted)
+    subset = frame.loc[mask].sort_values([*KEYS, WINDOW_END])
+    return {Pair(str(d), str(s)): rows.reset_index(drop=True) for (d, s), rows in subset.groupby(list(KEYS), sort=False)}
+
+
+def score_task(
+    service: BlobServiceClient,
+    manifest: TaskManifest,
+    options: ScorerOptions | None = None,
+    cache: ModelCache | None = None,
+) -> TaskReport:
+    """Score every pair of the manifest and write the run log; pair failures are logged, not raised."""
+    options = options or ScorerOptions()
+    cache = cache if cache is not None else ModelCache()
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    aggregates = read_hour_aggregates(service, manifest.hour)
+    read_ms = _ms(started)
+    rows = group_rows(aggregates.frame, manifest.pairs)
+    scorer = _PairScorer(service, manifest, options, cache)
+    step = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
+        pair_logs = list(pool.map(lambda p: scorer(p, rows.get(p)), manifest.pairs))
+    score_ms = _ms(step)
+    count = {status: sum(p.status is status for p in pair_logs) for status in PairStatus}
+    task = TaskLog(
+        job_id=manifest.job_id, task_id=manifest.task_id, hour=manifest.hour, host=socket.gethostname(),
+        started_at=started_at, finished_at=datetime.now(UTC), pairs=len(pair_logs), ok=count[PairStatus.OK],
+        no_data=count[PairStatus.NO_DATA], failed=count[PairStatus.FAILED],
+        anomalies=sum(p.anomalies for p in pair_logs), aggregate_blobs=len(aggregates.blobs),
+        aggregate_errors=aggregates.errors, models_cached=len(cache),
+        timings_ms={"read_aggregates": read_ms, "score_pairs": score_ms, "total": _ms(started)},
+    )
+    log_name = run_log_blob(manifest.hour, manifest.job_id, manifest.task_id)
+    service.get_container_client(str(Container.LOGS)).upload_blob(log_name, to_jsonl(task, pair_logs), overwrite=True)
+    return TaskReport(task=task, pairs=pair_logs, log_blob=log_name)

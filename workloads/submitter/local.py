@@ -1,0 +1,94 @@
+"""The local backend: a pool of worker processes running the scorer entry point, as Batch nodes would.
+
+Workers are started once (spawn, so no threads or sockets are inherited) and kept for the pool's
+life, so their storage clients and model caches serve every task and hour they run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from types import TracebackType
+
+from azure.storage.blob import BlobServiceClient
+
+from workloads.common.runlog import TaskLog
+from workloads.common.storage import StorageSettings
+from workloads.scorer.entry import run_manifest
+from workloads.scorer.task import ScorerOptions
+from workloads.submitter.backend import JobOutcome
+from workloads.submitter.plan import JobPlan
+from workloads.submitter.record import JobStatus, read_record
+
+
+def _run_task(settings: StorageSettings, manifest_blob: str, options: ScorerOptions, retries: int) -> TaskLog:
+    """A task with Batch-like retries: a crash is retried, pair failures are not (they are logged)."""
+    for attempt in range(retries + 1):
+        try:
+            return run_manifest(settings, manifest_blob, options).task
+        except Exception:
+            if attempt == retries:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _InlineExecutor(Executor):
+    """Runs tasks in the calling process (``workers=0``): handy for debugging and fast tests."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        future: Future[object] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        settings: StorageSettings,
+        service: BlobServiceClient,
+        workers: int = 2,
+        options: ScorerOptions | None = None,
+        max_task_retries: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.options = options or ScorerOptions()
+        self.max_task_retries = max_task_retries
+        self._executor: Executor = (
+            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 0
+            else _InlineExecutor()
+        )
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def already_submitted(self, plan: JobPlan) -> bool:
+        record = read_record(self.service, plan.hour, plan.job_id)
+        return record is not None and record.status is JobStatus.COMPLETED
+
+    def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        futures = {
+            task_id: self._executor.submit(_run_task, self.settings, blob, self.options, self.max_task_retries)
+            for task_id, blob in manifests.items()
+        }
+        outcome = JobOutcome(status=JobStatus.COMPLETED)
+        for task_id, future in futures.items():
+            try:
+                outcome.tasks.append(future.result())
+            except Exception as exc:
+                outcome.task_errors[task_id] = f"{type(exc).__name__}: {exc}"
+        if outcome.task_errors:
+            outcome.status = JobStatus.FAILED
+        return outcome
