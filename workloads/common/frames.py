@@ -71,3 +71,12 @@ def read_hour_aggregates(service: BlobServiceClient, hour: datetime, max_workers
         inside = (frame[WINDOW_END] >= pd.Timestamp(hour)) & (frame[WINDOW_END] < pd.Timestamp(hour + HOUR))
         result.frame = frame.loc[inside].reset_index(drop=True)
     return result
+
+
+def read_hour_predictions(service: BlobServiceClient, hour: datetime, max_workers: int = 16) -> pd.DataFrame:
+    """All predictions of an hour (one blob per pair), for reports and evaluation."""
+    client = service.get_container_client(str(Container.PREDICTIONS))
+    names = [b.name for b in client.list_blobs(name_starts_with=hour_prefix(hour)) if b.name.endswith(".parquet")]
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        frames = list(pool.map(lambda n: from_parquet(client.download_blob(n).readall()), names))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -18,7 +18,7 @@ from typing import Any
 import sklearn
 import skops.io as sio
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError, ResourceNotModifiedError
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError, ResourceNotModifiedError
 from azure.storage.blob import ContainerClient
 
 from workloads.common.layout import model_blob
@@ -121,12 +121,13 @@ def load_model(
     try:
         if cached is not None:
             downloader = models.download_blob(
-                model_blob(pair), etag=cached.etag, match_condition=MatchConditions.IfModifiedSince
+                model_blob(pair), etag=cached.etag, match_condition=MatchConditions.IfModified
             )
         else:
             downloader = models.download_blob(model_blob(pair))
         data = downloader.readall()
-    except ResourceNotModifiedError:
+    except (ResourceNotModifiedError, ResourceModifiedError):
+        # If-None-Match failed, i.e. the model is unchanged: Azure answers 304, Azurite 412.
         assert cached is not None
         return cached
     except ResourceNotFoundError:

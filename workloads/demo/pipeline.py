@@ -1,0 +1,163 @@
+"""The whole hourly pipeline on one machine: simulate, aggregate, train, submit each hour, evaluate."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pandas as pd
+from azure.storage.blob import BlobServiceClient
+from rich.progress import Progress
+
+from workloads.aggregator.publish import publish_aggregates
+from workloads.common.aggregates import AggregationSpec, aggregate_readings
+from workloads.common.frames import read_hour_predictions
+from workloads.common.layout import Container, model_blob, run_log_blob
+from workloads.common.pairs import Pair
+from workloads.common.runlog import PairStatus, parse_jsonl
+from workloads.common.storage import StorageSettings, ensure_containers
+from workloads.common.windows import HOUR, hours
+from workloads.scorer.task import ScorerOptions
+from workloads.simulator.fleet import Anomaly, FleetSpec, anomalous_windows, simulate
+from workloads.submitter.local import LocalBackend
+from workloads.submitter.plan import plan_hour, task_id_for
+from workloads.submitter.record import JobRecord
+from workloads.submitter.submit import submit_plan
+from workloads.training.train import train_and_publish
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    fleet: FleetSpec
+    aggregation: AggregationSpec
+    last_hour: datetime  # the newest hour scored
+    score_hours: int = 3
+    history_hours: int = 24
+    chunk_size: int = 25
+    workers: int = 2
+    stack: str = "local"
+    bad_pairs: bool = True  # break two models on purpose to show that the hour still completes
+
+    @property
+    def first_score_hour(self) -> datetime:
+        return self.last_hour - (self.score_hours - 1) * HOUR
+
+    @property
+    def history_start(self) -> datetime:
+        return self.first_score_hour - self.history_hours * HOUR
+
+
+@dataclass
+class HourRun:
+    hour: datetime
+    record: JobRecord
+    seconds: float
+
+
+@dataclass
+class DemoResult:
+    readings: int = 0
+    aggregate_rows: int = 0
+    models: int = 0
+    hours: list[HourRun] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # pair -> reason (from the run logs)
+    windows_scored: int = 0
+    flagged: int = 0
+    injected: int = 0
+    true_positives: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.flagged if self.flagged else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.injected if self.injected else 0.0
+
+
+def break_models(service: BlobServiceClient, pairs: list[Pair]) -> dict[Pair, str]:
+    """Delete one model and corrupt another (metadata kept, bytes changed), as an operator might find them."""
+    models = service.get_container_client(str(Container.MODELS))
+    missing, corrupt = pairs[-1], pairs[-2]
+    models.delete_blob(model_blob(missing))
+    blob = models.get_blob_client(model_blob(corrupt))
+    metadata = blob.get_blob_properties().metadata
+    blob.upload_blob(b"not a skops file", overwrite=True, metadata=metadata)
+    return {missing: "missing_model", corrupt: "corrupt_model"}
+
+
+def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) -> DemoResult:
+    service = settings.client()
+    ensure_containers(service)
+    result = DemoResult()
+
+    step = time.perf_counter()
+    task = progress.add_task("simulate fleet", total=None)
+    readings, anomalies = simulate(config.fleet, config.history_start - HOUR, config.last_hour + 2 * HOUR)
+    result.readings = len(readings)
+    progress.update(task, total=1, completed=1)
+    result.timings["simulate"] = time.perf_counter() - step
+
+    step = time.perf_counter()
+    task = progress.add_task("aggregate -> aggregates/", total=None)
+    aggregates = aggregate_readings(readings, config.aggregation)
+    result.aggregate_rows = len(aggregates)
+    blobs = publish_aggregates(service, aggregates)
+    progress.update(task, total=len(blobs), completed=len(blobs))
+    result.timings["aggregate"] = time.perf_counter() - step
+    del readings, aggregates
+
+    step = time.perf_counter()
+    pairs = config.fleet.pairs()
+    task = progress.add_task("train + publish models", total=len(pairs))
+    training = train_and_publish(service, config.history_start, config.first_score_hour,
+                                 on_pair=lambda _: progress.advance(task))
+    result.models = len(training.published)
+    if config.bad_pairs and len(pairs) >= 3:
+        break_models(service, sorted(training.published))
+    result.timings["train"] = time.perf_counter() - step
+
+    score_hours = list(hours(config.first_score_hour, config.last_hour + HOUR))
+    task = progress.add_task("score hours (submitter, local backend)", total=len(score_hours))
+    with LocalBackend(settings, service, workers=config.workers, options=ScorerOptions()) as backend:
+        for hour in score_hours:
+            step = time.perf_counter()
+            plan = plan_hour(service, config.stack, hour, config.chunk_size)
+            submitted = submit_plan(service, plan, backend, force=True)
+            assert submitted.record is not None
+            result.hours.append(HourRun(hour, submitted.record, time.perf_counter() - step))
+            progress.advance(task)
+
+    step = time.perf_counter()
+    _evaluate(service, config, anomalies, result)
+    result.timings["evaluate"] = time.perf_counter() - step
+    return result
+
+
+def _evaluate(service: BlobServiceClient, config: DemoConfig, anomalies: list[Anomaly], result: DemoResult) -> None:
+    """Window-level precision/recall of the flags against the injected anomalies."""
+    truth, ambiguous = anomalous_windows(anomalies, config.aggregation.window)
+    logs = service.get_container_client(str(Container.LOGS))
+    flagged: set[tuple[Pair, datetime]] = set()
+    scored: set[tuple[Pair, datetime]] = set()
+    for run in result.hours:
+        predictions = read_hour_predictions(service, run.hour)
+        for row in predictions.itertuples(index=False):
+            key = (Pair(str(row.device_id), str(row.sensor)), pd.Timestamp(row.window_end).to_pydatetime())
+            scored.add(key)
+            if row.is_anomaly:
+                flagged.add(key)
+        for index in range(run.record.tasks):
+            log_name = run_log_blob(run.hour, run.record.job_id, task_id_for(index))
+            _, pair_logs = parse_jsonl(logs.download_blob(log_name).readall())
+            for log in pair_logs:
+                if log.status is PairStatus.FAILED:
+                    result.failures[f"{log.device_id}/{log.sensor}"] = f"{log.reason}: {log.error}"
+    in_scope = truth & scored
+    flagged -= ambiguous
+    result.windows_scored = len(scored)
+    result.flagged = len(flagged)
+    result.injected = len(in_scope)
+    result.true_positives = len(flagged & in_scope)

@@ -1,0 +1,82 @@
+"""Training one model per device/sensor pair on a history of aggregates, and publishing it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from azure.storage.blob import BlobServiceClient
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+
+from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, KEYS, WINDOW_END
+from workloads.common.frames import read_hour_aggregates
+from workloads.common.layout import Container
+from workloads.common.modelstore import publish_model
+from workloads.common.pairs import Pair
+from workloads.common.windows import hours
+
+EstimatorFactory = Callable[[], Any]
+
+
+def default_estimator() -> Any:
+    """StandardScaler + OneClassSVM: nu bounds the share of training windows treated as outliers."""
+    return make_pipeline(StandardScaler(), OneClassSVM(nu=0.02, gamma="scale"))
+
+
+@dataclass
+class TrainingReport:
+    published: dict[Pair, str] = field(default_factory=dict)  # pair -> model sha256
+    skipped: dict[Pair, str] = field(default_factory=dict)  # pair -> why
+
+
+def read_history(service: BlobServiceClient, start: datetime, end: datetime) -> pd.DataFrame:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        frames = [h.frame for h in pool.map(lambda hour: read_hour_aggregates(service, hour), hours(start, end))]
+    return pd.concat(frames, ignore_index=True).sort_values([*KEYS, WINDOW_END]) if frames else pd.DataFrame()
+
+
+def train_pair(rows: pd.DataFrame, features: Sequence[str], factory: EstimatorFactory, min_rows: int) -> tuple[Any, int]:
+    matrix = rows[list(features)].to_numpy(dtype="float64", na_value=np.nan)
+    matrix = matrix[np.isfinite(matrix).all(axis=1)]
+    if len(matrix) < min_rows:
+        raise ValueError(f"only {len(matrix)} usable window(s), need at least {min_rows}")
+    return factory().fit(matrix), len(matrix)
+
+
+def train_and_publish(
+    service: BlobServiceClient,
+    start: datetime,
+    end: datetime,
+    *,
+    features: Sequence[str] = DEFAULT_MODEL_FEATURES,
+    factory: EstimatorFactory = default_estimator,
+    min_rows: int = 24,
+    pairs: Sequence[Pair] | None = None,
+    on_pair: Callable[[Pair], None] | None = None,
+) -> TrainingReport:
+    """Fit and publish a model for every pair with enough history in [start, end)."""
+    history = read_history(service, start, end)
+    models = service.get_container_client(str(Container.MODELS))
+    report = TrainingReport()
+    wanted = set(pairs) if pairs is not None else None
+    for (device, sensor), rows in (history.groupby(list(KEYS), sort=True) if len(history) else []):
+        pair = Pair(str(device), str(sensor))
+        if wanted is not None and pair not in wanted:
+            continue
+        try:
+            estimator, used = train_pair(rows, features, factory, min_rows)
+            metadata = publish_model(models, pair, estimator, features,
+                                     training_start=start, training_end=end, training_rows=used)
+            report.published[pair] = metadata.sha256
+        except ValueError as exc:
+            report.skipped[pair] = str(exc)
+        if on_pair is not None:
+            on_pair(pair)
+    return report
