@@ -64,7 +64,7 @@ def clean_readings(readings: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"readings lack column(s) {missing}; expected {list(READING_COLUMNS)}")
     frame = readings.copy()
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
     valid = frame["device_id"].notna() & frame["sensor"].notna() & frame["timestamp"].notna()
     valid &= np.isfinite(frame["value"].to_numpy(dtype="float64", na_value=np.nan))

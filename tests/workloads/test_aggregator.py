@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from tests.workloads.helpers import HOUR
+from workloads.aggregator.publish import aggregate_and_publish
+from workloads.common.aggregates import AGGREGATE_COLUMNS, AggregationSpec, aggregate_readings
+from workloads.common.frames import read_hour_aggregates
+from workloads.common.layout import Container
+
+SPEC = AggregationSpec(window=timedelta(minutes=5), late_tolerance=timedelta(minutes=2))
+
+
+def readings(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["device_id", "sensor", "timestamp", "value"])
+
+
+def test_features_match_numpy_per_window() -> None:
+    values = [1.0, 2.0, 4.0, 8.0]
+    frame = readings(*[("d", "s", f"2026-11-25T10:0{i + 1}:00Z", v) for i, v in enumerate(values)])
+    result = aggregate_readings(frame, SPEC)
+    assert list(result.columns) == list(AGGREGATE_COLUMNS)
+    assert len(result) == 1
+    row = result.iloc[0]
+    assert row["window_end"] == pd.Timestamp("2026-11-25T10:05:00Z")
+    assert row["avg"] == pytest.approx(np.mean(values))
+    assert (row["min"], row["max"], row["count"]) == (1.0, 8.0, 4)
+    assert row["stdev"] == pytest.approx(np.std(values))  # population stdev, as ASA's STDEVP
+
+
+def test_window_boundaries_are_exclusive_at_start_inclusive_at_end() -> None:
+    frame = readings(
+        ("d", "s", "2026-11-25T10:00:00Z", 1.0),  # belongs to (09:55, 10:00]
+        ("d", "s", "2026-11-25T10:05:00Z", 2.0),  # end of (10:00, 10:05]
+        ("d", "s", "2026-11-25T10:05:00.001Z", 3.0),  # start of (10:05, 10:10]
+    )
+    result = aggregate_readings(frame, SPEC)
+    assert [str(t) for t in result["window_end"]] == [
+        "2026-11-25 10:00:00+00:00", "2026-11-25 10:05:00+00:00", "2026-11-25 10:10:00+00:00"]
+    assert list(result["count"]) == [1, 1, 1]
+    assert list(result["stdev"]) == [0.0, 0.0, 0.0]  # defined for one reading: never NaN
+
+
+def test_empty_windows_produce_no_rows() -> None:
+    frame = readings(("d", "s", "2026-11-25T10:01:00Z", 1.0), ("d", "s", "2026-11-25T10:31:00Z", 2.0))
+    result = aggregate_readings(frame, SPEC)
+    assert len(result) == 2
+    assert aggregate_readings(readings(), SPEC).empty
+
+
+def test_out_of_order_readings_give_the_same_result() -> None:
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2026-11-25T10:00:10Z", periods=360, freq="10s")
+    frame = pd.DataFrame({"device_id": "d", "sensor": "s", "timestamp": times, "value": rng.normal(size=360)})
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    pd.testing.assert_frame_equal(aggregate_readings(frame, SPEC), aggregate_readings(shuffled, SPEC))
+
+
+def test_late_readings_beyond_tolerance_are_dropped() -> None:
+    frame = readings(("d", "s", "2026-11-25T10:01:00Z", 1.0), ("d", "s", "2026-11-25T10:02:00Z", 100.0))
+    frame["enqueued_time"] = pd.to_datetime(["2026-11-25T10:01:30Z", "2026-11-25T10:09:00Z"])  # 7 min late
+    result = aggregate_readings(frame, SPEC)
+    assert list(result["max"]) == [1.0]
+
+
+def test_invalid_readings_are_dropped_not_fatal() -> None:
+    frame = readings(
+        ("d", "s", "2026-11-25T10:01:00Z", 1.0),
+        ("d", "s", "not a time", 2.0),
+        ("d", "s", "2026-11-25T10:02:00Z", float("nan")),
+        (None, "s", "2026-11-25T10:02:00Z", 5.0),  # type: ignore[arg-type]
+        ("d", "s", "2026-11-25T10:03:00Z", "abc"),  # type: ignore[arg-type]
+    )
+    result = aggregate_readings(frame, SPEC)
+    assert list(result["count"]) == [1]
+
+
+def test_missing_columns_are_named() -> None:
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['value'\]"):
+        aggregate_readings(pd.DataFrame({"device_id": [], "sensor": [], "timestamp": []}), SPEC)
+
+
+def test_publish_writes_one_blob_per_hour_of_window_end(service: BlobServiceClient) -> None:
+    frame = readings(
+        ("d", "s", "2026-11-25T10:58:00Z", 1.0),  # window ends 11:00 -> scoring hour 11
+        ("d", "s", "2026-11-25T10:54:00Z", 2.0),  # window ends 10:55 -> scoring hour 10
+    )
+    names = aggregate_and_publish(service, frame, SPEC)
+    assert sorted(names) == ["2026/11/25/10/local-aggregator.parquet", "2026/11/25/11/local-aggregator.parquet"]
+    assert list(read_hour_aggregates(service, HOUR).frame["avg"]) == [2.0]
+    assert list(read_hour_aggregates(service, HOUR + timedelta(hours=1)).frame["avg"]) == [1.0]
+    # Re-aggregating an hour (e.g. with late readings folded in) replaces its blob.
+    aggregate_and_publish(service, readings(("d", "s", "2026-11-25T10:54:00Z", 7.0)), SPEC)
+    container = service.get_container_client(str(Container.AGGREGATES))
+    assert len(list(container.list_blobs(name_starts_with="2026/11/25/10/"))) == 1
+    assert list(read_hour_aggregates(service, HOUR).frame["avg"]) == [7.0]
+
+
+def test_asa_query_is_generated_from_the_same_features() -> None:
+    from workloads.common.aggregates import asa_query
+
+    query = asa_query(SPEC, "readings", "aggregates")
+    assert "TumblingWindow(second, 300)" in query
+    for expression in ("AVG([value]) AS [avg]", "MIN([value]) AS [min]", "MAX([value]) AS [max]",
+                       "STDEVP([value]) AS [stdev]", "COUNT(*) AS [count]", "System.Timestamp() AS [window_end]"):
+        assert expression in query
+    assert "GROUP BY [device_id], [sensor], TumblingWindow" in query
+    assert "FROM [readings] TIMESTAMP BY [timestamp]" in query
