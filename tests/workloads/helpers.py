@@ -16,6 +16,7 @@ from workloads.common.pairs import Pair
 from workloads.training.train import default_estimator
 
 HOUR = datetime(2026, 11, 25, 10, tzinfo=UTC)
+GOOD_PAIRS = [Pair("a", "x"), Pair("b", "x")]
 
 
 def aggregates_for(pairs: list[Pair], hour: datetime = HOUR, windows: int = 12, seed: int = 0) -> pd.DataFrame:
@@ -25,12 +26,18 @@ def aggregates_for(pairs: list[Pair], hour: datetime = HOUR, windows: int = 12, 
     for pair in pairs:
         for w in range(windows):
             avg = 20 + rng.normal(0, 0.3)
-            rows.append({
-                "device_id": pair.device_id, "sensor": pair.sensor,
-                "window_end": pd.Timestamp(hour + timedelta(minutes=5 * w)),
-                "avg": avg, "min": avg - 1 - rng.random(), "max": avg + 1 + rng.random(),
-                "stdev": 0.5 + 0.1 * rng.random(), "count": 30,
-            })
+            rows.append(
+                {
+                    "device_id": pair.device_id,
+                    "sensor": pair.sensor,
+                    "window_end": pd.Timestamp(hour + timedelta(minutes=5 * w)),
+                    "avg": avg,
+                    "min": avg - 1 - rng.random(),
+                    "max": avg + 1 + rng.random(),
+                    "stdev": 0.5 + 0.1 * rng.random(),
+                    "count": 30,
+                }
+            )
     return pd.DataFrame(rows).astype({"device_id": "string", "sensor": "string", "count": "int64"})
 
 

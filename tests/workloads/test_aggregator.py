@@ -41,7 +41,10 @@ def test_window_boundaries_are_exclusive_at_start_inclusive_at_end() -> None:
     )
     result = aggregate_readings(frame, SPEC)
     assert [str(t) for t in result["window_end"]] == [
-        "2026-11-25 10:00:00+00:00", "2026-11-25 10:05:00+00:00", "2026-11-25 10:10:00+00:00"]
+        "2026-11-25 10:00:00+00:00",
+        "2026-11-25 10:05:00+00:00",
+        "2026-11-25 10:10:00+00:00",
+    ]
     assert list(result["count"]) == [1, 1, 1]
     assert list(result["stdev"]) == [0.0, 0.0, 0.0]  # defined for one reading: never NaN
 
@@ -91,7 +94,10 @@ def test_publish_writes_one_blob_per_hour_of_window_end(service: BlobServiceClie
         ("d", "s", "2026-11-25T10:54:00Z", 2.0),  # window ends 10:55 -> scoring hour 10
     )
     names = aggregate_and_publish(service, frame, SPEC)
-    assert sorted(names) == ["2026/11/25/10/local-aggregator.parquet", "2026/11/25/11/local-aggregator.parquet"]
+    assert sorted(names) == [
+        "2026/11/25/10/local-aggregator.parquet",
+        "2026/11/25/11/local-aggregator.parquet",
+    ]
     assert list(read_hour_aggregates(service, HOUR).frame["avg"]) == [2.0]
     assert list(read_hour_aggregates(service, HOUR + timedelta(hours=1)).frame["avg"]) == [1.0]
     # Re-aggregating an hour (e.g. with late readings folded in) replaces its blob.
@@ -106,8 +112,14 @@ def test_asa_query_is_generated_from_the_same_features() -> None:
 
     query = asa_query(SPEC, "readings", "aggregates")
     assert "TumblingWindow(second, 300)" in query
-    for expression in ("AVG([value]) AS [avg]", "MIN([value]) AS [min]", "MAX([value]) AS [max]",
-                       "STDEVP([value]) AS [stdev]", "COUNT(*) AS [count]", "System.Timestamp() AS [window_end]"):
+    for expression in (
+        "AVG([value]) AS [avg]",
+        "MIN([value]) AS [min]",
+        "MAX([value]) AS [max]",
+        "STDEVP([value]) AS [stdev]",
+        "COUNT(*) AS [count]",
+        "System.Timestamp() AS [window_end]",
+    ):
         assert expression in query
     assert "GROUP BY [device_id], [sensor], TumblingWindow" in query
     assert "FROM [readings] TIMESTAMP BY [timestamp]" in query

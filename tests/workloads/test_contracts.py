@@ -64,8 +64,15 @@ def test_manifest_round_trip() -> None:
 
 
 def test_model_metadata_round_trips_through_blob_metadata() -> None:
-    meta = ModelMetadata(format=ModelFormat.SKOPS, sha256="ab" * 32, features=("avg", "max"), estimator="Pipeline",
-                         sklearn_version="1.9.1", trained_at=HOUR, training_rows=12)
+    meta = ModelMetadata(
+        format=ModelFormat.SKOPS,
+        sha256="ab" * 32,
+        features=("avg", "max"),
+        estimator="Pipeline",
+        sklearn_version="1.9.1",
+        trained_at=HOUR,
+        training_rows=12,
+    )
     blob_meta = meta.to_blob_metadata()
     assert blob_meta["features"] == "avg,max"
     assert all(isinstance(v, str) for v in blob_meta.values())
@@ -76,8 +83,20 @@ def test_model_metadata_round_trips_through_blob_metadata() -> None:
 
 def test_run_log_round_trip() -> None:
     pair = PairLog(job_id="j", task_id="t", hour=HOUR, device_id="a", sensor="x", status=PairStatus.OK, rows=3)
-    task = TaskLog(job_id="j", task_id="t", hour=HOUR, host="h", started_at=HOUR, finished_at=HOUR, pairs=1, ok=1,
-                   no_data=0, failed=0, anomalies=0, aggregate_blobs=1)
+    task = TaskLog(
+        job_id="j",
+        task_id="t",
+        hour=HOUR,
+        host="h",
+        started_at=HOUR,
+        finished_at=HOUR,
+        pairs=1,
+        ok=1,
+        no_data=0,
+        failed=0,
+        anomalies=0,
+        aggregate_blobs=1,
+    )
     assert parse_jsonl(to_jsonl(task, [pair])) == (task, [pair])
 
 

@@ -43,7 +43,7 @@ def test_types_outside_skops_defaults_need_to_be_trusted_by_name(service: BlobSe
     x = aggregates_for([PAIR], windows=60)[list(FEATURES)].to_numpy()
     forest = IsolationForest(n_estimators=10, random_state=0).fit(x)
     publish_model(models(service), PAIR, forest, FEATURES)
-    with pytest.raises(ModelError, match="sklearn.tree._tree.Tree") as refused:
+    with pytest.raises(ModelError, match=r"sklearn\.tree\._tree\.Tree") as refused:
         load_model(models(service), PAIR)
     assert refused.value.reason == "untrusted_model"
     loaded = load_model(models(service), PAIR, trusted_types=("sklearn.tree._tree.Tree",))
@@ -65,7 +65,9 @@ def test_missing_and_corrupt_models_raise_model_errors(service: BlobServiceClien
     assert corrupt.value.reason == "corrupt_model"
 
     # Bytes that match their checksum but are not a skops file.
-    blob.upload_blob(b"garbage", overwrite=True, metadata={**metadata, "sha256": hashlib.sha256(b"garbage").hexdigest()})
+    blob.upload_blob(
+        b"garbage", overwrite=True, metadata={**metadata, "sha256": hashlib.sha256(b"garbage").hexdigest()}
+    )
     with pytest.raises(ModelError, match="cannot read skops file"):
         load_model(models(service), PAIR)
 

@@ -41,7 +41,7 @@ def normalise_aggregates(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in AGGREGATE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"aggregate blob lacks column(s) {missing}")
-    out = frame[list(AGGREGATE_COLUMNS)].astype({k: "string" for k in KEYS})
+    out = frame[list(AGGREGATE_COLUMNS)].astype(dict.fromkeys(KEYS, "string"))
     out[WINDOW_END] = pd.to_datetime(out[WINDOW_END], utc=True)
     for feature in FEATURES:
         out[feature.name] = pd.to_numeric(out[feature.name], errors="coerce").astype("float64")

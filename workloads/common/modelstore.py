@@ -73,11 +73,14 @@ def deserialise(
 ) -> Any:
     digest = hashlib.sha256(data).hexdigest()
     if digest != metadata.sha256:
-        raise ModelError("corrupt_model", f"checksum mismatch: blob has {digest[:12]}, metadata says {metadata.sha256[:12]}")
+        raise ModelError(
+            "corrupt_model",
+            f"checksum mismatch: blob has {digest[:12]}, metadata says {metadata.sha256[:12]}",
+        )
     if metadata.format is ModelFormat.PICKLE:
         if not trust_pickle:
             raise ModelError("untrusted_model", "model is a pickle; refusing to load it without --trust-pickle")
-        return pickle.loads(data)  # noqa: S301 - the operator opted in explicitly
+        return pickle.loads(data)
     try:
         return sio.loads(data, trusted=list(trusted_types) or None)
     except sio.exceptions.UntrustedTypesFoundException as exc:

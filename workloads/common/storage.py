@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
@@ -67,10 +68,8 @@ class StorageSettings(BaseModel):
 def ensure_containers(service: BlobServiceClient, names: Iterable[str] = tuple(Container)) -> None:
     """Create the platform's containers if missing (Pulumi creates them in Azure; this serves Azurite)."""
     for name in names:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             service.create_container(name)
-        except ResourceExistsError:
-            pass
 
 
 def container(service: BlobServiceClient, name: Container) -> ContainerClient:

@@ -57,9 +57,19 @@ def running_azurite(port: int, location: Path, startup_timeout: float = 30.0) ->
     log = (location / "azurite.log").open("ab")
     # --skipApiVersionCheck: the Python SDK may speak a newer REST version than this Azurite knows.
     process = subprocess.Popen(
-        [str(azurite_command()), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
-         "--skipApiVersionCheck", "--loose"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(azurite_command()),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(location),
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + startup_timeout

@@ -29,8 +29,16 @@ def _hours_table(result: DemoResult) -> Table:
         table.add_column(column, justify="right" if column not in ("hour", "job id") else "left")
     for run in result.hours:
         r = run.record
-        table.add_row(format_hour(run.hour), r.job_id, str(r.tasks), str(r.pairs), str(r.ok), str(r.failed),
-                      str(r.anomalies), f"{run.seconds:.2f}")
+        table.add_row(
+            format_hour(run.hour),
+            r.job_id,
+            str(r.tasks),
+            str(r.pairs),
+            str(r.ok),
+            str(r.failed),
+            str(r.anomalies),
+            f"{run.seconds:.2f}",
+        )
     return table
 
 
@@ -39,14 +47,20 @@ def main(
     devices: Annotated[int, typer.Option(min=1, max=10_000, help="Simulated devices.")] = 25,
     sensors: Annotated[int, typer.Option(min=1, max=32, help="Sensors per device.")] = 4,
     history_hours: Annotated[int, typer.Option(min=2, max=24 * 14, help="Hours of history the models train on.")] = 24,
-    score_hours: Annotated[int, typer.Option(min=1, max=48, help="Hours scored, ending with the last complete hour.")] = 3,
+    score_hours: Annotated[
+        int, typer.Option(min=1, max=48, help="Hours scored, ending with the last complete hour.")
+    ] = 3,
     window_minutes: Annotated[int, typer.Option(min=1, max=60, help="Tumbling window length (must divide 60).")] = 5,
     interval_seconds: Annotated[int, typer.Option(min=1, max=300, help="Seconds between readings of a sensor.")] = 10,
-    anomaly_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Chance a pair has an anomaly in an hour.")] = 0.08,
+    anomaly_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Chance a pair has an anomaly in an hour.")
+    ] = 0.08,
     chunk_size: Annotated[int, typer.Option(min=1, help="Pairs per task.")] = 25,
     workers: Annotated[int, typer.Option(min=0, max=64, help="Local worker processes (0: in-process).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
-    last_hour: Annotated[str | None, typer.Option(help="Newest hour scored, UTC (default: the last complete hour).")] = None,
+    last_hour: Annotated[
+        str | None, typer.Option(help="Newest hour scored, UTC (default: the last complete hour).")
+    ] = None,
     bad_pairs: Annotated[bool, typer.Option(help="Break two models on purpose to show they are skipped.")] = True,
     port: Annotated[int, typer.Option(help="Azurite blob port; reused if something already listens there.")] = 10000,
     data_dir: Annotated[Path, typer.Option(help="Where a started Azurite keeps its data.")] = PROJECT_ROOT / ".azurite",
@@ -55,11 +69,19 @@ def main(
     console = Console() if sys.stdout.isatty() else Console(width=120)
     try:
         config = DemoConfig(
-            fleet=FleetSpec(devices=devices, sensors=sensors, interval=timedelta(seconds=interval_seconds),
-                            anomaly_rate=anomaly_rate, seed=seed),
+            fleet=FleetSpec(
+                devices=devices,
+                sensors=sensors,
+                interval=timedelta(seconds=interval_seconds),
+                anomaly_rate=anomaly_rate,
+                seed=seed,
+            ),
             aggregation=AggregationSpec(window=timedelta(minutes=window_minutes)),
             last_hour=parse_hour(last_hour) if last_hour else last_complete_hour(datetime.now(UTC)),
-            score_hours=score_hours, history_hours=history_hours, chunk_size=chunk_size, workers=workers,
+            score_hours=score_hours,
+            history_hours=history_hours,
+            chunk_size=chunk_size,
+            workers=workers,
             bad_pairs=bad_pairs,
         )
     except ValueError as exc:
@@ -67,8 +89,12 @@ def main(
     started = time.perf_counter()
     with running_azurite(port, data_dir) as conn:
         settings = StorageSettings.model_validate({"connection_string": conn})
-        progress_columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn())
+        progress_columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*progress_columns, console=console) as progress:
             result = run_demo(settings, config, progress)
     seconds = time.perf_counter() - started
@@ -86,8 +112,9 @@ def main(
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     console.print(f"timings: {timings}; total {seconds:.1f}s")
     console.print(
-        f"outputs (Azurite http://127.0.0.1:{port}/devstoreaccount1): aggregates/, models/, "
-        f"predictions/{{yyyy}}/{{MM}}/{{dd}}/{{HH}}/<device>/<sensor>.parquet, logs/{{yyyy}}/{{MM}}/{{dd}}/{{HH}}/<job>/"
+        f"outputs in Azurite (http://127.0.0.1:{port}/devstoreaccount1):\n"
+        "  predictions/YYYY/MM/DD/HH/<device>/<sensor>.parquet\n"
+        "  logs/YYYY/MM/DD/HH/<job id>/  (job.json, manifests/, tasks/*.jsonl)"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
@@ -112,8 +112,9 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
     step = time.perf_counter()
     pairs = config.fleet.pairs()
     task = progress.add_task("train + publish models", total=len(pairs))
-    training = train_and_publish(service, config.history_start, config.first_score_hour,
-                                 on_pair=lambda _: progress.advance(task))
+    training = train_and_publish(
+        service, config.history_start, config.first_score_hour, on_pair=lambda _: progress.advance(task)
+    )
     result.models = len(training.published)
     if config.bad_pairs and len(pairs) >= 3:
         break_models(service, sorted(training.published))

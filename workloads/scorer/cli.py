@@ -19,27 +19,41 @@ from workloads.scorer.task import ScorerOptions
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def _manifest(hour: str | None, pairs: str | None, job_id: str, task_id: str, manifest_file: Path | None) -> TaskManifest:
+def _manifest(
+    hour: str | None, pairs: str | None, job_id: str, task_id: str, manifest_file: Path | None
+) -> TaskManifest:
     if manifest_file is not None:
         return TaskManifest.model_validate_json(manifest_file.read_text())
     if hour is None or not pairs:
         raise typer.BadParameter("give --manifest, --manifest-file, or both --hour and --pairs")
-    return TaskManifest(job_id=job_id, task_id=task_id, hour=parse_hour(hour),
-                        pairs=tuple(Pair.parse(p) for p in pairs.split(",") if p.strip()))
+    return TaskManifest(
+        job_id=job_id,
+        task_id=task_id,
+        hour=parse_hour(hour),
+        pairs=tuple(Pair.parse(p) for p in pairs.split(",") if p.strip()),
+    )
 
 
 @app.command()
 def score(
-    manifest: Annotated[str | None, typer.Option(help="Manifest blob in the 'logs' container (as written by the submitter).")] = None,
-    manifest_file: Annotated[Path | None, typer.Option(help="Manifest JSON file on local disk.", exists=True, dir_okay=False)] = None,
+    manifest: Annotated[
+        str | None, typer.Option(help="Manifest blob in the 'logs' container (as written by the submitter).")
+    ] = None,
+    manifest_file: Annotated[
+        Path | None, typer.Option(help="Manifest JSON file on local disk.", exists=True, dir_okay=False)
+    ] = None,
     hour: Annotated[str | None, typer.Option(help="Hour to score, UTC, e.g. 2026-11-25T16 (with --pairs).")] = None,
     pairs: Annotated[str | None, typer.Option(help="Comma-separated DEVICE/SENSOR pairs (with --hour).")] = None,
     job_id: Annotated[str, typer.Option(help="Job id recorded in the run log (with --hour).")] = "manual",
     task_id: Annotated[str, typer.Option(help="Task id; names the run-log blob (with --hour).")] = "task-manual",
-    trust_pickle: Annotated[bool, typer.Option(help="Allow models stored as pickle. Only for models you trust.")] = False,
+    trust_pickle: Annotated[
+        bool, typer.Option(help="Allow models stored as pickle. Only for models you trust.")
+    ] = False,
     trusted_type: Annotated[list[str] | None, typer.Option(help="Extra type skops may load (repeatable).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Pairs fetched and scored in parallel.")] = 16,
-    fail_on_pair_errors: Annotated[bool, typer.Option(help="Exit 3 when any pair failed (default: log and exit 0).")] = False,
+    fail_on_pair_errors: Annotated[
+        bool, typer.Option(help="Exit 3 when any pair failed (default: log and exit 0).")
+    ] = False,
 ) -> None:
     """Score the pairs, write predictions and a JSON-lines run log, print the task summary as JSON.
 

@@ -26,7 +26,8 @@ def feature_matrix(rows: pd.DataFrame, features: Sequence[str], estimator: Any) 
     expected = getattr(estimator, "n_features_in_", len(features))
     if expected != len(features):
         raise ModelError(
-            "bad_features", f"model expects {expected} features but its metadata lists {len(features)}: {list(features)}"
+            "bad_features",
+            f"model expects {expected} features but its metadata lists {len(features)}: {list(features)}",
         )
     matrix = rows[list(features)].to_numpy(dtype="float64", na_value=np.nan)
     finite = np.isfinite(matrix).all(axis=1)
@@ -47,6 +48,8 @@ def score_rows(estimator: Any, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(flags, -1.0, 1.0), flags
 
 
-def predictions_frame(rows: pd.DataFrame, finite: np.ndarray, scores: np.ndarray, flags: np.ndarray, sha: str) -> pd.DataFrame:
+def predictions_frame(
+    rows: pd.DataFrame, finite: np.ndarray, scores: np.ndarray, flags: np.ndarray, sha: str
+) -> pd.DataFrame:
     kept = rows.loc[finite, [*KEYS, WINDOW_END]].reset_index(drop=True)
     return kept.assign(score=scores, is_anomaly=flags, model_sha256=sha)[list(PREDICTION_COLUMNS)]

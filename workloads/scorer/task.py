@@ -58,15 +58,25 @@ class _PairScorer:
         self.cache = cache
 
     def __call__(self, pair: Pair, rows: pd.DataFrame | None) -> PairLog:
-        base = {"job_id": self.manifest.job_id, "task_id": self.manifest.task_id, "hour": self.manifest.hour,
-                "device_id": pair.device_id, "sensor": pair.sensor}
+        base = {
+            "job_id": self.manifest.job_id,
+            "task_id": self.manifest.task_id,
+            "hour": self.manifest.hour,
+            "device_id": pair.device_id,
+            "sensor": pair.sensor,
+        }
         if rows is None or rows.empty:
             return PairLog(**base, status=PairStatus.NO_DATA, reason="no_data")
         timings: dict[str, float] = {}
         started = time.perf_counter()
         try:
-            loaded = load_model(self.models, pair, cache=self.cache, trust_pickle=self.options.trust_pickle,
-                                trusted_types=self.options.trusted_types)
+            loaded = load_model(
+                self.models,
+                pair,
+                cache=self.cache,
+                trust_pickle=self.options.trust_pickle,
+                trusted_types=self.options.trusted_types,
+            )
             timings["load"] = _ms(started)
             step = time.perf_counter()
             matrix, finite = feature_matrix(rows, loaded.metadata.features, loaded.estimator)
@@ -79,14 +89,33 @@ class _PairScorer:
             self.predictions.upload_blob(prediction_blob(self.manifest.hour, pair), to_parquet(frame), overwrite=True)
             timings["write"] = _ms(step)
         except ModelError as exc:
-            return PairLog(**base, status=PairStatus.FAILED, reason=exc.reason, error=str(exc), rows=len(rows),
-                           timings_ms={**timings, "total": _ms(started)})
+            return PairLog(
+                **base,
+                status=PairStatus.FAILED,
+                reason=exc.reason,
+                error=str(exc),
+                rows=len(rows),
+                timings_ms={**timings, "total": _ms(started)},
+            )
         except Exception as exc:  # the contract: one bad pair never sinks the task
-            return PairLog(**base, status=PairStatus.FAILED, reason="error", error=f"{type(exc).__name__}: {exc}",
-                           rows=len(rows), timings_ms={**timings, "total": _ms(started)})
+            return PairLog(
+                **base,
+                status=PairStatus.FAILED,
+                reason="error",
+                error=f"{type(exc).__name__}: {exc}",
+                rows=len(rows),
+                timings_ms={**timings, "total": _ms(started)},
+            )
         timings["total"] = _ms(started)
-        return PairLog(**base, status=PairStatus.OK, rows=len(frame), anomalies=int(flags.sum()),
-                       dropped_rows=int((~finite).sum()), model_sha256=loaded.metadata.sha256, timings_ms=timings)
+        return PairLog(
+            **base,
+            status=PairStatus.OK,
+            rows=len(frame),
+            anomalies=int(flags.sum()),
+            dropped_rows=int((~finite).sum()),
+            model_sha256=loaded.metadata.sha256,
+            timings_ms=timings,
+        )
 
 
 def group_rows(frame: pd.DataFrame, pairs: Sequence[Pair]) -> dict[Pair, pd.DataFrame]:
@@ -94,7 +123,9 @@ def group_rows(frame: pd.DataFrame, pairs: Sequence[Pair]) -> dict[Pair, pd.Data
     wanted = [(p.device_id, p.sensor) for p in pairs]
     mask = pd.MultiIndex.from_frame(frame[list(KEYS)]).isin(wanted)
     subset = frame.loc[mask].sort_values([*KEYS, WINDOW_END])
-    return {Pair(str(d), str(s)): rows.reset_index(drop=True) for (d, s), rows in subset.groupby(list(KEYS), sort=False)}
+    return {
+        Pair(str(d), str(s)): rows.reset_index(drop=True) for (d, s), rows in subset.groupby(list(KEYS), sort=False)
+    }
 
 
 def score_task(
@@ -117,11 +148,20 @@ def score_task(
     score_ms = _ms(step)
     count = {status: sum(p.status is status for p in pair_logs) for status in PairStatus}
     task = TaskLog(
-        job_id=manifest.job_id, task_id=manifest.task_id, hour=manifest.hour, host=socket.gethostname(),
-        started_at=started_at, finished_at=datetime.now(UTC), pairs=len(pair_logs), ok=count[PairStatus.OK],
-        no_data=count[PairStatus.NO_DATA], failed=count[PairStatus.FAILED],
-        anomalies=sum(p.anomalies for p in pair_logs), aggregate_blobs=len(aggregates.blobs),
-        aggregate_errors=aggregates.errors, models_cached=len(cache),
+        job_id=manifest.job_id,
+        task_id=manifest.task_id,
+        hour=manifest.hour,
+        host=socket.gethostname(),
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        pairs=len(pair_logs),
+        ok=count[PairStatus.OK],
+        no_data=count[PairStatus.NO_DATA],
+        failed=count[PairStatus.FAILED],
+        anomalies=sum(p.anomalies for p in pair_logs),
+        aggregate_blobs=len(aggregates.blobs),
+        aggregate_errors=aggregates.errors,
+        models_cached=len(cache),
         timings_ms={"read_aggregates": read_ms, "score_pairs": score_ms, "total": _ms(started)},
     )
     log_name = run_log_blob(manifest.hour, manifest.job_id, manifest.task_id)

@@ -85,7 +85,9 @@ def device_id(index: int) -> str:
     return f"dev-{index:05d}"
 
 
-def _pair_hour(spec: FleetSpec, d: int, s: int, name: str, profile: SensorProfile, hour: datetime) -> tuple[np.ndarray, np.ndarray, Anomaly | None]:
+def _pair_hour(
+    spec: FleetSpec, d: int, s: int, name: str, profile: SensorProfile, hour: datetime
+) -> tuple[np.ndarray, np.ndarray, Anomaly | None]:
     device_rng = np.random.default_rng([spec.seed, d, s])
     base = profile.baseline + device_rng.normal(0, profile.spread)
     phase = device_rng.uniform(0, 2 * np.pi)
@@ -111,8 +113,12 @@ def _pair_hour(spec: FleetSpec, d: int, s: int, name: str, profile: SensorProfil
             values[inside] = values[np.argmax(inside)]
         else:
             values[inside] += rng.normal(0, 8 * profile.noise, inside.sum())
-        anomaly = Anomaly(Pair(device_id(d), name), hour + timedelta(seconds=start),
-                          hour + timedelta(seconds=start + duration), kind)
+        anomaly = Anomaly(
+            Pair(device_id(d), name),
+            hour + timedelta(seconds=start),
+            hour + timedelta(seconds=start + duration),
+            kind,
+        )
     return epoch_seconds, values, anomaly
 
 
@@ -125,10 +131,16 @@ def simulate(spec: FleetSpec, start: datetime, end: datetime) -> tuple[pd.DataFr
         for d in range(spec.devices):
             for s, (name, profile) in enumerate(names):
                 seconds, values, anomaly = _pair_hour(spec, d, s, name, profile, hour)
-                frames.append(pd.DataFrame({
-                    "device_id": device_id(d), "sensor": name,
-                    "timestamp": pd.to_datetime(seconds, unit="s", utc=True), "value": values,
-                }))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "device_id": device_id(d),
+                            "sensor": name,
+                            "timestamp": pd.to_datetime(seconds, unit="s", utc=True),
+                            "value": values,
+                        }
+                    )
+                )
                 if anomaly is not None:
                     anomalies.append(anomaly)
     if not frames:

@@ -30,10 +30,25 @@ def _hour(hour: str | None, lateness_minutes: int) -> datetime:
     return parse_hour(hour)
 
 
-Hour = Annotated[str | None, typer.Option(envvar="SCORING_HOUR", help="Hour to score, UTC, e.g. 2026-11-25T16. Default: the last complete hour.")]
+Hour = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SCORING_HOUR", help="Hour to score, UTC, e.g. 2026-11-25T16. Default: the last complete hour."
+    ),
+]
 Stack = Annotated[str, typer.Option(envvar="SCORING_STACK", help="Stack name; part of the deterministic job id.")]
-ChunkSize = Annotated[int, typer.Option(envvar="SCORING_CHUNK_SIZE", min=1, max=10_000, help="Device/sensor pairs per task.")]
-Lateness = Annotated[int, typer.Option(envvar="SCORING_LATENESS_MINUTES", min=0, max=180, help="Minutes after an hour ends before it counts as complete.")]
+ChunkSize = Annotated[
+    int, typer.Option(envvar="SCORING_CHUNK_SIZE", min=1, max=10_000, help="Device/sensor pairs per task.")
+]
+Lateness = Annotated[
+    int,
+    typer.Option(
+        envvar="SCORING_LATENESS_MINUTES",
+        min=0,
+        max=180,
+        help="Minutes after an hour ends before it counts as complete.",
+    ),
+]
 
 
 @app.command()
@@ -44,11 +59,19 @@ def plan(hour: Hour = None, stack: Stack = "local", chunk_size: ChunkSize = 50, 
         job = plan_hour(settings.client(), validate_stack(stack), when, chunk_size)
     except (ValidationError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    typer.echo(json.dumps({
-        "job_id": job.job_id, "hour": format_hour(job.hour), "pairs": job.pairs,
-        "tasks": [{"task_id": t.task_id, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
-        "silent_pairs": [str(p) for p in job.silent_pairs], "aggregate_errors": job.aggregate_errors,
-    }, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "job_id": job.job_id,
+                "hour": format_hour(job.hour),
+                "pairs": job.pairs,
+                "tasks": [{"task_id": t.task_id, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
+                "silent_pairs": [str(p) for p in job.silent_pairs],
+                "aggregate_errors": job.aggregate_errors,
+            },
+            indent=2,
+        )
+    )
 
 
 @app.command()
@@ -57,10 +80,16 @@ def run(
     stack: Stack = "local",
     chunk_size: ChunkSize = 50,
     lateness_minutes: Lateness = 5,
-    backend: Annotated[BackendName, typer.Option(envvar="SCORING_BACKEND", help="Where tasks run.")] = BackendName.LOCAL,
-    workers: Annotated[int, typer.Option(min=0, max=64, help="Local backend: worker processes (0: in this process).")] = 2,
+    backend: Annotated[
+        BackendName, typer.Option(envvar="SCORING_BACKEND", help="Where tasks run.")
+    ] = BackendName.LOCAL,
+    workers: Annotated[
+        int, typer.Option(min=0, max=64, help="Local backend: worker processes (0: in this process).")
+    ] = 2,
     force: Annotated[bool, typer.Option(help="Score again even if this hour's job already completed.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow models stored as pickle. Only for models you trust.")] = False,
+    trust_pickle: Annotated[
+        bool, typer.Option(help="Allow models stored as pickle. Only for models you trust.")
+    ] = False,
 ) -> None:
     """Plan the hour and run its job; prints the job record as JSON. Exit 1 when a task failed."""
     try:

@@ -47,11 +47,22 @@ def submit_plan(service: BlobServiceClient, plan: JobPlan, backend: Backend, *, 
     outcome = backend.submit(plan, manifests)
     tasks = outcome.tasks
     record = JobRecord(
-        job_id=plan.job_id, stack=plan.stack, hour=plan.hour, backend=backend.name, status=outcome.status,
-        submitted_at=submitted_at, finished_at=datetime.now(UTC) if tasks or outcome.task_errors else None,
-        tasks=len(plan.tasks), pairs=plan.pairs, manifests=sorted(manifests.values()),
-        silent_pairs=[str(p) for p in plan.silent_pairs], aggregate_errors=plan.aggregate_errors,
-        task_errors=outcome.task_errors, ok=sum(t.ok for t in tasks), no_data=sum(t.no_data for t in tasks),
-        failed=sum(t.failed for t in tasks), anomalies=sum(t.anomalies for t in tasks),
+        job_id=plan.job_id,
+        stack=plan.stack,
+        hour=plan.hour,
+        backend=backend.name,
+        status=outcome.status,
+        submitted_at=submitted_at,
+        finished_at=datetime.now(UTC) if tasks or outcome.task_errors else None,
+        tasks=len(plan.tasks),
+        pairs=plan.pairs,
+        manifests=sorted(manifests.values()),
+        silent_pairs=[str(p) for p in plan.silent_pairs],
+        aggregate_errors=plan.aggregate_errors,
+        task_errors=outcome.task_errors,
+        ok=sum(t.ok for t in tasks),
+        no_data=sum(t.no_data for t in tasks),
+        failed=sum(t.failed for t in tasks),
+        anomalies=sum(t.anomalies for t in tasks),
     )
     return SubmitResult(record=record, skipped=False, record_blob=write_record(service, record))

@@ -47,7 +47,9 @@ def read_history(service: BlobServiceClient, start: datetime, end: datetime) -> 
     return pd.concat(frames, ignore_index=True).sort_values([*KEYS, WINDOW_END]) if frames else pd.DataFrame()
 
 
-def train_pair(rows: pd.DataFrame, features: Sequence[str], factory: EstimatorFactory, min_rows: int) -> tuple[Any, int]:
+def train_pair(
+    rows: pd.DataFrame, features: Sequence[str], factory: EstimatorFactory, min_rows: int
+) -> tuple[Any, int]:
     matrix = rows[list(features)].to_numpy(dtype="float64", na_value=np.nan)
     matrix = matrix[np.isfinite(matrix).all(axis=1)]
     if len(matrix) < min_rows:
@@ -71,14 +73,15 @@ def train_and_publish(
     models = service.get_container_client(str(Container.MODELS))
     report = TrainingReport()
     wanted = set(pairs) if pairs is not None else None
-    for (device, sensor), rows in (history.groupby(list(KEYS), sort=True) if len(history) else []):
+    for (device, sensor), rows in history.groupby(list(KEYS), sort=True) if len(history) else []:
         pair = Pair(str(device), str(sensor))
         if wanted is not None and pair not in wanted:
             continue
         try:
             estimator, used = train_pair(rows, features, factory, min_rows)
-            metadata = publish_model(models, pair, estimator, features,
-                                     training_start=start, training_end=end, training_rows=used)
+            metadata = publish_model(
+                models, pair, estimator, features, training_start=start, training_end=end, training_rows=used
+            )
             report.published[pair] = metadata.sha256
         except ValueError as exc:
             report.skipped[pair] = str(exc)

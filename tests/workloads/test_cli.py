@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+from typer.testing import CliRunner
+
+from tests.workloads.helpers import GOOD_PAIRS, HOUR, aggregates_for, publish_data_and_models
+from workloads.aggregator.publish import publish_aggregates
+from workloads.common.pairs import Pair
+from workloads.common.storage import StorageSettings
+from workloads.scorer.cli import app as scorer
+from workloads.submitter.cli import app as submitter
+from workloads.submitter.plan import plan_hour
+from workloads.submitter.submit import write_manifests
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    """CLI output without rich's box drawing and line wrapping, for matching messages."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_scorer_scores_pairs_given_inline(service: BlobServiceClient) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    publish_aggregates(service, aggregates_for([*GOOD_PAIRS, Pair("no-model", "x")]))
+    result = runner.invoke(
+        scorer, ["--hour", "2026-11-25T10", "--pairs", "a/x,b/x,no-model/x,silent/x", "--task-id", "t1"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"], summary["no_data"]) == (2, 1, 1)
+    assert summary["log_blob"] == "logs/2026/11/25/10/manual/tasks/t1.jsonl"
+    failing = runner.invoke(scorer, ["--hour", "2026-11-25T10", "--pairs", "a/x,no-model/x", "--fail-on-pair-errors"])
+    assert failing.exit_code == 3
+
+
+def test_scorer_reads_a_manifest_blob(service: BlobServiceClient) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    plan = plan_hour(service, "dev", HOUR, chunk_size=10)
+    blob = write_manifests(service, plan)["task-00000"]
+    result = runner.invoke(scorer, ["--manifest", blob])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["job_id"] == "score-dev-2026112510"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --manifest, --manifest-file, or both --hour and --pairs"),
+        (["--hour", "2026-11-25T10", "--pairs", "no-slash"], "expected DEVICE/SENSOR"),
+        (["--hour", "2026-11-25T10:30", "--pairs", "a/x"], "must be on the hour"),
+        (["--concurrency", "0", "--hour", "2026-11-25T10", "--pairs", "a/x"], "--concurrency"),
+    ],
+)
+def test_scorer_rejects_bad_arguments_with_a_clear_message(
+    settings: StorageSettings, args: list[str], message: str
+) -> None:
+    result = runner.invoke(scorer, args)
+    assert result.exit_code == 2
+    assert message in flat(result.output)
+
+
+def test_missing_storage_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
+    result = runner.invoke(scorer, ["--hour", "2026-11-25T10", "--pairs", "a/x"])
+    assert result.exit_code == 2
+    assert "AZURE_STORAGE_CONNECTION_STRING" in flat(result.output)
+
+
+def test_submitter_plan_then_run_then_run_again(service: BlobServiceClient) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    plan = runner.invoke(submitter, ["plan", "--hour", "2026-11-25T10", "--stack", "dev", "--chunk-size", "1"])
+    assert plan.exit_code == 0, plan.output
+    assert [t["pairs"] for t in json.loads(plan.stdout)["tasks"]] == [["a/x"], ["b/x"]]
+
+    args = ["run", "--hour", "2026-11-25T10", "--stack", "dev", "--workers", "0"]
+    first = runner.invoke(submitter, args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["status"] == "completed"
+    second = runner.invoke(submitter, args)
+    assert second.exit_code == 0
+    assert "already completed" in second.stderr
+
+
+def test_submitter_rejects_a_bad_stack(settings: StorageSettings) -> None:
+    result = runner.invoke(submitter, ["run", "--stack", "Prod!", "--hour", "2026-11-25T10"])
+    assert result.exit_code == 2
+    assert "invalid stack name" in flat(result.output)
