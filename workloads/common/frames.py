@@ -17,9 +17,10 @@ from workloads.common.layout import Container, hour_prefix
 from workloads.common.windows import HOUR, floor_hour
 
 
-def to_parquet(frame: pd.DataFrame) -> bytes:
+def to_parquet(data: pd.DataFrame | pa.Table) -> bytes:
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from workloads.common.aggregates import KEYS, WINDOW_END
 from workloads.common.modelstore import ModelError
-
-PREDICTION_COLUMNS = (*KEYS, WINDOW_END, "score", "is_anomaly", "model_sha256")
+from workloads.common.pairs import Pair
 
 
 def feature_matrix(rows: pd.DataFrame, features: Sequence[str], estimator: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +47,32 @@ def score_rows(estimator: Any, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(flags, -1.0, 1.0), flags
 
 
-def predictions_frame(
-    rows: pd.DataFrame, finite: np.ndarray, scores: np.ndarray, flags: np.ndarray, sha: str
-) -> pd.DataFrame:
-    kept = rows.loc[finite, [*KEYS, WINDOW_END]].reset_index(drop=True)
-    return kept.assign(score=scores, is_anomaly=flags, model_sha256=sha)[list(PREDICTION_COLUMNS)]
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("device_id", pa.string()),
+        ("sensor", pa.string()),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("score", pa.float64()),
+        ("is_anomaly", pa.bool_()),
+        ("model_sha256", pa.string()),
+    ]
+)
+
+
+def predictions_table(
+    pair: Pair, window_ends: pd.Series, finite: np.ndarray, scores: np.ndarray, flags: np.ndarray, sha: str
+) -> pa.Table:
+    """The pair's predictions, built as Arrow columns directly: a pandas frame per pair costs more
+    than the model does."""
+    n = len(scores)
+    return pa.Table.from_arrays(
+        [
+            pa.array([pair.device_id] * n, pa.string()),
+            pa.array([pair.sensor] * n, pa.string()),
+            pa.array(window_ends.to_numpy()[finite]).cast(pa.timestamp("us", tz="UTC")),
+            pa.array(scores, pa.float64()),
+            pa.array(flags, pa.bool_()),
+            pa.array([sha] * n, pa.string()),
+        ],
+        schema=PREDICTION_SCHEMA,
+    )

@@ -24,7 +24,7 @@ from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import ModelCache, ModelError, load_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, to_jsonl
-from workloads.scorer.scoring import feature_matrix, predictions_frame, score_rows
+from workloads.scorer.scoring import feature_matrix, predictions_table, score_rows
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ class _PairScorer:
             if not len(matrix):
                 raise ModelError("bad_data", f"none of the {len(rows)} window(s) has finite features")
             scores, flags = score_rows(loaded.estimator, matrix)
-            frame = predictions_frame(rows, finite, scores, flags, loaded.metadata.sha256)
+            table = predictions_table(pair, rows[WINDOW_END], finite, scores, flags, loaded.metadata.sha256)
             timings["score"] = _ms(step)
             step = time.perf_counter()
-            self.predictions.upload_blob(prediction_blob(self.manifest.hour, pair), to_parquet(frame), overwrite=True)
+            self.predictions.upload_blob(prediction_blob(self.manifest.hour, pair), to_parquet(table), overwrite=True)
             timings["write"] = _ms(step)
         except ModelError as exc:
             return PairLog(
@@ -110,7 +110,7 @@ class _PairScorer:
         return PairLog(
             **base,
             status=PairStatus.OK,
-            rows=len(frame),
+            rows=table.num_rows,
             anomalies=int(flags.sum()),
             dropped_rows=int((~finite).sum()),
             model_sha256=loaded.metadata.sha256,
