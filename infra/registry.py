@@ -1,0 +1,74 @@
+"""Azure Container Registry and the two workload images, built from this repository by Pulumi."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+from pulumi_azure_native import authorization, containerregistry
+
+from infra.acr_token import ACR_TOKEN_USERNAME, TokenExchanger, exchange_token
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ("scorer", "submitter")
+
+
+@dataclass
+class RegistryArgs:
+    resource_group_name: pulumi.Input[str]
+    location: pulumi.Input[str]
+    registry_name: str
+    image_tag: str = "latest"
+    base_image: str = "python:3.11-slim"
+    token_exchanger: TokenExchanger = exchange_token  # tests pass a fake: no network in tests
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Registry(pulumi.ComponentResource):
+    """ACR with the admin user off; images pushed with an exchanged Entra ID token."""
+
+    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("batchscoring:infra:Registry", name, None, opts)
+        self.registry = containerregistry.Registry(
+            f"{name}-acr",
+            registry_name=args.registry_name,
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            sku=containerregistry.SkuArgs(name=containerregistry.SkuName.STANDARD),
+            admin_user_enabled=False,
+            anonymous_pull_enabled=False,
+            tags={**args.tags, "component": "registry"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.login_server = self.registry.login_server
+        tenant = authorization.get_client_config_output().tenant_id
+        token = authorization.get_client_token_output().token
+        password = pulumi.Output.secret(
+            pulumi.Output.all(self.login_server, tenant, token).apply(lambda a: args.token_exchanger(a[0], a[1], a[2]))
+        )
+        credentials = docker.RegistryArgs(server=self.login_server, username=ACR_TOKEN_USERNAME, password=password)
+        self.images: dict[str, docker.Image] = {
+            image: docker.Image(
+                f"{name}-{image}",
+                image_name=pulumi.Output.concat(self.login_server, f"/{image}:{args.image_tag}"),
+                build=docker.DockerBuildArgs(
+                    context=str(REPO_ROOT),
+                    dockerfile=str(REPO_ROOT / "workloads" / image / "Dockerfile"),
+                    platform="linux/amd64",
+                    args={"BASE_IMAGE": args.base_image},
+                ),
+                registry=credentials,
+                opts=pulumi.ResourceOptions(parent=self.registry),
+            )
+            for image in IMAGES
+        }
+        # Digest-pinned references: a rebuilt image changes the pool and container group that use it.
+        self.scorer_image = self.images["scorer"].repo_digest
+        self.submitter_image = self.images["submitter"].repo_digest
+        self.register_outputs({
+            "login_server": self.login_server,
+            "scorer_image": self.scorer_image,
+            "submitter_image": self.submitter_image,
+        })

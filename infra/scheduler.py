@@ -1,0 +1,119 @@
+"""The hourly trigger: a Logic App whose Recurrence starts the submitter container group.
+
+Pulumi declares the container group itself (image, identity, environment), so the Logic App only
+calls its ``start`` action with its own managed identity: no passwords, no API-connection secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pulumi
+from pulumi_azure_native import containerinstance, logic
+
+ACI_API_VERSION = "2023-05-01"
+Frequency = Literal["Minute", "Hour", "Day"]
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    frequency: Frequency = "Hour"
+    interval: int = 1
+    time_zone: str = "UTC"
+    minute: int = 10  # minutes past the hour, so the last hour's late readings have landed
+
+    def trigger(self) -> dict[str, Any]:
+        recurrence: dict[str, Any] = {"frequency": self.frequency, "interval": self.interval, "timeZone": self.time_zone}
+        if self.frequency != "Minute":
+            recurrence["schedule"] = {"minutes": [self.minute]}
+        return {"type": "Recurrence", "recurrence": recurrence, "runtimeConfiguration": {"concurrency": {"runs": 1}}}
+
+
+def workflow_definition(recurrence: Recurrence, container_group_id: str) -> dict[str, Any]:
+    """The Logic App definition: on each recurrence, POST .../containerGroups/<group>/start as itself."""
+    return {
+        "$schema": "https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#",
+        "contentVersion": "1.0.0.0",
+        "triggers": {"schedule": recurrence.trigger()},
+        "actions": {
+            "start_submitter": {
+                "type": "Http",
+                "runAfter": {},
+                "inputs": {
+                    "method": "POST",
+                    "uri": f"https://management.azure.com{container_group_id}/start?api-version={ACI_API_VERSION}",
+                    "authentication": {"type": "ManagedServiceIdentity", "audience": "https://management.azure.com/"},
+                    "retryPolicy": {"type": "exponential", "count": 4, "interval": "PT30S"},
+                },
+            }
+        },
+        "outputs": {},
+    }
+
+
+@dataclass
+class SchedulerArgs:
+    resource_group_name: pulumi.Input[str]
+    location: pulumi.Input[str]
+    container_group_name: str
+    submitter_image: pulumi.Input[str]
+    registry_server: pulumi.Input[str]
+    identity_id: pulumi.Input[str]
+    environment: dict[str, pulumi.Input[str]]
+    recurrence: Recurrence
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Scheduler(pulumi.ComponentResource):
+    def __init__(self, name: str, args: SchedulerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("batchscoring:infra:Scheduler", name, None, opts)
+        tags = {**args.tags, "component": "scheduler"}
+        self.container_group = containerinstance.ContainerGroup(
+            f"{name}-submitter",
+            container_group_name=args.container_group_name,
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            os_type=containerinstance.OperatingSystemTypes.LINUX,
+            restart_policy=containerinstance.ContainerGroupRestartPolicy.NEVER,  # one run per start
+            identity=containerinstance.ContainerGroupIdentityArgs(
+                type=containerinstance.ResourceIdentityType.USER_ASSIGNED, user_assigned_identities=[args.identity_id]
+            ),
+            image_registry_credentials=[
+                containerinstance.ImageRegistryCredentialArgs(server=args.registry_server, identity=args.identity_id)
+            ],
+            containers=[
+                containerinstance.ContainerArgs(
+                    name="submitter",
+                    image=args.submitter_image,
+                    resources=containerinstance.ResourceRequirementsArgs(
+                        requests=containerinstance.ResourceRequestsArgs(cpu=1.0, memory_in_gb=1.5)
+                    ),
+                    environment_variables=[
+                        containerinstance.EnvironmentVariableArgs(name=key, value=value)
+                        for key, value in sorted(args.environment.items())
+                    ],
+                )
+            ],
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.workflow = logic.Workflow(
+            f"{name}-workflow",
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            identity=logic.ManagedServiceIdentityArgs(type=logic.ManagedServiceIdentityType.SYSTEM_ASSIGNED),
+            state=logic.WorkflowState.ENABLED,
+            definition=self.container_group.id.apply(lambda group_id: workflow_definition(args.recurrence, group_id)),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.workflow_principal_id = self.workflow.identity.apply(lambda i: i.principal_id if i else "")
+        self.register_outputs({
+            "container_group_id": self.container_group.id,
+            "workflow_id": self.workflow.id,
+            "definition": self.container_group.id.apply(
+                lambda group_id: json.dumps(workflow_definition(args.recurrence, group_id))
+            ),
+        })

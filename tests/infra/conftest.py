@@ -1,0 +1,116 @@
+"""Pulumi mocks: record every resource with its real inputs, answer the few invokes the program uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra.config import parse_config
+from infra.platform import BatchScoringPlatform
+
+SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
+TENANT = "tenant-0001"
+
+NAME_INPUTS = (
+    "accountName", "containerName", "namespaceName", "eventHubName", "consumerGroupName", "jobName", "registryName",
+    "poolName", "containerGroupName", "resourceGroupName", "resourceName", "workflowName", "roleName",
+)
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+
+
+def _azure_name(args: pulumi.runtime.MockResourceArgs) -> str:
+    return next((str(args.inputs[k]) for k in NAME_INPUTS if k in args.inputs), args.name)
+
+
+def computed(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+    """What Azure would fill in on create, for the outputs the program reads."""
+    name = _azure_name(args)
+    extra: dict[str, Any] = {"name": name}
+    identity = args.inputs.get("identity")
+    if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
+        # Requests list the identities; responses map each to its principal and client ids.
+        extra["identity"] = {**identity, "userAssignedIdentities": {i: {} for i in identity["userAssignedIdentities"]}}
+    if args.typ == "azure-native:storage:StorageAccount":
+        extra["primaryEndpoints"] = {"blob": f"https://{name}.blob.core.windows.net/"}
+    elif args.typ == "azure-native:containerregistry:Registry":
+        extra["loginServer"] = f"{name}.azurecr.io"
+    elif args.typ == "azure-native:batch:BatchAccount":
+        extra["accountEndpoint"] = f"{name}.westeurope.batch.azure.com"
+    elif args.typ == "azure-native:managedidentity:UserAssignedIdentity":
+        extra |= {"principalId": f"{name}-principal", "clientId": f"{name}-client"}
+    elif args.typ in ("azure-native:streamanalytics:StreamingJob", "azure-native:logic:Workflow"):
+        extra["identity"] = {"type": "SystemAssigned", "principalId": f"{args.name}-principal"}
+    elif args.typ == "docker:index/image:Image":
+        extra["repoDigest"] = f"{str(args.inputs['imageName']).rsplit(':', 1)[0]}@sha256:{'0' * 64}"
+    return extra
+
+
+@dataclass
+class Mocks(pulumi.runtime.Mocks):
+    resources: list[Recorded] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
+        return f"/mock/{args.typ}/{args.name}", {**args.inputs, **computed(args)}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append(args.token)
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {"subscriptionId": SUBSCRIPTION, "tenantId": TENANT, "clientId": "deployer", "objectId": "deployer"}
+        if args.token == "azure-native:authorization:getClientToken":
+            return {"token": "entra-access-token"}
+        return {}
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name_suffix: str = "") -> Recorded:
+        found = [r for r in self.of_type(typ) if r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {typ} ending {name_suffix!r}, found {[r.name for r in found]}"
+        return found[0]
+
+    def inputs(self, typ: str, name_suffix: str = "") -> dict[str, Any]:
+        return self.one(typ, name_suffix).inputs
+
+
+@dataclass
+class Exchanges:
+    """A fake ACR token exchange that records its arguments (no network in tests)."""
+
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __call__(self, login_server: str, tenant: str, token: str) -> str:
+        self.seen.append((login_server, tenant, token))
+        return "acr-refresh-token"
+
+
+Deploy = Callable[..., Mocks]
+
+
+@pytest.fixture
+def deploy() -> Deploy:
+    """Run the real program against mocks with the given camelCase config overrides; return the recorder."""
+
+    def run(stack: str = "dev", exchanger: Exchanges | None = None, **config: Any) -> Mocks:
+        mocks = Mocks()
+        pulumi.runtime.set_mocks(mocks, preview=False)
+
+        @pulumi.runtime.test
+        def program() -> None:
+            BatchScoringPlatform("batchscoring", parse_config(config), stack, token_exchanger=exchanger or Exchanges())
+
+        program()
+        return mocks
+
+    return run

@@ -1,0 +1,23 @@
+"""Environment variables through which Pulumi configures the scheduled submitter container.
+
+Defined once here, imported by the infrastructure (which sets them) and the submitter (which reads
+them), so a renamed variable fails a test instead of a 3 a.m. run.
+"""
+
+from __future__ import annotations
+
+from workloads.common.storage import ACCOUNT_URL_ENV
+
+STORAGE_ACCOUNT_URL = ACCOUNT_URL_ENV
+AZURE_CLIENT_ID = "AZURE_CLIENT_ID"  # selects the user-assigned identity for DefaultAzureCredential
+STACK = "SCORING_STACK"
+CHUNK_SIZE = "SCORING_CHUNK_SIZE"
+LATENESS_MINUTES = "SCORING_LATENESS_MINUTES"
+BACKEND = "SCORING_BACKEND"
+BATCH_ACCOUNT_URL = "BATCH_ACCOUNT_URL"
+BATCH_POOL_ID = "BATCH_POOL_ID"
+SCORER_IMAGE = "SCORER_IMAGE"
+SCORER_IDENTITY_ID = "SCORER_IDENTITY_RESOURCE_ID"
+SCORER_CLIENT_ID = "SCORER_CLIENT_ID"
+TASK_MAX_RETRIES = "BATCH_TASK_MAX_RETRIES"
+TASK_MAX_WALL_MINUTES = "BATCH_TASK_MAX_WALL_MINUTES"
