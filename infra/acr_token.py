@@ -19,12 +19,14 @@ TokenExchanger = Callable[[str, str, str], str]
 
 def exchange_token(login_server: str, tenant_id: str, access_token: str) -> str:
     """An ACR refresh token for an Entra ID access token (POST /oauth2/exchange)."""
-    body = urllib.parse.urlencode({
-        "grant_type": "access_token",
-        "service": login_server,
-        "tenant": tenant_id,
-        "access_token": access_token,
-    }).encode()
+    body = urllib.parse.urlencode(
+        {
+            "grant_type": "access_token",
+            "service": login_server,
+            "tenant": tenant_id,
+            "access_token": access_token,
+        }
+    ).encode()
     request = urllib.request.Request(f"https://{login_server}/oauth2/exchange", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - https URL built above
+    with urllib.request.urlopen(request, timeout=30) as response:
         return str(json.load(response)["refresh_token"])

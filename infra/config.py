@@ -31,7 +31,9 @@ class ConfigError(ValueError):
 class PlatformConfig(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
-    location: Annotated[str, Field(pattern=LOCATION.pattern, description="Azure region, e.g. westeurope.")] = "westeurope"
+    location: Annotated[str, Field(pattern=LOCATION.pattern, description="Azure region, e.g. westeurope.")] = (
+        "westeurope"
+    )
     name_prefix: Annotated[
         str, Field(pattern=r"^[a-z][a-z0-9]{1,7}$", description="2-8 lowercase letters/digits; starts Azure names.")
     ] = "bscore"
@@ -85,7 +87,9 @@ class PlatformConfig(BaseModel):
             r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+",
             value,
         ):
-            raise ValueError("must be a subnet resource id (/subscriptions/.../virtualNetworks/<vnet>/subnets/<subnet>)")
+            raise ValueError(
+                "must be a subnet resource id (/subscriptions/.../virtualNetworks/<vnet>/subnets/<subnet>)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -160,3 +164,32 @@ def load_config() -> PlatformConfig:
     from pulumi.runtime.config import get_config_env
 
     return parse_config(raw_stack_config(get_config_env()))
+
+
+def reference_table() -> str:
+    """The README's configuration reference, generated from the model (a test keeps them equal)."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, field in PlatformConfig.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "(none)" if default is None else json.dumps(default) if not isinstance(default, str) else default
+        low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+        high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+        pattern = next((m.pattern for m in field.metadata if getattr(m, "pattern", None)), None)
+        annotation = str(field.annotation)
+        allowed = (
+            f"{low}..{high}"
+            if low is not None and high is not None
+            else f"`{pattern}`"
+            if pattern
+            else " / ".join(annotation.split("[", 1)[1].rstrip("]").replace("'", "").split(", "))
+            if "Literal" in annotation
+            else "true / false"
+            if field.annotation is bool
+            else ""
+        )
+        rows.append(f"| `{NAMESPACE}:{to_camel(name)}` | `{shown}` | {allowed} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(reference_table())

@@ -118,9 +118,11 @@ class Ingestion(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.job_principal_id = self.job.identity.apply(lambda i: i.principal_id if i else "")
-        self.register_outputs({
-            "namespace": self.namespace.name,
-            "event_hub": self.hub.name,
-            "consumer_group": self.consumer_group.name,
-            "job_name": self.job.name,
-        })
+        self.register_outputs(
+            {
+                "namespace": self.namespace.name,
+                "event_hub": self.hub.name,
+                "consumer_group": self.consumer_group.name,
+                "job_name": self.job.name,
+            }
+        )

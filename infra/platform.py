@@ -40,88 +40,170 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         prefix, tags = config.name_prefix, {"stack": stack, "app": "batchscoring", **config.tags}
 
         self.resource_group = resources.ResourceGroup(
-            f"{name}-rg", resource_group_name=dashed_name(prefix, stack, "rg", 90), location=config.location,
-            tags=tags, opts=child,
+            f"{name}-rg",
+            resource_group_name=dashed_name(prefix, stack, "rg", 90),
+            location=config.location,
+            tags=tags,
+            opts=child,
         )
         rg, location = self.resource_group.name, self.resource_group.location
-        identities = Identities(f"{name}-identities", IdentitiesArgs(
-            rg, location, {p: dashed_name(prefix, stack, p, 128) for p in ("scorer", "submitter")}, tags,
-        ), child)
+        identities = Identities(
+            f"{name}-identities",
+            IdentitiesArgs(
+                rg,
+                location,
+                {p: dashed_name(prefix, stack, p, 128) for p in ("scorer", "submitter")},
+                tags,
+            ),
+            child,
+        )
         scorer_id, submitter_id = identities["scorer"], identities["submitter"]
 
-        self.storage = PlatformStorage(f"{name}-storage", StorageArgs(
-            rg, location, compact_name(prefix, stack, "data", 24),
-            retention_days={
-                Container.AGGREGATES: config.aggregates_retention_days,
-                Container.PREDICTIONS: config.predictions_retention_days,
-                Container.LOGS: config.logs_retention_days,
-            },
-            protect=config.protect_data, tags=tags,
-        ), child)
-        self.ingestion = Ingestion(f"{name}-ingestion", IngestionArgs(
-            rg, location, dashed_name(prefix, stack, "events", 50), self.storage.account_name, config.aggregation,
-            partitions=config.event_hub_partitions, retention_days=config.event_hub_retention_days,
-            streaming_units=config.streaming_units, protect=config.protect_data, tags=tags,
-        ), child)
-        self.registry = Registry(f"{name}-registry", RegistryArgs(
-            rg, location, compact_name(prefix, stack, "acr", 50), token_exchanger=token_exchanger, tags=tags,
-        ), child)
-        self.batch = BatchCompute(f"{name}-batch", BatchComputeArgs(
-            rg, location, compact_name(prefix, stack, "batch", 24), config.vm_size, config.autoscale,
-            config.autoscale_interval_minutes, self.registry.scorer_image, self.registry.login_server,
-            scorer_id.id, subnet_id=config.subnet_id, tags=tags,
-        ), child)
-        self.scheduler = Scheduler(f"{name}-scheduler", SchedulerArgs(
-            rg, location, dashed_name(prefix, stack, "submitter", 63), self.registry.submitter_image,
-            self.registry.login_server, submitter_id.id,
-            environment={
-                envvars.STORAGE_ACCOUNT_URL: self.storage.blob_endpoint,
-                envvars.AZURE_CLIENT_ID: submitter_id.client_id,
-                envvars.STACK: stack,
-                envvars.BACKEND: "batch",
-                envvars.CHUNK_SIZE: str(config.chunk_size),
-                envvars.LATENESS_MINUTES: str(config.lateness_minutes),
-                envvars.BATCH_ACCOUNT_URL: self.batch.account_endpoint,
-                envvars.BATCH_POOL_ID: self.batch.pool_id,
-                envvars.SCORER_IMAGE: self.registry.scorer_image,
-                envvars.SCORER_IDENTITY_ID: scorer_id.id,
-                envvars.SCORER_CLIENT_ID: scorer_id.client_id,
-                envvars.TASK_MAX_RETRIES: str(config.task_max_retries),
-                envvars.TASK_MAX_WALL_MINUTES: str(config.task_max_wall_minutes),
-            },
-            recurrence=Recurrence(config.schedule_frequency, config.schedule_interval, config.time_zone,
-                                  config.schedule_minute),
-            tags=tags,
-        ), child)
+        self.storage = PlatformStorage(
+            f"{name}-storage",
+            StorageArgs(
+                rg,
+                location,
+                compact_name(prefix, stack, "data", 24),
+                retention_days={
+                    Container.AGGREGATES: config.aggregates_retention_days,
+                    Container.PREDICTIONS: config.predictions_retention_days,
+                    Container.LOGS: config.logs_retention_days,
+                },
+                protect=config.protect_data,
+                tags=tags,
+            ),
+            child,
+        )
+        self.ingestion = Ingestion(
+            f"{name}-ingestion",
+            IngestionArgs(
+                rg,
+                location,
+                dashed_name(prefix, stack, "events", 50),
+                self.storage.account_name,
+                config.aggregation,
+                partitions=config.event_hub_partitions,
+                retention_days=config.event_hub_retention_days,
+                streaming_units=config.streaming_units,
+                protect=config.protect_data,
+                tags=tags,
+            ),
+            child,
+        )
+        self.registry = Registry(
+            f"{name}-registry",
+            RegistryArgs(
+                rg,
+                location,
+                compact_name(prefix, stack, "acr", 50),
+                token_exchanger=token_exchanger,
+                tags=tags,
+            ),
+            child,
+        )
+        self.batch = BatchCompute(
+            f"{name}-batch",
+            BatchComputeArgs(
+                rg,
+                location,
+                compact_name(prefix, stack, "batch", 24),
+                config.vm_size,
+                config.autoscale,
+                config.autoscale_interval_minutes,
+                self.registry.scorer_image,
+                self.registry.login_server,
+                scorer_id.id,
+                subnet_id=config.subnet_id,
+                tags=tags,
+            ),
+            child,
+        )
+        self.scheduler = Scheduler(
+            f"{name}-scheduler",
+            SchedulerArgs(
+                rg,
+                location,
+                dashed_name(prefix, stack, "submitter", 63),
+                self.registry.submitter_image,
+                self.registry.login_server,
+                submitter_id.id,
+                environment={
+                    envvars.STORAGE_ACCOUNT_URL: self.storage.blob_endpoint,
+                    envvars.AZURE_CLIENT_ID: submitter_id.client_id,
+                    envvars.STACK: stack,
+                    envvars.BACKEND: "batch",
+                    envvars.CHUNK_SIZE: str(config.chunk_size),
+                    envvars.LATENESS_MINUTES: str(config.lateness_minutes),
+                    envvars.BATCH_ACCOUNT_URL: self.batch.account_endpoint,
+                    envvars.BATCH_POOL_ID: self.batch.pool_id,
+                    envvars.SCORER_IMAGE: self.registry.scorer_image,
+                    envvars.SCORER_IDENTITY_ID: scorer_id.id,
+                    envvars.SCORER_CLIENT_ID: scorer_id.client_id,
+                    envvars.TASK_MAX_RETRIES: str(config.task_max_retries),
+                    envvars.TASK_MAX_WALL_MINUTES: str(config.task_max_wall_minutes),
+                },
+                recurrence=Recurrence(
+                    config.schedule_frequency, config.schedule_interval, config.time_zone, config.schedule_minute
+                ),
+                tags=tags,
+            ),
+            child,
+        )
 
         batch_submitter = custom_role(
-            f"{name}-role-batch-submitter", f"batchscoring {stack} batch job submitter", self.resource_group.id,
-            BATCH_JOB_ACTIONS, BATCH_JOB_DATA_ACTIONS, child,
+            f"{name}-role-batch-submitter",
+            f"batchscoring {stack} batch job submitter",
+            self.resource_group.id,
+            BATCH_JOB_ACTIONS,
+            BATCH_JOB_DATA_ACTIONS,
+            child,
         )
         group_starter = custom_role(
-            f"{name}-role-group-starter", f"batchscoring {stack} submitter starter", self.resource_group.id,
-            START_GROUP_ACTIONS, opts=child,
+            f"{name}-role-group-starter",
+            f"batchscoring {stack} submitter starter",
+            self.resource_group.id,
+            START_GROUP_ACTIONS,
+            opts=child,
         )
         reader, contributor = built_in(roles.STORAGE_BLOB_DATA_READER), built_in(roles.STORAGE_BLOB_DATA_CONTRIBUTOR)
         container = self.storage.container_id
-        self.access = AccessPolicy(f"{name}-access", [
-            Grant("scorer-read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
-            Grant("scorer-read-aggregates", scorer_id.principal_id, reader, container(Container.AGGREGATES)),
-            Grant("scorer-write-predictions", scorer_id.principal_id, contributor, container(Container.PREDICTIONS)),
-            Grant("scorer-write-logs", scorer_id.principal_id, contributor, container(Container.LOGS)),
-            Grant("scorer-pull", scorer_id.principal_id, built_in(roles.ACR_PULL), self.registry.registry.id),
-            Grant("submitter-read-models", submitter_id.principal_id, reader, container(Container.MODELS)),
-            Grant("submitter-read-aggregates", submitter_id.principal_id, reader, container(Container.AGGREGATES)),
-            Grant("submitter-write-logs", submitter_id.principal_id, contributor, container(Container.LOGS)),
-            Grant("submitter-pull", submitter_id.principal_id, built_in(roles.ACR_PULL), self.registry.registry.id),
-            Grant("submitter-batch-jobs", submitter_id.principal_id, batch_submitter.id, self.batch.account.id),
-            Grant("asa-read-events", self.ingestion.job_principal_id, built_in(roles.EVENT_HUBS_DATA_RECEIVER),
-                  self.ingestion.hub.id),
-            Grant("asa-write-aggregates", self.ingestion.job_principal_id, contributor,
-                  container(Container.AGGREGATES)),
-            Grant("scheduler-start-submitter", self.scheduler.workflow_principal_id, group_starter.id,
-                  self.scheduler.container_group.id),
-        ], child)
+        self.access = AccessPolicy(
+            f"{name}-access",
+            [
+                Grant("scorer-read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
+                Grant("scorer-read-aggregates", scorer_id.principal_id, reader, container(Container.AGGREGATES)),
+                Grant(
+                    "scorer-write-predictions", scorer_id.principal_id, contributor, container(Container.PREDICTIONS)
+                ),
+                Grant("scorer-write-logs", scorer_id.principal_id, contributor, container(Container.LOGS)),
+                Grant("scorer-pull", scorer_id.principal_id, built_in(roles.ACR_PULL), self.registry.registry.id),
+                Grant("submitter-read-models", submitter_id.principal_id, reader, container(Container.MODELS)),
+                Grant("submitter-read-aggregates", submitter_id.principal_id, reader, container(Container.AGGREGATES)),
+                Grant("submitter-write-logs", submitter_id.principal_id, contributor, container(Container.LOGS)),
+                Grant("submitter-pull", submitter_id.principal_id, built_in(roles.ACR_PULL), self.registry.registry.id),
+                Grant("submitter-batch-jobs", submitter_id.principal_id, batch_submitter.id, self.batch.account.id),
+                Grant(
+                    "asa-read-events",
+                    self.ingestion.job_principal_id,
+                    built_in(roles.EVENT_HUBS_DATA_RECEIVER),
+                    self.ingestion.hub.id,
+                ),
+                Grant(
+                    "asa-write-aggregates",
+                    self.ingestion.job_principal_id,
+                    contributor,
+                    container(Container.AGGREGATES),
+                ),
+                Grant(
+                    "scheduler-start-submitter",
+                    self.scheduler.workflow_principal_id,
+                    group_starter.id,
+                    self.scheduler.container_group.id,
+                ),
+            ],
+            child,
+        )
 
         self.outputs: dict[str, pulumi.Input[object]] = {
             "resource_group": rg,

@@ -45,9 +45,10 @@ class Registry(pulumi.ComponentResource):
         self.login_server = self.registry.login_server
         tenant = authorization.get_client_config_output().tenant_id
         token = authorization.get_client_token_output().token
-        password = pulumi.Output.secret(
-            pulumi.Output.all(self.login_server, tenant, token).apply(lambda a: args.token_exchanger(a[0], a[1], a[2]))
+        exchanged: pulumi.Output[str] = pulumi.Output.all(self.login_server, tenant, token).apply(
+            lambda a: args.token_exchanger(a[0], a[1], a[2])
         )
+        password: pulumi.Output[str] = pulumi.Output.secret(exchanged)
         credentials = docker.RegistryArgs(server=self.login_server, username=ACR_TOKEN_USERNAME, password=password)
         self.images: dict[str, docker.Image] = {
             image: docker.Image(
@@ -67,8 +68,10 @@ class Registry(pulumi.ComponentResource):
         # Digest-pinned references: a rebuilt image changes the pool and container group that use it.
         self.scorer_image = self.images["scorer"].repo_digest
         self.submitter_image = self.images["submitter"].repo_digest
-        self.register_outputs({
-            "login_server": self.login_server,
-            "scorer_image": self.scorer_image,
-            "submitter_image": self.submitter_image,
-        })
+        self.register_outputs(
+            {
+                "login_server": self.login_server,
+                "scorer_image": self.scorer_image,
+                "submitter_image": self.submitter_image,
+            }
+        )

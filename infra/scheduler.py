@@ -25,7 +25,11 @@ class Recurrence:
     minute: int = 10  # minutes past the hour, so the last hour's late readings have landed
 
     def trigger(self) -> dict[str, Any]:
-        recurrence: dict[str, Any] = {"frequency": self.frequency, "interval": self.interval, "timeZone": self.time_zone}
+        recurrence: dict[str, Any] = {
+            "frequency": self.frequency,
+            "interval": self.interval,
+            "timeZone": self.time_zone,
+        }
         if self.frequency != "Minute":
             recurrence["schedule"] = {"minutes": [self.minute]}
         return {"type": "Recurrence", "recurrence": recurrence, "runtimeConfiguration": {"concurrency": {"runs": 1}}}
@@ -110,10 +114,12 @@ class Scheduler(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.workflow_principal_id = self.workflow.identity.apply(lambda i: i.principal_id if i else "")
-        self.register_outputs({
-            "container_group_id": self.container_group.id,
-            "workflow_id": self.workflow.id,
-            "definition": self.container_group.id.apply(
-                lambda group_id: json.dumps(workflow_definition(args.recurrence, group_id))
-            ),
-        })
+        self.register_outputs(
+            {
+                "container_group_id": self.container_group.id,
+                "workflow_id": self.workflow.id,
+                "definition": self.container_group.id.apply(
+                    lambda group_id: json.dumps(workflow_definition(args.recurrence, group_id))
+                ),
+            }
+        )

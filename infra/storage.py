@@ -83,11 +83,13 @@ class PlatformStorage(pulumi.ComponentResource):
         )
         self.account_name = self.account.name
         self.blob_endpoint = self.account.primary_endpoints.apply(lambda e: e.blob)
-        self.register_outputs({
-            "account_name": self.account_name,
-            "blob_endpoint": self.blob_endpoint,
-            "containers": {c.value: b.name for c, b in self.containers.items()},
-        })
+        self.register_outputs(
+            {
+                "account_name": self.account_name,
+                "blob_endpoint": self.blob_endpoint,
+                "containers": {c.value: b.name for c, b in self.containers.items()},
+            }
+        )
 
     def container_id(self, container: Container) -> pulumi.Output[str]:
         """The ARM id of a container: the narrowest scope a data role can be granted on."""

@@ -94,7 +94,14 @@ class Evaluator:
 
     def _comparison(self) -> Value:
         left = self._sum()
-        ops = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__, "==": float.__eq__, "!=": float.__ne__}
+        ops = {
+            "<": float.__lt__,
+            "<=": float.__le__,
+            ">": float.__gt__,
+            ">=": float.__ge__,
+            "==": float.__eq__,
+            "!=": float.__ne__,
+        }
         while self._peek() in ops:
             op = ops[self._take()]
             right = self._sum()

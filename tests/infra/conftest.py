@@ -15,9 +15,21 @@ from infra.platform import BatchScoringPlatform
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "tenant-0001"
 
+# The input that names the resource itself, most specific first (a pool also names its account).
 NAME_INPUTS = (
-    "accountName", "containerName", "namespaceName", "eventHubName", "consumerGroupName", "jobName", "registryName",
-    "poolName", "containerGroupName", "resourceGroupName", "resourceName", "workflowName", "roleName",
+    "consumerGroupName",
+    "eventHubName",
+    "containerName",
+    "poolName",
+    "containerGroupName",
+    "jobName",
+    "registryName",
+    "workflowName",
+    "roleName",
+    "resourceName",
+    "namespaceName",
+    "accountName",
+    "resourceGroupName",
 )
 
 
@@ -95,22 +107,38 @@ class Exchanges:
         return "acr-refresh-token"
 
 
-Deploy = Callable[..., Mocks]
+@dataclass
+class Deployment:
+    mocks: Mocks
+    platform: BatchScoringPlatform
+    outputs: dict[str, Any]
+
+
+Deploy = Callable[..., Deployment]
 
 
 @pytest.fixture
 def deploy() -> Deploy:
-    """Run the real program against mocks with the given camelCase config overrides; return the recorder."""
+    """Run the real program against mocks with camelCase config overrides; wait for every resource."""
 
-    def run(stack: str = "dev", exchanger: Exchanges | None = None, **config: Any) -> Mocks:
+    def run(stack: str = "dev", exchanger: Exchanges | None = None, **config: Any) -> Deployment:
         mocks = Mocks()
         pulumi.runtime.set_mocks(mocks, preview=False)
+        built: list[BatchScoringPlatform] = []
+        resolved: dict[str, Any] = {}
 
         @pulumi.runtime.test
-        def program() -> None:
-            BatchScoringPlatform("batchscoring", parse_config(config), stack, token_exchanger=exchanger or Exchanges())
+        def program() -> pulumi.Output[None]:
+            platform = BatchScoringPlatform(
+                "batchscoring", parse_config(config), stack, token_exchanger=exchanger or Exchanges()
+            )
+            built.append(platform)
+            keys = list(platform.outputs)
+            return pulumi.Output.all(*platform.outputs.values()).apply(
+                lambda values: resolved.update(zip(keys, values, strict=True))
+            )
 
         program()
-        return mocks
+        return Deployment(mocks, built[0], resolved)
 
     return run

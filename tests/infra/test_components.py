@@ -1,0 +1,265 @@
+"""Each component's real resource inputs, as the Azure provider would receive them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from infra.autoscale import autoscale_formula
+from infra.config import parse_config
+from infra.ingestion import INPUT_ALIAS, OUTPUT_ALIAS
+from infra.scheduler import Recurrence, workflow_definition
+from tests.infra.conftest import SUBSCRIPTION, TENANT, Deploy, Exchanges
+from workloads.common import envvars
+from workloads.common.aggregates import asa_query
+from workloads.common.layout import ASA_PATH_PATTERN
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET_SIG, SECRET_MARK = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's wire format
+STORAGE, CONTAINER = "azure-native:storage:StorageAccount", "azure-native:storage:BlobContainer"
+POOL, ACCOUNT = "azure-native:batch:Pool", "azure-native:batch:BatchAccount"
+JOB, WORKFLOW = "azure-native:streamanalytics:StreamingJob", "azure-native:logic:Workflow"
+GROUP, IMAGE = "azure-native:containerinstance:ContainerGroup", "docker:index/image:Image"
+ASSIGNMENT, IDENTITY = "azure-native:authorization:RoleAssignment", "azure-native:managedidentity:UserAssignedIdentity"
+
+
+def test_storage_is_private_https_only_and_keyless(deploy: Deploy) -> None:
+    mocks = deploy().mocks
+    account = mocks.inputs(STORAGE)
+    assert account["enableHttpsTrafficOnly"] is True
+    assert account["minimumTlsVersion"] == "TLS1_2"
+    assert account["allowBlobPublicAccess"] is False
+    assert account["allowSharedKeyAccess"] is False
+    assert account["defaultToOAuthAuthentication"] is True
+    assert account["kind"] == "StorageV2"
+    assert 3 <= len(account["accountName"]) <= 24 and account["accountName"].isalnum()
+    containers = {c.inputs["containerName"]: c.inputs for c in mocks.of_type(CONTAINER)}
+    assert sorted(containers) == ["aggregates", "logs", "models", "predictions"]
+    assert {c["publicAccess"] for c in containers.values()} == {"None"}
+
+
+def test_lifecycle_expires_time_partitioned_data_but_never_models(deploy: Deploy) -> None:
+    mocks = deploy(aggregatesRetentionDays=7, logsRetentionDays=14).mocks
+    rules = mocks.inputs("azure-native:storage:ManagementPolicy")["policy"]["rules"]
+    days = {
+        r["definition"]["filters"]["prefixMatch"][0]: r["definition"]["actions"]["baseBlob"]["delete"][
+            "daysAfterModificationGreaterThan"
+        ]
+        for r in rules
+    }
+    assert days == {"aggregates/": 7, "logs/": 14, "predictions/": 365}
+
+
+def test_data_resources_are_protected_only_when_the_stack_says_so(deploy: Deploy) -> None:
+    unprotected = deploy().platform
+    assert not unprotected.storage.account._protect  # type: ignore[attr-defined]
+    protected = deploy(protectData=True).platform
+    for resource in (
+        protected.storage.account,
+        *protected.storage.containers.values(),
+        protected.ingestion.namespace,
+        protected.ingestion.hub,
+    ):
+        assert resource._protect  # type: ignore[attr-defined]
+    assert not protected.batch.pool._protect  # type: ignore[attr-defined]
+
+
+def test_event_hubs_use_entra_id_only(deploy: Deploy) -> None:
+    mocks = deploy(eventHubPartitions=8).mocks
+    namespace = mocks.inputs("azure-native:eventhub:Namespace")
+    assert namespace["disableLocalAuth"] is True and namespace["minimumTlsVersion"] == "1.2"
+    assert mocks.inputs("azure-native:eventhub:EventHub")["partitionCount"] == 8
+    assert mocks.inputs("azure-native:eventhub:ConsumerGroup")["consumerGroupName"] == "stream-analytics"
+
+
+def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: Deploy) -> None:
+    mocks = deploy(windowMinutes=10, lateToleranceSeconds=120).mocks
+    job = mocks.inputs(JOB)
+    config = parse_config({"windowMinutes": 10, "lateToleranceSeconds": 120})
+    assert job["transformation"]["query"] == asa_query(config.aggregation, INPUT_ALIAS, OUTPUT_ALIAS)
+    assert "TumblingWindow(second, 600)" in job["transformation"]["query"]
+    assert job["identity"]["type"] == "SystemAssigned"
+    assert job["eventsLateArrivalMaxDelayInSeconds"] == 120 and job["eventsOutOfOrderPolicy"] == "Drop"
+    (source,) = job["inputs"]
+    datasource = source["properties"]["datasource"]
+    assert source["name"] == INPUT_ALIAS and datasource["authenticationMode"] == "Msi"
+    assert datasource["type"] == "Microsoft.EventHub/EventHub"
+    assert datasource["consumerGroupName"] == "stream-analytics"
+    (sink,) = job["outputs"]
+    assert sink["name"] == OUTPUT_ALIAS
+    assert sink["datasource"]["container"] == "aggregates"
+    assert sink["datasource"]["pathPattern"] == ASA_PATH_PATTERN
+    assert sink["datasource"]["authenticationMode"] == "Msi"
+    assert sink["serialization"]["type"] == "Parquet"
+
+
+def test_registry_has_no_admin_user_and_images_come_from_the_repo(deploy: Deploy) -> None:
+    exchanges = Exchanges()
+    mocks = deploy(exchanger=exchanges).mocks
+    registry = mocks.inputs("azure-native:containerregistry:Registry")
+    assert registry["adminUserEnabled"] is False and registry["anonymousPullEnabled"] is False
+    login_server = f"{registry['registryName']}.azurecr.io"
+    images = {r.name.rsplit("-", 1)[1]: r.inputs for r in mocks.of_type(IMAGE)}
+    assert sorted(images) == ["scorer", "submitter"]
+    for name, image in images.items():
+        dockerfile = Path(image["build"]["dockerfile"])
+        assert dockerfile == ROOT / "workloads" / name / "Dockerfile" and dockerfile.exists()
+        assert image["build"]["context"] == str(ROOT)
+        assert image["imageName"] == f"{login_server}/{name}:latest"
+        # The credentials travel as a Pulumi secret: never in plain state or outputs.
+        assert image["registry"][SECRET_SIG] == SECRET_MARK
+        assert image["registry"]["value"] == {
+            "server": login_server,
+            "password": "acr-refresh-token",
+            "username": "00000000-0000-0000-0000-000000000000",
+        }
+    assert exchanges.seen == [(login_server, TENANT, "entra-access-token")]
+
+
+def test_pool_autoscales_with_the_built_formula(deploy: Deploy) -> None:
+    deployment = deploy(vmSize="Standard_D4s_v5", maxNodes=12, taskSlotsPerNode=4, autoscaleIntervalMinutes=15)
+    pool = deployment.mocks.inputs(POOL)
+    config = parse_config(
+        {"vmSize": "Standard_D4s_v5", "maxNodes": 12, "taskSlotsPerNode": 4, "autoscaleIntervalMinutes": 15}
+    )
+    assert pool["vmSize"] == "Standard_D4s_v5" and pool["taskSlotsPerNode"] == 4
+    assert pool["scaleSettings"]["autoScale"] == {
+        "formula": autoscale_formula(config.autoscale),
+        "evaluationInterval": "PT15M",
+    }
+    assert "networkConfiguration" not in pool  # no subnet configured
+    vm = pool["deploymentConfiguration"]["virtualMachineConfiguration"]
+    containers = vm["containerConfiguration"]
+    scorer_identity = deployment.mocks.one(IDENTITY, "-scorer")
+    assert containers["type"] == "DockerCompatible"
+    assert containers["containerImageNames"] == [deployment.outputs["scorer_image"]]
+    assert "@sha256:" in containers["containerImageNames"][0]
+    (registry,) = containers["containerRegistries"]
+    assert registry == {
+        "registryServer": deployment.outputs["acr_login_server"],
+        "identityReference": {"resourceId": f"/mock/{IDENTITY}/{scorer_identity.name}"},
+    }
+    assert pool["identity"]["userAssignedIdentities"] == [f"/mock/{IDENTITY}/{scorer_identity.name}"]
+    account = deployment.mocks.inputs(ACCOUNT)
+    assert account["allowedAuthenticationModes"] == ["AAD"]
+
+
+def test_pool_in_a_subnet_gets_no_public_ips(deploy: Deploy) -> None:
+    subnet = "/subscriptions/s/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v/subnets/batch"
+    pool = deploy(subnetId=subnet).mocks.inputs(POOL)
+    network = pool["networkConfiguration"]
+    assert network["subnetId"] == subnet
+    assert network["publicIPAddressConfiguration"] == {"provision": "NoPublicIPAddresses"}
+
+
+def test_spot_pools_use_low_priority_targets(deploy: Deploy) -> None:
+    formula = deploy(spotNodes=True).mocks.inputs(POOL)["scaleSettings"]["autoScale"]["formula"]
+    assert "$TargetLowPriorityNodes = max(0, min(4, $nodes));" in formula
+    assert "$TargetDedicatedNodes = 0;" in formula
+
+
+def test_logic_app_recurrence_comes_from_config(deploy: Deploy) -> None:
+    mocks = deploy(
+        scheduleFrequency="Day", scheduleInterval=2, timeZone="W. Europe Standard Time", scheduleMinute=20
+    ).mocks
+    definition = mocks.inputs(WORKFLOW)["definition"]
+    group_id = f"/mock/{GROUP}/batchscoring-scheduler-submitter"
+    assert definition == workflow_definition(Recurrence("Day", 2, "W. Europe Standard Time", 20), group_id)
+    trigger = definition["triggers"]["schedule"]
+    assert trigger["recurrence"] == {
+        "frequency": "Day",
+        "interval": 2,
+        "timeZone": "W. Europe Standard Time",
+        "schedule": {"minutes": [20]},
+    }
+    action = definition["actions"]["start_submitter"]["inputs"]
+    assert action["method"] == "POST" and action["uri"].startswith(f"https://management.azure.com{group_id}/start")
+    assert action["authentication"]["type"] == "ManagedServiceIdentity"
+    assert "password" not in json.dumps(definition).lower()
+    assert mocks.inputs(WORKFLOW)["identity"] == {"type": "SystemAssigned"}
+
+
+def test_minute_recurrence_has_no_minute_schedule() -> None:
+    assert "schedule" not in Recurrence("Minute", 15).trigger()["recurrence"]
+
+
+def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> None:
+    deployment = deploy(chunkSize=120, latenessMinutes=7, taskMaxRetries=3)
+    group = deployment.mocks.inputs(GROUP)
+    assert group["restartPolicy"] == "Never" and group["osType"] == "Linux"
+    submitter_identity = f"/mock/{IDENTITY}/batchscoring-identities-submitter"
+    assert group["identity"] == {"type": "UserAssigned", "userAssignedIdentities": [submitter_identity]}
+    assert group["imageRegistryCredentials"] == [
+        {"server": deployment.outputs["acr_login_server"], "identity": submitter_identity}
+    ]
+    (container,) = group["containers"]
+    assert container["image"] == deployment.outputs["submitter_image"]
+    env = {e["name"]: e["value"] for e in container["environmentVariables"]}
+    assert env[envvars.STORAGE_ACCOUNT_URL] == deployment.outputs["blob_endpoint"]
+    assert env[envvars.BATCH_ACCOUNT_URL] == deployment.outputs["batch_account_endpoint"]
+    assert env[envvars.BATCH_POOL_ID] == "scorers"
+    assert env[envvars.SCORER_IMAGE] == deployment.outputs["scorer_image"]
+    assert (env[envvars.CHUNK_SIZE], env[envvars.LATENESS_MINUTES], env[envvars.TASK_MAX_RETRIES]) == ("120", "7", "3")
+    assert env[envvars.STACK] == "dev" and env[envvars.BACKEND] == "batch"
+    assert env[envvars.AZURE_CLIENT_ID].endswith("submitter-client")
+    assert not any("KEY" in name or "PASSWORD" in name for name in env)
+
+
+def test_role_assignments_are_scoped_to_the_narrowest_resource(deploy: Deploy) -> None:
+    mocks = deploy().mocks
+    grants = {r.name.removeprefix("batchscoring-access-"): r.inputs for r in mocks.of_type(ASSIGNMENT)}
+    role = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
+    reader, contributor = role + "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1", role + "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+    container = f"/mock/{CONTAINER}/batchscoring-storage-"
+    expected = {
+        "scorer-read-models": (reader, container + "models"),
+        "scorer-read-aggregates": (reader, container + "aggregates"),
+        "scorer-write-predictions": (contributor, container + "predictions"),
+        "scorer-write-logs": (contributor, container + "logs"),
+        "submitter-read-models": (reader, container + "models"),
+        "submitter-read-aggregates": (reader, container + "aggregates"),
+        "submitter-write-logs": (contributor, container + "logs"),
+        "asa-write-aggregates": (contributor, container + "aggregates"),
+        "scorer-pull": (
+            role + "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+            "/mock/azure-native:containerregistry:Registry/batchscoring-registry-acr",
+        ),
+        "submitter-pull": (
+            role + "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+            "/mock/azure-native:containerregistry:Registry/batchscoring-registry-acr",
+        ),
+        "asa-read-events": (
+            role + "a638d3c7-ab3a-418d-83e6-5f17a39d4fde",
+            "/mock/azure-native:eventhub:EventHub/batchscoring-ingestion-hub",
+        ),
+        "submitter-batch-jobs": (
+            "/mock/azure-native:authorization:RoleDefinition/batchscoring-role-batch-submitter",
+            f"/mock/{ACCOUNT}/batchscoring-batch-account",
+        ),
+        "scheduler-start-submitter": (
+            "/mock/azure-native:authorization:RoleDefinition/batchscoring-role-group-starter",
+            f"/mock/{GROUP}/batchscoring-scheduler-submitter",
+        ),
+    }
+    assert {name: (g["roleDefinitionId"], g["scope"]) for name, g in grants.items()} == expected
+    assert {g["principalType"] for g in grants.values()} == {"ServicePrincipal"}
+    principals = {name.split("-")[0]: g["principalId"] for name, g in grants.items()}
+    assert (
+        principals["scorer"].endswith("-scorer-principal")
+        and principals["asa"] == "batchscoring-ingestion-job-principal"
+    )
+
+
+def test_custom_roles_grant_only_what_their_callers_need(deploy: Deploy) -> None:
+    mocks = deploy().mocks
+    roles = {r.name: r.inputs for r in mocks.of_type("azure-native:authorization:RoleDefinition")}
+    starter = roles["batchscoring-role-group-starter"]["permissions"][0]
+    assert starter["actions"] == [
+        "Microsoft.ContainerInstance/containerGroups/read",
+        "Microsoft.ContainerInstance/containerGroups/start/action",
+    ]
+    submitter = roles["batchscoring-role-batch-submitter"]["permissions"][0]
+    assert submitter["dataActions"] == ["Microsoft.Batch/batchAccounts/jobs/*"]
+    assert not any("*" in action for action in submitter["actions"])
+    for role in roles.values():
+        assert role["assignableScopes"] == ["/mock/azure-native:resources:ResourceGroup/batchscoring-rg"]
