@@ -1,0 +1,104 @@
+"""A fake Azure Batch service behind the real azure-batch SDK.
+
+The SDK is used as is: only the HTTP layer is replaced (a requests adapter inside azure-core's
+RequestsTransport), so the tests see the exact request bodies the SDK would send to Azure and the
+SDK parses canned service responses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import requests
+import urllib3
+from azure.batch import BatchClient
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import BaseAdapter
+
+ENDPOINT = "https://acct.westeurope.batch.azure.com"
+Handler = Callable[["Call"], tuple[int, Any]]
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+
+class FakeCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fake-token", int((datetime.now(UTC) + timedelta(hours=1)).timestamp()))
+
+
+@dataclass
+class FakeBatchService(BaseAdapter):
+    """Routes requests to handlers by (method, path); records every call."""
+
+    handlers: dict[tuple[str, str], Handler] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        url = urlparse(request.url)
+        body = json.loads(request.body) if request.body else None
+        call = Call(str(request.method), url.path, parse_qs(url.query), body)
+        self.calls.append(call)
+        handler = self.handlers.get((call.method, call.path))
+        if handler is None:
+            status, payload = 404, {"code": "NotFound", "message": {"value": f"no fake for {call.method} {call.path}"}}
+        else:
+            status, payload = handler(call)
+        content = json.dumps(payload).encode() if payload is not None else b""
+        headers = {"Content-Type": "application/json; odata=minimalmetadata", "Content-Length": str(len(content))}
+        if status == 429:
+            headers["Retry-After"] = "0"
+        response = requests.Response()
+        response.status_code = status
+        response._content = content
+        response.headers.update(headers)
+        response.raw = urllib3.HTTPResponse(body=io.BytesIO(content), headers=headers, status=status, preload_content=False)
+        response.url = str(request.url)
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+    def of(self, method: str, path: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and c.path == path]
+
+    def client(self) -> BatchClient:
+        session = requests.Session()
+        session.mount("https://", self)
+        return BatchClient(
+            ENDPOINT, FakeCredential(), transport=RequestsTransport(session=session, session_owner=False),  # type: ignore[arg-type]
+            retry_backoff_factor=0, retry_total=3,
+        )
+
+
+def batch_error(code: str, status: int) -> tuple[int, dict[str, Any]]:
+    return status, {"odata.metadata": f"{ENDPOINT}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+                    "code": code, "message": {"lang": "en-US", "value": f"{code} (fake)"}}
+
+
+def task_results(call: Call, statuses: dict[str, tuple[str, str | None]] | None = None) -> tuple[int, dict[str, Any]]:
+    """A 200 addtaskcollection answer: success unless ``statuses`` says (status, error code) for a task."""
+    results = []
+    for task in call.body["value"]:
+        status, code = (statuses or {}).get(task["id"], ("success", None))
+        result: dict[str, Any] = {"status": status, "taskId": task["id"]}
+        if code:
+            result["error"] = {"code": code, "message": {"lang": "en-US", "value": code}}
+        results.append(result)
+    return 200, {"value": results}

@@ -1,0 +1,197 @@
+"""The Batch backend against the real azure-batch SDK with a fake HTTP service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from tests.workloads.fake_batch import Call, FakeBatchService, batch_error, task_results
+from workloads.common.manifest import TaskManifest
+from workloads.common.pairs import Pair
+from workloads.submitter.batch import BatchBackend, TaskCounts
+from workloads.submitter.batch_settings import BatchSettings
+from workloads.submitter.plan import JobPlan, task_id_for
+from workloads.submitter.record import JobStatus
+
+HOUR = datetime(2026, 11, 25, 10, tzinfo=UTC)
+JOB = "score-dev-2026112510"
+JOBS, JOB_PATH = "/jobs", f"/jobs/{JOB}"
+COLLECTION, TASKS = f"/jobs/{JOB}/addtaskcollection", f"/jobs/{JOB}/tasks"
+SETTINGS = BatchSettings(
+    account_url="https://acct.westeurope.batch.azure.com", pool_id="scorers",
+    scorer_image="bscoreacr.azurecr.io/scorer@sha256:" + "a" * 64,
+    storage_account_url="https://bscoredata.blob.core.windows.net/",
+    scorer_identity_id="/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/scorer",
+    scorer_client_id="scorer-client-id", max_task_retries=2, max_wall_minutes=30,
+)
+
+
+def plan_with(tasks: int) -> tuple[JobPlan, dict[str, str]]:
+    manifests = tuple(
+        TaskManifest(job_id=JOB, task_id=task_id_for(i), hour=HOUR, pairs=(Pair(f"dev-{i}", "temp"),))
+        for i in range(tasks)
+    )
+    plan = JobPlan(job_id=JOB, stack="dev", hour=HOUR, tasks=manifests, silent_pairs=(), aggregate_errors={})
+    blobs = {t.task_id: f"2026/11/25/10/{JOB}/manifests/{t.task_id}.json" for t in manifests}
+    return plan, blobs
+
+
+def service(overrides: dict[tuple[str, str], Any] | None = None) -> FakeBatchService:
+    fake = FakeBatchService()
+    fake.handlers = {
+        ("POST", JOBS): lambda call: (201, None),
+        ("POST", COLLECTION): lambda call: task_results(call),
+        ("PATCH", JOB_PATH): lambda call: (200, None),
+        ("GET", JOB_PATH): lambda call: batch_error("JobNotFound", 404),
+        ("GET", TASKS): lambda call: (200, {"value": []}),
+        **(overrides or {}),
+    }
+    return fake
+
+
+def backend(fake: FakeBatchService) -> BatchBackend:
+    return BatchBackend(fake.client(), SETTINGS, log=lambda _: None, sleep=lambda _: None)
+
+
+def test_job_and_task_bodies(tmp_path: object) -> None:
+    fake = service()
+    plan, manifests = plan_with(2)
+    outcome = backend(fake).submit(plan, manifests)
+    assert outcome.status is JobStatus.SUBMITTED and outcome.task_errors == {}
+
+    (create,) = fake.of("POST", JOBS)
+    assert create.body == {"id": JOB, "displayName": "scoring dev 2026-11-25T10", "poolInfo": {"poolId": "scorers"},
+                           "onAllTasksComplete": "noaction"}
+    (update,) = fake.of("PATCH", JOB_PATH)
+    assert update.body == {"onAllTasksComplete": "terminatejob"}
+    # The job is switched to terminate only after its tasks were added.
+    assert [c.method for c in fake.calls] == ["POST", "POST", "PATCH"]
+
+    (collection,) = fake.of("POST", COLLECTION)
+    first = collection.body["value"][0]
+    identity = {"resourceId": SETTINGS.scorer_identity_id}
+    assert first["id"] == "task-00000"
+    assert first["commandLine"] == f"--manifest 2026/11/25/10/{JOB}/manifests/task-00000.json"
+    assert first["containerSettings"] == {
+        "imageName": SETTINGS.scorer_image, "containerRunOptions": "--rm",
+        "registry": {"registryServer": "bscoreacr.azurecr.io", "identityReference": identity},
+    }
+    assert first["constraints"] == {"maxTaskRetryCount": 2, "maxWallClockTime": "PT30M00S"}
+    assert first["environmentSettings"] == [
+        {"name": "AZURE_STORAGE_ACCOUNT_URL", "value": SETTINGS.storage_account_url},
+        {"name": "AZURE_CLIENT_ID", "value": "scorer-client-id"},
+    ]
+    (output,) = first["outputFiles"]
+    assert output["filePattern"] == "../std*.txt"
+    assert output["destination"]["container"] == {
+        "containerUrl": "https://bscoredata.blob.core.windows.net/logs",
+        "path": f"2026/11/25/10/{JOB}/output/task-00000", "identityReference": identity}
+    assert output["uploadOptions"] == {"uploadCondition": "taskcompletion"}
+
+
+def test_tasks_are_added_in_collections_of_at_most_100() -> None:
+    fake = service()
+    plan, manifests = plan_with(250)
+    assert backend(fake).submit(plan, manifests).status is JobStatus.SUBMITTED
+    sizes = [len(c.body["value"]) for c in fake.of("POST", COLLECTION)]
+    assert sizes == [100, 100, 50]
+    added = [t["id"] for c in fake.of("POST", COLLECTION) for t in c.body["value"]]
+    assert added == [task_id_for(i) for i in range(250)]
+
+
+def test_an_existing_job_is_resumed_with_only_the_missing_tasks() -> None:
+    fake = service({
+        ("POST", JOBS): lambda call: batch_error("JobExists", 409),
+        ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00002"}]}),
+    })
+    be = backend(fake)
+    plan, manifests = plan_with(4)
+    outcome = be.submit(plan, manifests)
+    assert outcome.status is JobStatus.SUBMITTED
+    (collection,) = fake.of("POST", COLLECTION)
+    assert [t["id"] for t in collection.body["value"]] == ["task-00001", "task-00003"]
+    assert any("resuming" in note for note in be.notes)
+
+
+def test_already_submitted_only_when_complete_or_every_task_exists() -> None:
+    plan, _ = plan_with(2)
+    missing = service()
+    assert backend(missing).already_submitted(plan) is False
+    complete = service({("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "completed"})})
+    assert backend(complete).already_submitted(plan) is True
+    partial = service({
+        ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
+        ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}]}),
+    })
+    assert backend(partial).already_submitted(plan) is False
+    full = service({
+        ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
+        ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00001"}]}),
+    })
+    assert backend(full).already_submitted(plan) is True
+
+
+def test_partial_task_failures_retry_server_errors_and_report_client_errors() -> None:
+    attempts: list[int] = []
+
+    def flaky(call: Call) -> tuple[int, Any]:
+        attempts.append(len(call.body["value"]))
+        if len(attempts) == 1:
+            return task_results(call, {
+                "task-00001": ("servererror", "ServerBusy"),
+                "task-00002": ("clienterror", "TaskExists"),  # added by an earlier, interrupted run: fine
+                "task-00003": ("clienterror", "InvalidPropertyValue"),
+            })
+        return task_results(call)
+
+    fake = service({("POST", COLLECTION): flaky})
+    plan, manifests = plan_with(4)
+    outcome = backend(fake).submit(plan, manifests)
+    assert attempts == [4, 1]  # only the server-error task is sent again
+    assert outcome.status is JobStatus.FAILED
+    assert list(outcome.task_errors) == ["task-00003"]
+    assert outcome.task_errors["task-00003"].startswith("InvalidPropertyValue")
+
+
+def test_throttling_and_unavailable_are_retried() -> None:
+    answers = iter([(429, {"code": "TooManyRequests", "message": {"value": "slow down"}}),
+                    (503, {"code": "ServerBusy", "message": {"value": "busy"}})])
+
+    def throttled(call: Call) -> tuple[int, Any]:
+        return next(answers, None) or task_results(call)
+
+    fake = service({("POST", COLLECTION): throttled})
+    plan, manifests = plan_with(3)
+    assert backend(fake).submit(plan, manifests).status is JobStatus.SUBMITTED
+    assert len(fake.of("POST", COLLECTION)) == 3  # 429 (SDK pipeline retry), 503 (our retry), success
+
+
+def test_a_task_never_added_is_reported_not_lost() -> None:
+    fake = service({("POST", COLLECTION): lambda call: task_results(call, {"task-00000": ("servererror", "ServerBusy")})})
+    plan, manifests = plan_with(2)
+    outcome = backend(fake).submit(plan, manifests)
+    assert outcome.task_errors == {"task-00000": "not added after 4 attempts (server errors)"}
+
+
+def test_other_client_errors_surface() -> None:
+    fake = service({("POST", JOBS): lambda call: batch_error("PoolNotFound", 400)})
+    plan, manifests = plan_with(1)
+    with pytest.raises(HttpResponseError, match="PoolNotFound"):
+        backend(fake).submit(plan, manifests)
+
+
+def test_wait_polls_task_counts_until_done() -> None:
+    answers = iter([
+        {"active": 2, "running": 1, "completed": 0, "succeeded": 0, "failed": 0},
+        {"active": 0, "running": 1, "completed": 2, "succeeded": 2, "failed": 0},
+        {"active": 0, "running": 0, "completed": 3, "succeeded": 2, "failed": 1},
+    ])
+    slots = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
+    fake = service({("GET", f"/jobs/{JOB}/taskcounts"): lambda call: (200, {"taskCounts": next(answers),
+                                                                               "taskSlotCounts": slots})})
+    seen: list[TaskCounts] = []
+    counts = backend(fake).wait(JOB, 3, poll_seconds=0, on_poll=seen.append)
+    assert (counts.succeeded, counts.failed, len(seen)) == (2, 1, 3)

@@ -1,0 +1,198 @@
+"""The Azure Batch backend: one job per stack+hour, one container task per chunk of pairs.
+
+Uses the generated ``azure-batch`` 15.x client. Submission is idempotent: the job id is
+deterministic, an existing job is resumed by adding only the tasks it lacks, and a completed job is
+left alone. Tasks are added in collections of at most 100 (the service's limit per call); a task the
+service could not add because of a server-side error is retried with backoff, throttling (429) is
+retried by the SDK's pipeline honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from azure.batch import BatchClient
+from azure.batch import models as batchmodels
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from workloads.common import envvars
+from workloads.common.layout import Container, hour_prefix
+from workloads.submitter.backend import JobOutcome
+from workloads.submitter.batch_settings import BatchSettings
+from workloads.submitter.plan import JobPlan
+from workloads.submitter.record import JobStatus
+
+MAX_TASKS_PER_CALL = 100
+TASK_ADD_ATTEMPTS = 4
+
+
+def chunked(items: Sequence[batchmodels.BatchTaskCreateOptions], size: int = MAX_TASKS_PER_CALL) -> list[list[batchmodels.BatchTaskCreateOptions]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+@dataclass
+class TaskCounts:
+    active: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def pending(self) -> int:
+        return self.active + self.running
+
+
+@dataclass
+class BatchBackend:
+    client: BatchClient
+    settings: BatchSettings
+    log: Callable[[str], None] = print
+    sleep: Callable[[float], None] = time.sleep
+    notes: list[str] = field(default_factory=list)
+
+    name = "batch"
+
+    def _say(self, message: str) -> None:
+        self.notes.append(message)
+        self.log(message)
+
+    # -- what one task is ---------------------------------------------------------------------------
+    def task_for(self, plan: JobPlan, task_id: str, manifest_blob: str) -> batchmodels.BatchTaskCreateOptions:
+        """A container task running the scorer image's ENTRYPOINT with the manifest as its arguments."""
+        identity = batchmodels.BatchNodeIdentityReference(resource_id=self.settings.scorer_identity_id)
+        logs_url = f"{self.settings.storage_account_url.rstrip('/')}/{Container.LOGS.value}"
+        output_path = f"{hour_prefix(plan.hour)}{plan.job_id}/output/{task_id}"
+        environment = [batchmodels.EnvironmentSetting(name=envvars.STORAGE_ACCOUNT_URL, value=self.settings.storage_account_url)]
+        if self.settings.scorer_client_id:
+            environment.append(batchmodels.EnvironmentSetting(name=envvars.AZURE_CLIENT_ID, value=self.settings.scorer_client_id))
+        return batchmodels.BatchTaskCreateOptions(
+            id=task_id,
+            display_name=f"{plan.job_id} {task_id}",
+            command_line=f"--manifest {manifest_blob}",
+            container_settings=batchmodels.BatchTaskContainerSettings(
+                image_name=self.settings.scorer_image,
+                container_run_options="--rm",
+                registry=batchmodels.ContainerRegistryReference(
+                    registry_server=self.settings.scorer_image.split("/", 1)[0], identity_reference=identity
+                ),
+            ),
+            environment_settings=environment,
+            constraints=batchmodels.BatchTaskConstraints(
+                max_task_retry_count=self.settings.max_task_retries,
+                max_wall_clock_time=timedelta(minutes=self.settings.max_wall_minutes),
+            ),
+            # stdout/stderr land beside the run log, whatever the exit code.
+            output_files=[
+                batchmodels.OutputFile(
+                    file_pattern="../std*.txt",
+                    destination=batchmodels.OutputFileDestination(
+                        container=batchmodels.OutputFileBlobContainerDestination(
+                            container_url=logs_url, path=output_path, identity_reference=identity
+                        )
+                    ),
+                    upload_options=batchmodels.OutputFileUploadConfiguration(
+                        upload_condition=batchmodels.OutputFileUploadCondition.TASK_COMPLETION
+                    ),
+                )
+            ],
+        )
+
+    # -- Backend protocol ---------------------------------------------------------------------------
+    def already_submitted(self, plan: JobPlan) -> bool:
+        """True when the job exists and is finished, or already holds every planned task."""
+        try:
+            job = self.client.get_job(plan.job_id)
+        except ResourceNotFoundError:
+            return False
+        if job.state in (batchmodels.BatchJobState.COMPLETED, batchmodels.BatchJobState.TERMINATING):
+            self._say(f"job {plan.job_id} exists and is {job.state}: nothing to submit")
+            return True
+        missing = {t.task_id for t in plan.tasks} - self.existing_tasks(plan.job_id)
+        if not missing:
+            self._say(f"job {plan.job_id} exists with all {len(plan.tasks)} tasks: nothing to submit")
+        return not missing
+
+    def existing_tasks(self, job_id: str) -> set[str]:
+        return {task.id for task in self.client.list_tasks(job_id, select=["id"])}
+
+    def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        existing: set[str] = set()
+        try:
+            self.client.create_job(
+                batchmodels.BatchJobCreateOptions(
+                    id=plan.job_id,
+                    display_name=f"scoring {plan.stack} {plan.hour:%Y-%m-%dT%H}",
+                    pool_info=batchmodels.BatchPoolInfo(pool_id=self.settings.pool_id),
+                    # Terminate only once every task is added: a job with no tasks yet would
+                    # otherwise count as complete and end at once.
+                    all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.NO_ACTION,
+                )
+            )
+            self._say(f"created job {plan.job_id} on pool {self.settings.pool_id}")
+        except ResourceExistsError:
+            existing = self.existing_tasks(plan.job_id)
+            self._say(f"job {plan.job_id} exists with {len(existing)} task(s): resuming, adding only missing tasks")
+        tasks = [self.task_for(plan, task_id, blob) for task_id, blob in sorted(manifests.items()) if task_id not in existing]
+        errors = self.add_tasks(plan.job_id, tasks)
+        self.client.update_job(
+            plan.job_id,
+            batchmodels.BatchJobUpdateOptions(all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.TERMINATE_JOB),
+        )
+        self._say(f"added {len(tasks) - len(errors)} task(s) to {plan.job_id}" + (f", {len(errors)} failed" if errors else ""))
+        return JobOutcome(status=JobStatus.FAILED if errors else JobStatus.SUBMITTED, task_errors=errors)
+
+    def add_tasks(self, job_id: str, tasks: Sequence[batchmodels.BatchTaskCreateOptions]) -> dict[str, str]:
+        """Add tasks 100 per call; retry server-side failures; return task id -> error for the rest."""
+        errors: dict[str, str] = {}
+        for chunk in chunked(tasks):
+            pending = {task.id: task for task in chunk}
+            for attempt in range(TASK_ADD_ATTEMPTS):
+                if attempt:
+                    self.sleep(min(30.0, 2.0**attempt))
+                try:
+                    result = self.client.create_task_collection(
+                        job_id, batchmodels.BatchTaskGroup(task_values=list(pending.values()))
+                    )
+                except HttpResponseError as exc:
+                    if exc.status_code is not None and exc.status_code >= 500:
+                        continue  # the whole call failed server-side: retry the same tasks
+                    raise
+                retry: dict[str, batchmodels.BatchTaskCreateOptions] = {}
+                for outcome in result.result_values or []:
+                    code = outcome.error.code if outcome.error else None
+                    if outcome.status == batchmodels.BatchTaskAddStatus.SERVER_ERROR:
+                        retry[outcome.task_id] = pending[outcome.task_id]
+                    elif outcome.status == batchmodels.BatchTaskAddStatus.CLIENT_ERROR and code != "TaskExists":
+                        errors[outcome.task_id] = f"{code}: {outcome.error.message if outcome.error else ''}"
+                pending = retry
+                if not pending:
+                    break
+            for task_id in pending:
+                errors[task_id] = f"not added after {TASK_ADD_ATTEMPTS} attempts (server errors)"
+        return errors
+
+    # -- waiting --------------------------------------------------------------------------------------
+    def counts(self, job_id: str) -> TaskCounts:
+        c = self.client.get_job_task_counts(job_id).task_counts
+        return TaskCounts(active=c.active, running=c.running, succeeded=c.succeeded, failed=c.failed)
+
+    def wait(
+        self, job_id: str, total: int, *, poll_seconds: float = 15.0, timeout: timedelta = timedelta(hours=2),
+        on_poll: Callable[[TaskCounts], None] | None = None,
+    ) -> TaskCounts:
+        """Poll task counts until every task finished (or the timeout passes)."""
+        deadline = time.monotonic() + timeout.total_seconds()
+        while True:
+            counts = self.counts(job_id)
+            if on_poll is not None:
+                on_poll(counts)
+            if counts.finished >= total or time.monotonic() > deadline:
+                return counts
+            self.sleep(poll_seconds)
