@@ -67,7 +67,9 @@ class FakeBatchService(BaseAdapter):
         response.status_code = status
         response._content = content
         response.headers.update(headers)
-        response.raw = urllib3.HTTPResponse(body=io.BytesIO(content), headers=headers, status=status, preload_content=False)
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(content), headers=headers, status=status, preload_content=False
+        )
         response.url = str(request.url)
         response.request = request
         return response
@@ -82,14 +84,20 @@ class FakeBatchService(BaseAdapter):
         session = requests.Session()
         session.mount("https://", self)
         return BatchClient(
-            ENDPOINT, FakeCredential(), transport=RequestsTransport(session=session, session_owner=False),  # type: ignore[arg-type]
-            retry_backoff_factor=0, retry_total=3,
+            ENDPOINT,
+            FakeCredential(),
+            transport=RequestsTransport(session=session, session_owner=False),  # type: ignore[arg-type]
+            retry_backoff_factor=0,
+            retry_total=3,
         )
 
 
 def batch_error(code: str, status: int) -> tuple[int, dict[str, Any]]:
-    return status, {"odata.metadata": f"{ENDPOINT}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
-                    "code": code, "message": {"lang": "en-US", "value": f"{code} (fake)"}}
+    return status, {
+        "odata.metadata": f"{ENDPOINT}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+        "code": code,
+        "message": {"lang": "en-US", "value": f"{code} (fake)"},
+    }
 
 
 def task_results(call: Call, statuses: dict[str, tuple[str, str | None]] | None = None) -> tuple[int, dict[str, Any]]:

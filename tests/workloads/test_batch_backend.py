@@ -21,11 +21,14 @@ JOB = "score-dev-2026112510"
 JOBS, JOB_PATH = "/jobs", f"/jobs/{JOB}"
 COLLECTION, TASKS = f"/jobs/{JOB}/addtaskcollection", f"/jobs/{JOB}/tasks"
 SETTINGS = BatchSettings(
-    account_url="https://acct.westeurope.batch.azure.com", pool_id="scorers",
+    account_url="https://acct.westeurope.batch.azure.com",
+    pool_id="scorers",
     scorer_image="bscoreacr.azurecr.io/scorer@sha256:" + "a" * 64,
     storage_account_url="https://bscoredata.blob.core.windows.net/",
     scorer_identity_id="/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/scorer",
-    scorer_client_id="scorer-client-id", max_task_retries=2, max_wall_minutes=30,
+    scorer_client_id="scorer-client-id",
+    max_task_retries=2,
+    max_wall_minutes=30,
 )
 
 
@@ -43,7 +46,7 @@ def service(overrides: dict[tuple[str, str], Any] | None = None) -> FakeBatchSer
     fake = FakeBatchService()
     fake.handlers = {
         ("POST", JOBS): lambda call: (201, None),
-        ("POST", COLLECTION): lambda call: task_results(call),
+        ("POST", COLLECTION): task_results,
         ("PATCH", JOB_PATH): lambda call: (200, None),
         ("GET", JOB_PATH): lambda call: batch_error("JobNotFound", 404),
         ("GET", TASKS): lambda call: (200, {"value": []}),
@@ -63,8 +66,12 @@ def test_job_and_task_bodies(tmp_path: object) -> None:
     assert outcome.status is JobStatus.SUBMITTED and outcome.task_errors == {}
 
     (create,) = fake.of("POST", JOBS)
-    assert create.body == {"id": JOB, "displayName": "scoring dev 2026-11-25T10", "poolInfo": {"poolId": "scorers"},
-                           "onAllTasksComplete": "noaction"}
+    assert create.body == {
+        "id": JOB,
+        "displayName": "scoring dev 2026-11-25T10",
+        "poolInfo": {"poolId": "scorers"},
+        "onAllTasksComplete": "noaction",
+    }
     (update,) = fake.of("PATCH", JOB_PATH)
     assert update.body == {"onAllTasksComplete": "terminatejob"}
     # The job is switched to terminate only after its tasks were added.
@@ -76,7 +83,8 @@ def test_job_and_task_bodies(tmp_path: object) -> None:
     assert first["id"] == "task-00000"
     assert first["commandLine"] == f"--manifest 2026/11/25/10/{JOB}/manifests/task-00000.json"
     assert first["containerSettings"] == {
-        "imageName": SETTINGS.scorer_image, "containerRunOptions": "--rm",
+        "imageName": SETTINGS.scorer_image,
+        "containerRunOptions": "--rm",
         "registry": {"registryServer": "bscoreacr.azurecr.io", "identityReference": identity},
     }
     assert first["constraints"] == {"maxTaskRetryCount": 2, "maxWallClockTime": "PT30M00S"}
@@ -88,7 +96,9 @@ def test_job_and_task_bodies(tmp_path: object) -> None:
     assert output["filePattern"] == "../std*.txt"
     assert output["destination"]["container"] == {
         "containerUrl": "https://bscoredata.blob.core.windows.net/logs",
-        "path": f"2026/11/25/10/{JOB}/output/task-00000", "identityReference": identity}
+        "path": f"2026/11/25/10/{JOB}/output/task-00000",
+        "identityReference": identity,
+    }
     assert output["uploadOptions"] == {"uploadCondition": "taskcompletion"}
 
 
@@ -103,10 +113,12 @@ def test_tasks_are_added_in_collections_of_at_most_100() -> None:
 
 
 def test_an_existing_job_is_resumed_with_only_the_missing_tasks() -> None:
-    fake = service({
-        ("POST", JOBS): lambda call: batch_error("JobExists", 409),
-        ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00002"}]}),
-    })
+    fake = service(
+        {
+            ("POST", JOBS): lambda call: batch_error("JobExists", 409),
+            ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00002"}]}),
+        }
+    )
     be = backend(fake)
     plan, manifests = plan_with(4)
     outcome = be.submit(plan, manifests)
@@ -122,15 +134,19 @@ def test_already_submitted_only_when_complete_or_every_task_exists() -> None:
     assert backend(missing).already_submitted(plan) is False
     complete = service({("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "completed"})})
     assert backend(complete).already_submitted(plan) is True
-    partial = service({
-        ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
-        ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}]}),
-    })
+    partial = service(
+        {
+            ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
+            ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}]}),
+        }
+    )
     assert backend(partial).already_submitted(plan) is False
-    full = service({
-        ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
-        ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00001"}]}),
-    })
+    full = service(
+        {
+            ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
+            ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00001"}]}),
+        }
+    )
     assert backend(full).already_submitted(plan) is True
 
 
@@ -140,11 +156,14 @@ def test_partial_task_failures_retry_server_errors_and_report_client_errors() ->
     def flaky(call: Call) -> tuple[int, Any]:
         attempts.append(len(call.body["value"]))
         if len(attempts) == 1:
-            return task_results(call, {
-                "task-00001": ("servererror", "ServerBusy"),
-                "task-00002": ("clienterror", "TaskExists"),  # added by an earlier, interrupted run: fine
-                "task-00003": ("clienterror", "InvalidPropertyValue"),
-            })
+            return task_results(
+                call,
+                {
+                    "task-00001": ("servererror", "ServerBusy"),
+                    "task-00002": ("clienterror", "TaskExists"),  # added by an earlier, interrupted run: fine
+                    "task-00003": ("clienterror", "InvalidPropertyValue"),
+                },
+            )
         return task_results(call)
 
     fake = service({("POST", COLLECTION): flaky})
@@ -157,8 +176,12 @@ def test_partial_task_failures_retry_server_errors_and_report_client_errors() ->
 
 
 def test_throttling_and_unavailable_are_retried() -> None:
-    answers = iter([(429, {"code": "TooManyRequests", "message": {"value": "slow down"}}),
-                    (503, {"code": "ServerBusy", "message": {"value": "busy"}})])
+    answers = iter(
+        [
+            (429, {"code": "TooManyRequests", "message": {"value": "slow down"}}),
+            (503, {"code": "ServerBusy", "message": {"value": "busy"}}),
+        ]
+    )
 
     def throttled(call: Call) -> tuple[int, Any]:
         return next(answers, None) or task_results(call)
@@ -170,7 +193,9 @@ def test_throttling_and_unavailable_are_retried() -> None:
 
 
 def test_a_task_never_added_is_reported_not_lost() -> None:
-    fake = service({("POST", COLLECTION): lambda call: task_results(call, {"task-00000": ("servererror", "ServerBusy")})})
+    fake = service(
+        {("POST", COLLECTION): lambda call: task_results(call, {"task-00000": ("servererror", "ServerBusy")})}
+    )
     plan, manifests = plan_with(2)
     outcome = backend(fake).submit(plan, manifests)
     assert outcome.task_errors == {"task-00000": "not added after 4 attempts (server errors)"}
@@ -184,14 +209,17 @@ def test_other_client_errors_surface() -> None:
 
 
 def test_wait_polls_task_counts_until_done() -> None:
-    answers = iter([
-        {"active": 2, "running": 1, "completed": 0, "succeeded": 0, "failed": 0},
-        {"active": 0, "running": 1, "completed": 2, "succeeded": 2, "failed": 0},
-        {"active": 0, "running": 0, "completed": 3, "succeeded": 2, "failed": 1},
-    ])
+    answers = iter(
+        [
+            {"active": 2, "running": 1, "completed": 0, "succeeded": 0, "failed": 0},
+            {"active": 0, "running": 1, "completed": 2, "succeeded": 2, "failed": 0},
+            {"active": 0, "running": 0, "completed": 3, "succeeded": 2, "failed": 1},
+        ]
+    )
     slots = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
-    fake = service({("GET", f"/jobs/{JOB}/taskcounts"): lambda call: (200, {"taskCounts": next(answers),
-                                                                               "taskSlotCounts": slots})})
+    fake = service(
+        {("GET", f"/jobs/{JOB}/taskcounts"): lambda call: (200, {"taskCounts": next(answers), "taskSlotCounts": slots})}
+    )
     seen: list[TaskCounts] = []
     counts = backend(fake).wait(JOB, 3, poll_seconds=0, on_poll=seen.append)
     assert (counts.succeeded, counts.failed, len(seen)) == (2, 1, 3)

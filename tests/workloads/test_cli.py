@@ -83,10 +83,42 @@ def test_submitter_plan_then_run_then_run_again(service: BlobServiceClient) -> N
     assert json.loads(first.stdout)["status"] == "completed"
     second = runner.invoke(submitter, args)
     assert second.exit_code == 0
-    assert "already completed" in second.stderr
+    assert "already submitted" in second.stderr
 
 
 def test_submitter_rejects_a_bad_stack(settings: StorageSettings) -> None:
     result = runner.invoke(submitter, ["run", "--stack", "Prod!", "--hour", "2026-11-25T10"])
     assert result.exit_code == 2
     assert "invalid stack name" in flat(result.output)
+
+
+def test_report_shows_jobs_failures_and_timings(service: BlobServiceClient) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    publish_aggregates(service, aggregates_for([*GOOD_PAIRS, Pair("no-model", "x")]))
+    assert (
+        runner.invoke(submitter, ["run", "--hour", "2026-11-25T10", "--stack", "dev", "--workers", "0"]).exit_code == 0
+    )
+    as_json = runner.invoke(submitter, ["report", "--hour", "2026-11-25T10", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    (summary,) = json.loads(as_json.stdout)
+    assert (summary["job_id"], summary["status"], summary["backend"]) == ("score-dev-2026112510", "completed", "local")
+    assert (summary["pairs_ok"], summary["pairs_failed"], summary["tasks_logged"]) == (2, 1, 1)
+    assert summary["failures"] == [
+        {
+            "pair": "no-model/x",
+            "task": "task-00000",
+            "reason": "missing_model",
+            "error": "no model at models/no-model/x/model.skops",
+        }
+    ]
+    assert summary["pair_ms_max"] >= summary["pair_ms_p50"] > 0
+    table = runner.invoke(submitter, ["report", "--hour", "2026-11-25T11", "--last", "2"])
+    assert table.exit_code == 0
+    assert "score-dev-2026112510" in flat(table.stdout) and "missing_model" in flat(table.stdout)
+
+
+def test_batch_backend_settings_missing_are_named(settings: StorageSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATCH_ACCOUNT_URL", raising=False)
+    result = runner.invoke(submitter, ["run", "--backend", "batch", "--hour", "2026-11-25T10"])
+    assert result.exit_code == 2
+    assert "BATCH_ACCOUNT_URL" in flat(result.output)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workloads.common.aggregates import AggregationSpec
+from workloads.common.console import console as make_console
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, last_complete_hour, parse_hour
 from workloads.demo.azurite import PROJECT_ROOT, running_azurite
@@ -66,7 +65,7 @@ def main(
     data_dir: Annotated[Path, typer.Option(help="Where a started Azurite keeps its data.")] = PROJECT_ROOT / ".azurite",
 ) -> None:
     """Simulate a fleet, aggregate it, train and publish models, score each hour, report the results."""
-    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console = make_console()
     try:
         config = DemoConfig(
             fleet=FleetSpec(

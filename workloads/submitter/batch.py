@@ -29,7 +29,9 @@ MAX_TASKS_PER_CALL = 100
 TASK_ADD_ATTEMPTS = 4
 
 
-def chunked(items: Sequence[batchmodels.BatchTaskCreateOptions], size: int = MAX_TASKS_PER_CALL) -> list[list[batchmodels.BatchTaskCreateOptions]]:
+def chunked(
+    items: Sequence[batchmodels.BatchTaskCreateOptions], size: int = MAX_TASKS_PER_CALL
+) -> list[list[batchmodels.BatchTaskCreateOptions]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
@@ -69,9 +71,13 @@ class BatchBackend:
         identity = batchmodels.BatchNodeIdentityReference(resource_id=self.settings.scorer_identity_id)
         logs_url = f"{self.settings.storage_account_url.rstrip('/')}/{Container.LOGS.value}"
         output_path = f"{hour_prefix(plan.hour)}{plan.job_id}/output/{task_id}"
-        environment = [batchmodels.EnvironmentSetting(name=envvars.STORAGE_ACCOUNT_URL, value=self.settings.storage_account_url)]
+        environment = [
+            batchmodels.EnvironmentSetting(name=envvars.STORAGE_ACCOUNT_URL, value=self.settings.storage_account_url)
+        ]
         if self.settings.scorer_client_id:
-            environment.append(batchmodels.EnvironmentSetting(name=envvars.AZURE_CLIENT_ID, value=self.settings.scorer_client_id))
+            environment.append(
+                batchmodels.EnvironmentSetting(name=envvars.AZURE_CLIENT_ID, value=self.settings.scorer_client_id)
+            )
         return batchmodels.BatchTaskCreateOptions(
             id=task_id,
             display_name=f"{plan.job_id} {task_id}",
@@ -139,13 +145,19 @@ class BatchBackend:
         except ResourceExistsError:
             existing = self.existing_tasks(plan.job_id)
             self._say(f"job {plan.job_id} exists with {len(existing)} task(s): resuming, adding only missing tasks")
-        tasks = [self.task_for(plan, task_id, blob) for task_id, blob in sorted(manifests.items()) if task_id not in existing]
+        tasks = [
+            self.task_for(plan, task_id, blob) for task_id, blob in sorted(manifests.items()) if task_id not in existing
+        ]
         errors = self.add_tasks(plan.job_id, tasks)
         self.client.update_job(
             plan.job_id,
-            batchmodels.BatchJobUpdateOptions(all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.TERMINATE_JOB),
+            batchmodels.BatchJobUpdateOptions(
+                all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.TERMINATE_JOB
+            ),
         )
-        self._say(f"added {len(tasks) - len(errors)} task(s) to {plan.job_id}" + (f", {len(errors)} failed" if errors else ""))
+        self._say(
+            f"added {len(tasks) - len(errors)} task(s) to {plan.job_id}" + (f", {len(errors)} failed" if errors else "")
+        )
         return JobOutcome(status=JobStatus.FAILED if errors else JobStatus.SUBMITTED, task_errors=errors)
 
     def add_tasks(self, job_id: str, tasks: Sequence[batchmodels.BatchTaskCreateOptions]) -> dict[str, str]:
@@ -184,7 +196,12 @@ class BatchBackend:
         return TaskCounts(active=c.active, running=c.running, succeeded=c.succeeded, failed=c.failed)
 
     def wait(
-        self, job_id: str, total: int, *, poll_seconds: float = 15.0, timeout: timedelta = timedelta(hours=2),
+        self,
+        job_id: str,
+        total: int,
+        *,
+        poll_seconds: float = 15.0,
+        timeout: timedelta = timedelta(hours=2),
         on_poll: Callable[[TaskCounts], None] | None = None,
     ) -> TaskCounts:
         """Poll task counts until every task finished (or the timeout passes)."""
