@@ -26,7 +26,8 @@ lint: $(PY_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workloads infra
 
-test: setup lint ## lint, type-check and the full test suite (starts its own Azurite)
+test: setup lint ## lint, type-check and the full test suite (starts its own Azurite, and Docker where it can)
+	bash scripts/ensure-docker.sh
 	$(BIN)/pytest
 
 bench: setup

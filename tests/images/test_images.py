@@ -1,0 +1,101 @@
+"""The two images, built for real and run: the scorer against Azurite, the submitter's CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pandas as pd
+from azure.storage.blob import BlobServiceClient
+
+from tests.workloads.helpers import GOOD_PAIRS, HOUR, publish_data_and_models
+from workloads.common.frames import read_hour_predictions
+from workloads.common.layout import Container
+from workloads.common.manifest import TaskManifest
+from workloads.scorer.task import score_task
+
+
+def inspect(tag: str) -> dict[str, object]:
+    out = subprocess.run(["docker", "image", "inspect", tag], check=True, capture_output=True, text=True).stdout
+    config: dict[str, object] = json.loads(out)[0]["Config"]
+    return config
+
+
+def python_in(tag: str, code: str) -> str:
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python", tag, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def has_module(tag: str, module: str) -> bool:
+    return python_in(tag, f"import importlib.util; print(importlib.util.find_spec('{module}') is not None)") == "True"
+
+
+def test_scorer_image_is_non_root_with_the_cli_as_entrypoint_and_no_pulumi(scorer_image: str) -> None:
+    config = inspect(scorer_image)
+    assert config["User"] == "10001"
+    assert config["Entrypoint"] == ["scorer"]
+    assert config["Labels"]["org.opencontainers.image.title"] == "batchscoring-scorer"  # type: ignore[index]
+    assert has_module(scorer_image, "sklearn") and has_module(scorer_image, "skops")
+    assert not has_module(scorer_image, "pulumi") and not has_module(scorer_image, "azure.batch")
+
+
+def test_submitter_image_has_the_batch_sdk_but_not_scikit_learn(submitter_image: str) -> None:
+    config = inspect(submitter_image)
+    assert config["User"] == "10001" and config["Entrypoint"] == ["submitter"] and config["Cmd"] == ["run"]
+    assert has_module(submitter_image, "azure.batch")
+    assert not has_module(submitter_image, "sklearn") and not has_module(submitter_image, "pulumi")
+    helps = {}
+    for args in (["--help"], ["run", "--help"], ["report", "--help"]):
+        result = subprocess.run(
+            ["docker", "run", "--rm", submitter_image, *args], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout
+        helps[" ".join(args)] = result.stdout
+    assert "--wait" in helps["run --help"] and "--backend" in helps["run --help"]
+
+
+def test_scorer_container_predicts_what_the_in_process_scorer_does(
+    scorer_image: str, service: BlobServiceClient, azurite: tuple[int, str]
+) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    score_task(service, TaskManifest(job_id="in-process", task_id="t0", hour=HOUR, pairs=tuple(GOOD_PAIRS)))
+    expected = read_hour_predictions(service, HOUR).sort_values(["device_id", "sensor", "window_end"])
+    predictions = service.get_container_client(str(Container.PREDICTIONS))
+    for blob in predictions.list_blobs():
+        predictions.delete_blob(blob.name)
+
+    result = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-e",
+            f"AZURE_STORAGE_CONNECTION_STRING={azurite[1]}",
+            scorer_image,
+            "--hour",
+            "2026-11-25T10",
+            "--pairs",
+            ",".join(str(p) for p in GOOD_PAIRS),
+            "--job-id",
+            "container",
+            "--task-id",
+            "t1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["ok"], summary["failed"]) == (2, 0)
+    got = read_hour_predictions(service, HOUR).sort_values(["device_id", "sensor", "window_end"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
