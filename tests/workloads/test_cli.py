@@ -122,3 +122,62 @@ def test_batch_backend_settings_missing_are_named(settings: StorageSettings, mon
     result = runner.invoke(submitter, ["run", "--backend", "batch", "--hour", "2026-11-25T10"])
     assert result.exit_code == 2
     assert "BATCH_ACCOUNT_URL" in flat(result.output)
+
+
+def test_batch_run_with_wait_reports_and_records_the_outcome(
+    service: BlobServiceClient, settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The --wait path end to end: fake Batch service for the job, real Azurite for logs and records."""
+    from tests.workloads.fake_batch import FakeBatchService, task_results
+    from tests.workloads.test_batch_backend import SETTINGS
+    from workloads.scorer.entry import run_manifest
+    from workloads.scorer.task import ScorerOptions
+    from workloads.submitter import cli
+    from workloads.submitter.batch import BatchBackend
+
+    publish_data_and_models(service, GOOD_PAIRS)
+    publish_aggregates(service, aggregates_for([*GOOD_PAIRS, Pair("no-model", "x")]))
+    job = "score-dev-2026112510"
+
+    def add_and_run(call: object) -> tuple[int, object]:
+        # The "pool" runs each added task with the real scorer entry point, as a node would.
+        for task in call.body["value"]:  # type: ignore[attr-defined]
+            run_manifest(settings, task["commandLine"].removeprefix("--manifest "), ScorerOptions())
+        return task_results(call)  # type: ignore[arg-type]
+
+    done = {"active": 0, "running": 0, "completed": 2, "succeeded": 2, "failed": 0}
+    fake = FakeBatchService()
+    fake.handlers = {
+        ("GET", f"/jobs/{job}"): lambda call: (404, {"code": "JobNotFound", "message": {"value": "no"}}),
+        ("POST", "/jobs"): lambda call: (201, None),
+        ("POST", f"/jobs/{job}/addtaskcollection"): add_and_run,
+        ("PATCH", f"/jobs/{job}"): lambda call: (200, None),
+        ("GET", f"/jobs/{job}/taskcounts"): lambda call: (200, {"taskCounts": done, "taskSlotCounts": done}),
+    }
+    monkeypatch.setattr(cli, "_batch_backend", lambda: BatchBackend(fake.client(), SETTINGS, log=lambda _: None))
+    result = runner.invoke(
+        submitter,
+        [
+            "run",
+            "--backend",
+            "batch",
+            "--hour",
+            "2026-11-25T10",
+            "--stack",
+            "dev",
+            "--chunk-size",
+            "2",
+            "--wait",
+            "--poll-seconds",
+            "1",
+        ],
+    )
+    assert result.exit_code == 1, result.output  # one pair has no model
+    assert "missing_model" in flat(result.stdout) and job in flat(result.stdout)
+    record = json.loads(runner.invoke(submitter, ["report", "--hour", "2026-11-25T10", "--json"]).stdout)[0]
+    assert (record["status"], record["backend"], record["pairs_ok"], record["pairs_failed"]) == (
+        "completed",
+        "batch",
+        2,
+        1,
+    )

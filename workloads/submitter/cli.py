@@ -18,14 +18,16 @@ from rich.table import Table
 
 from workloads.common import envvars
 from workloads.common.console import console
+from workloads.common.runlog import PairStatus
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import HOUR, format_hour, last_complete_hour, parse_hour
 from workloads.submitter.plan import JobPlan, plan_hour, validate_stack
+from workloads.submitter.record import JobRecord, JobStatus, write_record
 from workloads.submitter.report import JobReport, collect
 from workloads.submitter.submit import SubmitResult, submit_plan
 
 if TYPE_CHECKING:
-    from workloads.submitter.batch import BatchBackend
+    from workloads.submitter.batch import BatchBackend, TaskCounts
 
 app = typer.Typer(add_completion=False, help=__doc__)
 err = console(stderr=True)
@@ -165,13 +167,32 @@ def run(
         typer.echo(result.record.model_dump_json(indent=2))
     if batch is not None and wait and job.tasks:
         _wait(batch, job, poll_seconds, timeout_minutes)
-        reports = [r for r in collect(service, job.hour) if r.job_id == job.job_id]
-        _print_reports(reports, as_json=False)
         counts = batch.counts(job.job_id)
+        reports = [r for r in collect(service, job.hour) if r.job_id == job.job_id]
+        if result.record is not None:
+            _record_completion(service, result.record, counts, reports)
+            for job_report in reports:
+                job_report.record = result.record
+        _print_reports(reports, as_json=False)
         if counts.failed or any(r.failures for r in reports):
             raise typer.Exit(1)
     if result.record is not None and result.record.task_errors:
         raise typer.Exit(1)
+
+
+def _record_completion(
+    service: BlobServiceClient, record: JobRecord, counts: TaskCounts, reports: list[JobReport]
+) -> None:
+    """After --wait, the job record says how the job ended, as the local backend's records do."""
+    pairs = [p for r in reports for p in r.pairs]
+    finished = counts.pending == 0
+    record.status = JobStatus.FAILED if counts.failed else JobStatus.COMPLETED if finished else JobStatus.SUBMITTED
+    record.finished_at = datetime.now(UTC) if finished else None
+    record.ok = sum(p.status is PairStatus.OK for p in pairs)
+    record.failed = sum(p.status is PairStatus.FAILED for p in pairs)
+    record.no_data = sum(p.status is PairStatus.NO_DATA for p in pairs)
+    record.anomalies = sum(p.anomalies for p in pairs)
+    write_record(service, record)
 
 
 def _print_reports(reports: list[JobReport], *, as_json: bool) -> None:
