@@ -104,8 +104,13 @@ def _batch_backend() -> BatchBackend:
 def _run_local(
     settings: StorageSettings, service: BlobServiceClient, job: JobPlan, workers: int, force: bool, trust_pickle: bool
 ) -> SubmitResult:
-    from workloads.scorer.task import ScorerOptions
-    from workloads.submitter.local import LocalBackend
+    try:
+        from workloads.scorer.task import ScorerOptions
+        from workloads.submitter.local import LocalBackend
+    except ImportError as exc:  # the submitter image ships without the scorer and scikit-learn
+        raise typer.BadParameter(
+            f"the local backend needs the scorer and its 'scoring' extra ({exc}); use --backend batch here"
+        ) from None
 
     options = ScorerOptions(trust_pickle=trust_pickle)
     with LocalBackend(settings, service, workers=workers, options=options) as local:
