@@ -19,13 +19,18 @@ class PairStatus(StrEnum):
     FAILED = "failed"
 
 
-class PairLog(BaseModel):
+class _TaskLine(BaseModel):
+    """What every line of a run log carries: which job, task and hour it belongs to."""
+
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["pair"] = "pair"
     job_id: str
     task_id: str
     hour: datetime
+
+
+class PairLog(_TaskLine):
+    kind: Literal["pair"] = "pair"
     device_id: str
     sensor: str
     status: PairStatus
@@ -38,13 +43,8 @@ class PairLog(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-class TaskLog(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class TaskLog(_TaskLine):
     kind: Literal["task"] = "task"
-    job_id: str
-    task_id: str
-    hour: datetime
     host: str
     started_at: datetime
     finished_at: datetime

@@ -10,7 +10,7 @@ import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 from requests.adapters import HTTPAdapter
 
@@ -71,6 +71,3 @@ def ensure_containers(service: BlobServiceClient, names: Iterable[str] = tuple(C
         with contextlib.suppress(ResourceExistsError):
             service.create_container(name)
 
-
-def container(service: BlobServiceClient, name: Container) -> ContainerClient:
-    return service.get_container_client(str(name))
