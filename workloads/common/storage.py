@@ -70,4 +70,3 @@ def ensure_containers(service: BlobServiceClient, names: Iterable[str] = tuple(C
     for name in names:
         with contextlib.suppress(ResourceExistsError):
             service.create_container(name)
-
