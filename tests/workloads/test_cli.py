@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from azure.storage.blob import BlobServiceClient
 from typer.testing import CliRunner
@@ -181,3 +182,30 @@ def test_batch_run_with_wait_reports_and_records_the_outcome(
         2,
         1,
     )
+
+
+def test_trainer_publishes_models_for_pairs_with_enough_history(service: BlobServiceClient) -> None:
+    from datetime import timedelta
+
+    from workloads.common.layout import Container
+    from workloads.common.model_metadata import list_models
+    from workloads.training.cli import app as trainer
+
+    rich, thin = Pair("a", "x"), Pair("b", "x")
+    for back in range(1, 4):
+        hour = HOUR - timedelta(hours=back)
+        frames = [aggregates_for([rich], hour, seed=back)] + (
+            [aggregates_for([thin], hour, windows=2)] if back == 1 else []
+        )
+        publish_aggregates(service, pd.concat(frames))
+    result = runner.invoke(trainer, ["--from", "2026-11-25T07", "--to", "2026-11-25T10", "--features", "avg,stdev"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["published"] == 1 and "b/x" in summary["skipped"]
+    (meta,) = list_models(service.get_container_client(str(Container.MODELS))).values()
+    assert meta.features == ("avg", "stdev") and meta.training_rows == 36  # type: ignore[union-attr]
+
+    bad = runner.invoke(trainer, ["--from", "2026-11-25T07", "--to", "2026-11-25T10", "--features", "avg,median"])
+    assert bad.exit_code == 2 and "unknown feature(s) ['median']" in flat(bad.output)
+    backwards = runner.invoke(trainer, ["--from", "2026-11-25T10", "--to", "2026-11-25T07"])
+    assert backwards.exit_code == 2 and "must come after" in flat(backwards.output)
