@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 from infra.autoscale import AutoscaleSpec
 from workloads.common.aggregates import AggregationSpec
@@ -115,13 +116,19 @@ class PlatformConfig(BaseModel):
         )
 
 
+def _bounds(field: FieldInfo) -> tuple[Any, Any]:
+    """The declared (ge, le) of a numeric key, None where it has none."""
+    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return low, high
+
+
 def _allowed(alias: str) -> str:
     """The allowed range or form of a key, from its declaration: 'allowed 1..300', or its description."""
     field = next((f for name, f in PlatformConfig.model_fields.items() if to_camel(name) == alias), None)
     if field is None:
         return ""
-    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
-    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    low, high = _bounds(field)
     if low is not None and high is not None:
         return f" (allowed {low}..{high})"
     return f" ({field.description})" if field.description else ""
@@ -172,8 +179,7 @@ def reference_table() -> str:
     for name, field in PlatformConfig.model_fields.items():
         default = field.get_default(call_default_factory=True)
         shown = "(none)" if default is None else json.dumps(default) if not isinstance(default, str) else default
-        low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
-        high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+        low, high = _bounds(field)
         pattern = next((m.pattern for m in field.metadata if getattr(m, "pattern", None)), None)
         annotation = str(field.annotation)
         allowed = (

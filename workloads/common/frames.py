@@ -10,7 +10,7 @@ from datetime import datetime
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from workloads.common.aggregates import AGGREGATE_COLUMNS, FEATURES, KEYS, WINDOW_END, empty_aggregates
 from workloads.common.layout import Container, hour_prefix
@@ -49,11 +49,16 @@ def normalise_aggregates(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def hour_parquet_blobs(container: ContainerClient, hour: datetime) -> list[str]:
+    """The Parquet blobs under an hour's prefix of a time-partitioned container."""
+    return [b.name for b in container.list_blobs(name_starts_with=hour_prefix(hour)) if b.name.endswith(".parquet")]
+
+
 def read_hour_aggregates(service: BlobServiceClient, hour: datetime, max_workers: int = 8) -> HourAggregates:
     """All aggregate blobs under the hour's prefix, keeping only windows that end inside the hour."""
     hour = floor_hour(hour)
     client = service.get_container_client(str(Container.AGGREGATES))
-    names = [b.name for b in client.list_blobs(name_starts_with=hour_prefix(hour)) if b.name.endswith(".parquet")]
+    names = hour_parquet_blobs(client, hour)
     result = HourAggregates(frame=empty_aggregates(), blobs=names)
 
     def load(name: str) -> pd.DataFrame:
@@ -77,7 +82,7 @@ def read_hour_aggregates(service: BlobServiceClient, hour: datetime, max_workers
 def read_hour_predictions(service: BlobServiceClient, hour: datetime, max_workers: int = 16) -> pd.DataFrame:
     """All predictions of an hour (one blob per pair), for reports and evaluation."""
     client = service.get_container_client(str(Container.PREDICTIONS))
-    names = [b.name for b in client.list_blobs(name_starts_with=hour_prefix(hour)) if b.name.endswith(".parquet")]
+    names = hour_parquet_blobs(client, hour)
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         frames = list(pool.map(lambda n: from_parquet(client.download_blob(n).readall()), names))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

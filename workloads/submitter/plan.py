@@ -74,6 +74,6 @@ def plan_hour(service: BlobServiceClient, stack: str, hour: datetime, chunk_size
     with_model = set(list_models(service.get_container_client(str(Container.MODELS))))
     tasks = tuple(
         TaskManifest(job_id=job_id, task_id=task_id_for(i), hour=hour, pairs=pairs)
-        for i, pairs in enumerate(chunk(sorted(with_data), chunk_size))
+        for i, pairs in enumerate(chunk(list(with_data), chunk_size))
     )
     return JobPlan(job_id, stack, hour, tasks, tuple(sorted(with_model - with_data)), aggregates.errors)
