@@ -6,9 +6,11 @@ one prefix to list, to expire with a lifecycle rule, or to delete.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from enum import StrEnum
 
+from workloads.common.ids import validate_job_id, validate_task_id
 from workloads.common.pairs import Pair
 from workloads.common.windows import floor_hour
 
@@ -49,13 +51,23 @@ def pair_from_model_blob(name: str) -> Pair | None:
         return None
 
 
-def prediction_blob(hour: datetime, pair: Pair) -> str:
-    """One blob per pair and hour: a re-run overwrites it, whatever the chunking was."""
-    return f"{hour_prefix(hour)}{pair.device_id}/{pair.sensor}.parquet"
+def prediction_prefix(hour: datetime, job_id: str) -> str:
+    """Each job (hour revision) writes its predictions under its own folder; the hour's state names
+    the folder readers use, so a re-run replaces the hour's outputs at once, never pair by pair."""
+    return f"{hour_prefix(hour)}{validate_job_id(job_id)}/"
+
+
+def prediction_blob(hour: datetime, job_id: str, pair: Pair) -> str:
+    return f"{prediction_prefix(hour, job_id)}{pair.device_id}/{pair.sensor}.parquet"
+
+
+def hour_state_blob(hour: datetime) -> str:
+    """The hour's life cycle document (``logs`` container): revisions, inputs, outcome."""
+    return f"{hour_prefix(hour)}hour.json"
 
 
 def job_prefix(hour: datetime, job_id: str) -> str:
-    return f"{hour_prefix(hour)}{job_id}/"
+    return f"{hour_prefix(hour)}{validate_job_id(job_id)}/"
 
 
 def job_record_blob(hour: datetime, job_id: str) -> str:
@@ -63,8 +75,28 @@ def job_record_blob(hour: datetime, job_id: str) -> str:
 
 
 def manifest_blob(hour: datetime, job_id: str, task_id: str) -> str:
-    return f"{job_prefix(hour, job_id)}manifests/{task_id}.json"
+    return f"{job_prefix(hour, job_id)}manifests/{validate_task_id(task_id)}.json"
 
 
 def run_log_blob(hour: datetime, job_id: str, task_id: str) -> str:
-    return f"{job_prefix(hour, job_id)}tasks/{task_id}.jsonl"
+    return f"{job_prefix(hour, job_id)}tasks/{validate_task_id(task_id)}.jsonl"
+
+
+_MANIFEST = re.compile(
+    r"(?P<hour>\d{4}/\d{2}/\d{2}/\d{2})/(?P<job>[A-Za-z0-9_-]{1,64})/manifests/(?P<task>[A-Za-z0-9_-]{1,64})\.json"
+)
+
+
+def parse_manifest_blob(name: str) -> tuple[datetime, str, str]:
+    """(hour, job id, task id) of a manifest blob name; anything outside a job's folder is refused."""
+    match = _MANIFEST.fullmatch(name)
+    if match is None:
+        raise ValueError(
+            f"invalid manifest location {name!r}: expected YYYY/MM/DD/HH/<job id>/manifests/<task id>.json "
+            "in the 'logs' container"
+        )
+    try:
+        hour = datetime.strptime(match["hour"], "%Y/%m/%d/%H").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"invalid manifest location {name!r}: {match['hour']!r} is not an hour") from None
+    return hour, match["job"], match["task"]

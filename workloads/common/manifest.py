@@ -1,22 +1,51 @@
-"""The task manifest: what one scorer task must do. Written by the submitter, read by the scorer."""
+"""The task manifest: what one scorer task must do. Written by the submitter, read by the scorer.
+
+It carries everything a task needs to reproduce the planned work on any node: the hour, the pairs,
+the aggregate blobs the plan read (so a task scores the inputs its hour revision was planned on, plus
+nothing that landed later), and the model trust options the operator chose for the run.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
 
+from workloads.common.ids import validate_job_id, validate_task_id
+from workloads.common.layout import hour_prefix
 from workloads.common.pairs import Pair
 from workloads.common.windows import floor_hour
 
+TRUSTED_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def validate_trusted_type(value: str) -> str:
+    if not TRUSTED_TYPE.fullmatch(value):
+        raise ValueError(f"invalid trusted type {value!r}: expected a dotted Python path, e.g. sklearn.tree._tree.Tree")
+    return value
+
 
 class TaskManifest(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: str
     task_id: str
     hour: datetime
     pairs: tuple[Pair, ...]
+    inputs: tuple[str, ...] | None = None  # aggregate blobs to read; None: whatever the hour holds now
+    trust_pickle: bool = False
+    trusted_types: tuple[str, ...] = ()
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return validate_job_id(value)
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, value: str) -> str:
+        return validate_task_id(value)
 
     @field_validator("hour")
     @classmethod
@@ -32,6 +61,19 @@ class TaskManifest(BaseModel):
             return tuple(Pair.parse(v) if isinstance(v, str) else v for v in value)
         return value
 
+    @field_validator("trusted_types")
+    @classmethod
+    def _trusted_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted({validate_trusted_type(v) for v in value}))
+
     @field_serializer("pairs")
     def _pairs_as_text(self, pairs: tuple[Pair, ...]) -> list[str]:
         return [str(p) for p in pairs]
+
+    @model_validator(mode="after")
+    def _inputs_in_the_hour(self) -> TaskManifest:
+        prefix = hour_prefix(self.hour)
+        for name in self.inputs or ():
+            if not name.startswith(prefix) or ".." in name.split("/") or not name.endswith(".parquet"):
+                raise ValueError(f"invalid aggregate blob {name!r}: expected a .parquet blob under {prefix}")
+        return self

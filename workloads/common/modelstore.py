@@ -89,24 +89,33 @@ def deserialise(
         raise ModelError("corrupt_model", f"cannot read skops file: {type(exc).__name__}: {exc}") from None
 
 
+CacheKey = tuple[Pair, bool, tuple[str, ...]]
+
+
 class ModelCache:
     """Models already loaded by this process, revalidated by ETag so a retrained model is picked up.
 
     A revalidation is a conditional GET answered by 304 without a body: it saves the download and
-    the deserialisation, which is what dominates when one worker scores several hours.
+    the deserialisation, which is what dominates when one worker scores several hours. The key holds
+    the trust options the model was loaded under, so a model loaded with ``trust_pickle`` or extra
+    trusted types is never served to a later call that did not grant them.
     """
 
     def __init__(self) -> None:
-        self._models: dict[Pair, LoadedModel] = {}
+        self._models: dict[CacheKey, LoadedModel] = {}
         self._lock = threading.Lock()
 
-    def get(self, pair: Pair) -> LoadedModel | None:
-        with self._lock:
-            return self._models.get(pair)
+    @staticmethod
+    def key(pair: Pair, trust_pickle: bool, trusted_types: Sequence[str]) -> CacheKey:
+        return pair, trust_pickle, tuple(sorted(set(trusted_types)))
 
-    def put(self, pair: Pair, model: LoadedModel) -> None:
+    def get(self, key: CacheKey) -> LoadedModel | None:
         with self._lock:
-            self._models[pair] = model
+            return self._models.get(key)
+
+    def put(self, key: CacheKey, model: LoadedModel) -> None:
+        with self._lock:
+            self._models[key] = model
 
     def __len__(self) -> int:
         return len(self._models)
@@ -120,7 +129,8 @@ def load_model(
     trust_pickle: bool = False,
     trusted_types: Sequence[str] = (),
 ) -> LoadedModel:
-    cached = cache.get(pair) if cache is not None else None
+    key = ModelCache.key(pair, trust_pickle, trusted_types)
+    cached = cache.get(key) if cache is not None else None
     try:
         if cached is not None:
             downloader = models.download_blob(
@@ -142,5 +152,5 @@ def load_model(
     estimator = deserialise(data, metadata, trust_pickle=trust_pickle, trusted_types=trusted_types)
     loaded = LoadedModel(estimator, metadata, str(downloader.properties.etag))
     if cache is not None:
-        cache.put(pair, loaded)
+        cache.put(key, loaded)
     return loaded

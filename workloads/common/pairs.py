@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PART_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_PART = re.compile(PART_PATTERN)
 
 
 def validate_part(kind: str, value: str) -> str:

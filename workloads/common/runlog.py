@@ -10,7 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workloads.common.ids import validate_job_id, validate_task_id
 
 
 class PairStatus(StrEnum):
@@ -27,6 +29,16 @@ class _TaskLine(BaseModel):
     job_id: str
     task_id: str
     hour: datetime
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return validate_job_id(value)
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, value: str) -> str:
+        return validate_task_id(value)
 
 
 class PairLog(_TaskLine):
@@ -54,7 +66,11 @@ class TaskLog(_TaskLine):
     failed: int
     anomalies: int
     aggregate_blobs: int
-    aggregate_errors: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None  # the task could not do its work (e.g. unreadable inputs): it failed, Batch retries it
+    corrupt_blobs: dict[str, str] = Field(default_factory=dict)  # aggregate blobs that could not be decoded
+    quarantined_rows: int = 0  # rows of the hour read by this task that were left out as malformed
+    duplicate_rows: int = 0
+    conflicting_rows: int = 0
     models_cached: int = 0
     timings_ms: dict[str, float] = Field(default_factory=dict)
 

@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 HOUR = timedelta(hours=1)
+# How long after an hour's end its aggregates may still be written by the stream job (late-arrival
+# tolerance plus output delay); stack config ``latenessMinutes`` overrides it.
+SETTLE = timedelta(minutes=15)
 
 
 def validate_window(window: timedelta) -> timedelta:
@@ -55,7 +58,7 @@ def format_hour(hour: datetime) -> str:
     return f"{floor_hour(hour):%Y-%m-%dT%H}"
 
 
-def last_complete_hour(now: datetime, lateness: timedelta = timedelta(minutes=5)) -> datetime:
+def last_complete_hour(now: datetime, lateness: timedelta = SETTLE) -> datetime:
     """The newest hour whose last window has closed and whose late readings have had time to land."""
     return floor_hour(as_utc(now) - lateness) - HOUR
 

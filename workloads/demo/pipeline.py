@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
@@ -21,9 +21,9 @@ from workloads.common.windows import HOUR, hours
 from workloads.scorer.task import ScorerOptions
 from workloads.simulator.fleet import Anomaly, FleetSpec, anomalous_windows, simulate
 from workloads.submitter.local import LocalBackend
-from workloads.submitter.plan import plan_hour, task_id_for
+from workloads.submitter.plan import task_id_for
+from workloads.submitter.reconcile import Reconciler, ReconcileSettings
 from workloads.submitter.record import JobRecord
-from workloads.submitter.submit import submit_plan
 from workloads.training.train import train_and_publish
 
 
@@ -122,13 +122,16 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
 
     score_hours = list(hours(config.first_score_hour, config.last_hour + HOUR))
     task = progress.add_task("score hours (submitter, local backend)", total=len(score_hours))
-    with LocalBackend(settings, service, workers=config.workers, options=ScorerOptions()) as backend:
+    with LocalBackend(settings, workers=config.workers, options=ScorerOptions()) as backend:
+        # The same reconciler as the scheduled path: each hour is scored because it was never scored
+        # or because the freshly published aggregates changed its inputs.
+        reconciler = Reconciler(service, backend, ReconcileSettings(stack=config.stack, chunk_size=config.chunk_size))
         for hour in score_hours:
             step = time.perf_counter()
-            plan = plan_hour(service, config.stack, hour, config.chunk_size)
-            submitted = submit_plan(service, plan, backend, force=True)
-            assert submitted.record is not None
-            result.hours.append(HourRun(hour, submitted.record, time.perf_counter() - step))
+            scored = reconciler.hour(hour, datetime.now(UTC))
+            if scored.record is None:
+                raise RuntimeError(f"hour {hour:%Y-%m-%dT%H} was not scored: {scored.why}")
+            result.hours.append(HourRun(hour, scored.record, time.perf_counter() - step))
             progress.advance(task)
 
     step = time.perf_counter()

@@ -1,4 +1,8 @@
-"""``scorer``: score a chunk of device/sensor pairs for one hour (what a Batch task runs)."""
+"""``scorer``: score a chunk of device/sensor pairs for one hour (what a Batch task runs).
+
+Exit codes: 0 the task ran (pair failures are in the run log), 1 the task failed (inputs unreadable,
+storage unreachable: Batch retries it), 2 bad arguments or manifest, 3 with --fail-on-pair-errors.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from workloads.common.manifest import TaskManifest
+from workloads.common.cli_errors import bad_input, run_failures
+from workloads.common.hour_inputs import InputReadError
+from workloads.common.manifest import TaskManifest, validate_trusted_type
 from workloads.common.pairs import Pair
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import parse_hour
-from workloads.scorer.entry import run_manifest
+from workloads.scorer.entry import ManifestError, run_manifest
 from workloads.scorer.task import ScorerOptions
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -25,7 +30,7 @@ def _manifest(
     if manifest_file is not None:
         return TaskManifest.model_validate_json(manifest_file.read_text())
     if hour is None or not pairs:
-        raise typer.BadParameter("give --manifest, --manifest-file, or both --hour and --pairs")
+        raise ValueError("give --manifest, --manifest-file, or both --hour and --pairs")
     return TaskManifest(
         job_id=job_id,
         task_id=task_id,
@@ -37,14 +42,17 @@ def _manifest(
 @app.command()
 def score(
     manifest: Annotated[
-        str | None, typer.Option(help="Manifest blob in the 'logs' container (as written by the submitter).")
+        str | None,
+        typer.Option(help="Manifest blob in the 'logs' container: YYYY/MM/DD/HH/<job>/manifests/<task>.json."),
     ] = None,
     manifest_file: Annotated[
         Path | None, typer.Option(help="Manifest JSON file on local disk.", exists=True, dir_okay=False)
     ] = None,
     hour: Annotated[str | None, typer.Option(help="Hour to score, UTC, e.g. 2026-11-25T16 (with --pairs).")] = None,
     pairs: Annotated[str | None, typer.Option(help="Comma-separated DEVICE/SENSOR pairs (with --hour).")] = None,
-    job_id: Annotated[str, typer.Option(help="Job id recorded in the run log (with --hour).")] = "manual",
+    job_id: Annotated[str, typer.Option(help="Job id: names the run-log and prediction folder (with --hour).")] = (
+        "manual"
+    ),
     task_id: Annotated[str, typer.Option(help="Task id; names the run-log blob (with --hour).")] = "task-manual",
     trust_pickle: Annotated[
         bool, typer.Option(help="Allow models stored as pickle. Only for models you trust.")
@@ -58,15 +66,15 @@ def score(
     """Score the pairs, write predictions and a JSON-lines run log, print the task summary as JSON.
 
     Storage comes from AZURE_STORAGE_CONNECTION_STRING (Azurite) or AZURE_STORAGE_ACCOUNT_URL
-    (Azure, managed identity).
+    (Azure, managed identity). Trust options of the manifest apply; these flags can only add to them.
     """
-    try:
+    with bad_input():
         settings = StorageSettings.from_env()
         task = manifest if manifest is not None else _manifest(hour, pairs, job_id, task_id, manifest_file)
-    except (ValidationError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    options = ScorerOptions(trust_pickle=trust_pickle, trusted_types=tuple(trusted_type or ()), concurrency=concurrency)
-    report = run_manifest(settings, task, options)
+        types = tuple(validate_trusted_type(t) for t in trusted_type or ())
+    options = ScorerOptions(trust_pickle=trust_pickle, trusted_types=types, concurrency=concurrency)
+    with bad_input(ManifestError), run_failures(InputReadError):
+        report = run_manifest(settings, task, options)
     typer.echo(json.dumps({**report.task.model_dump(mode="json"), "log_blob": f"logs/{report.log_blob}"}))
     if fail_on_pair_errors and report.task.failed:
         raise typer.Exit(3)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.layout import Container
+from workloads.common.layout import Container, parse_manifest_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import ModelCache
 from workloads.common.storage import StorageSettings
@@ -19,14 +20,33 @@ from workloads.scorer.task import ScorerOptions, TaskReport, score_task
 _CACHE = ModelCache()
 
 
+class ManifestError(ValueError):
+    """A manifest that is missing, outside its job's folder, or inconsistent with where it lives."""
+
+
 @lru_cache(maxsize=4)
 def _client(settings: StorageSettings) -> BlobServiceClient:
     return settings.client()
 
 
 def read_manifest(service: BlobServiceClient, blob_name: str) -> TaskManifest:
-    data = service.get_container_client(str(Container.LOGS)).download_blob(blob_name).readall()
-    return TaskManifest.model_validate_json(data)
+    """A manifest blob, only from a job's ``manifests/`` folder under ``logs/``, and only if its
+    contents name the hour, job and task its location does (a copied manifest cannot redirect writes)."""
+    hour, job_id, task_id = parse_manifest_blob(blob_name)
+    try:
+        data = service.get_container_client(str(Container.LOGS)).download_blob(blob_name).readall()
+    except ResourceNotFoundError:
+        raise ManifestError(f"no manifest at logs/{blob_name}") from None
+    try:
+        manifest = TaskManifest.model_validate_json(data)
+    except ValueError as exc:
+        raise ManifestError(f"invalid manifest logs/{blob_name}: {exc}") from None
+    if (manifest.hour, manifest.job_id, manifest.task_id) != (hour, job_id, task_id):
+        raise ManifestError(
+            f"manifest logs/{blob_name} names hour {manifest.hour:%Y-%m-%dT%H}, job {manifest.job_id!r} and "
+            f"task {manifest.task_id!r}, which do not match its location"
+        )
+    return manifest
 
 
 def run_manifest(settings: StorageSettings, manifest: TaskManifest | str, options: ScorerOptions) -> TaskReport:

@@ -1,12 +1,18 @@
 """One scorer task: a chunk of pairs for one hour, in one process.
 
-The hour's aggregates are read once per task; models are fetched concurrently (round trips, not
-maths, bound the task) and kept in a per-process cache; each pair's predictions are one blob, so a
-re-run overwrites them and a reader sees either the old or the new file, never a partial one.
+The aggregate blobs the plan listed are read once per task; models are fetched concurrently (round
+trips, not maths, bound the task) and kept in a per-process cache; each pair's predictions are one
+blob under the job's own folder, so a retried task overwrites them and readers, who follow the hour's
+state to the current job, never see a mix of revisions.
+
+A task that cannot read its inputs fails (after writing a run log that says why), so that Batch
+retries it and the hour is not closed on incomplete data; a pair that cannot be scored is logged and
+skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Sequence
@@ -18,7 +24,8 @@ import pandas as pd
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from workloads.common.aggregates import KEYS, WINDOW_END
-from workloads.common.frames import read_hour_aggregates, to_parquet
+from workloads.common.frames import to_parquet
+from workloads.common.hour_inputs import HourAggregates, InputReadError, read_hour_aggregates
 from workloads.common.layout import Container, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import ModelCache, ModelError, load_model
@@ -51,6 +58,8 @@ class _PairScorer:
     def __init__(
         self, service: BlobServiceClient, manifest: TaskManifest, options: ScorerOptions, cache: ModelCache
     ) -> None:
+        # Trust is what the manifest grants (the operator's choice for the run) plus what this
+        # invocation adds on its own command line.
         self.models: ContainerClient = service.get_container_client(str(Container.MODELS))
         self.predictions: ContainerClient = service.get_container_client(str(Container.PREDICTIONS))
         self.manifest = manifest
@@ -74,8 +83,8 @@ class _PairScorer:
                 self.models,
                 pair,
                 cache=self.cache,
-                trust_pickle=self.options.trust_pickle,
-                trusted_types=self.options.trusted_types,
+                trust_pickle=self.options.trust_pickle or self.manifest.trust_pickle,
+                trusted_types=(*self.options.trusted_types, *self.manifest.trusted_types),
             )
             timings["load"] = _ms(started)
             step = time.perf_counter()
@@ -86,7 +95,9 @@ class _PairScorer:
             table = predictions_table(pair, rows[WINDOW_END], finite, scores, flags, loaded.metadata.sha256)
             timings["score"] = _ms(step)
             step = time.perf_counter()
-            self.predictions.upload_blob(prediction_blob(self.manifest.hour, pair), to_parquet(table), overwrite=True)
+            self.predictions.upload_blob(
+                prediction_blob(self.manifest.hour, self.manifest.job_id, pair), to_parquet(table), overwrite=True
+            )
             timings["write"] = _ms(step)
         except ModelError as exc:
             return PairLog(
@@ -128,17 +139,65 @@ def group_rows(frame: pd.DataFrame, pairs: Sequence[Pair]) -> dict[Pair, pd.Data
     }
 
 
+def _task_log(
+    manifest: TaskManifest,
+    started_at: datetime,
+    pair_logs: list[PairLog],
+    aggregates: HourAggregates | None,
+    cache: ModelCache,
+    timings: dict[str, float],
+    error: str | None = None,
+) -> TaskLog:
+    count = {status: sum(p.status is status for p in pair_logs) for status in PairStatus}
+    return TaskLog(
+        job_id=manifest.job_id,
+        task_id=manifest.task_id,
+        hour=manifest.hour,
+        host=socket.gethostname(),
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        pairs=len(manifest.pairs),
+        ok=count[PairStatus.OK],
+        no_data=count[PairStatus.NO_DATA],
+        failed=count[PairStatus.FAILED],
+        anomalies=sum(p.anomalies for p in pair_logs),
+        aggregate_blobs=len(aggregates.blobs) if aggregates else len(manifest.inputs or ()),
+        error=error,
+        corrupt_blobs=aggregates.corrupt if aggregates else {},
+        quarantined_rows=aggregates.quarantined_rows if aggregates else 0,
+        duplicate_rows=aggregates.duplicates if aggregates else 0,
+        conflicting_rows=aggregates.conflicts if aggregates else 0,
+        models_cached=len(cache),
+        timings_ms=timings,
+    )
+
+
+def _write_log(service: BlobServiceClient, task: TaskLog, pair_logs: list[PairLog]) -> str:
+    log_name = run_log_blob(task.hour, task.job_id, task.task_id)
+    service.get_container_client(str(Container.LOGS)).upload_blob(log_name, to_jsonl(task, pair_logs), overwrite=True)
+    return log_name
+
+
 def score_task(
     service: BlobServiceClient,
     manifest: TaskManifest,
     options: ScorerOptions | None = None,
     cache: ModelCache | None = None,
 ) -> TaskReport:
-    """Score every pair of the manifest and write the run log; pair failures are logged, not raised."""
+    """Score every pair of the manifest and write the run log; pair failures are logged, not raised.
+
+    Raises InputReadError when the inputs cannot be read, after logging the failure.
+    """
     options = options or ScorerOptions()
     cache = cache if cache is not None else ModelCache()
     started_at, started = datetime.now(UTC), time.perf_counter()
-    aggregates = read_hour_aggregates(service, manifest.hour)
+    try:
+        aggregates = read_hour_aggregates(service, manifest.hour, manifest.inputs)
+    except InputReadError as exc:
+        failed = _task_log(manifest, started_at, [], None, cache, {"total": _ms(started)}, error=str(exc))
+        with contextlib.suppress(Exception):  # the storage that failed the read may fail this too
+            _write_log(service, failed, [])
+        raise
     read_ms = _ms(started)
     rows = group_rows(aggregates.frame, manifest.pairs)
     scorer = _PairScorer(service, manifest, options, cache)
@@ -146,24 +205,6 @@ def score_task(
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
         pair_logs = list(pool.map(lambda p: scorer(p, rows.get(p)), manifest.pairs))
     score_ms = _ms(step)
-    count = {status: sum(p.status is status for p in pair_logs) for status in PairStatus}
-    task = TaskLog(
-        job_id=manifest.job_id,
-        task_id=manifest.task_id,
-        hour=manifest.hour,
-        host=socket.gethostname(),
-        started_at=started_at,
-        finished_at=datetime.now(UTC),
-        pairs=len(pair_logs),
-        ok=count[PairStatus.OK],
-        no_data=count[PairStatus.NO_DATA],
-        failed=count[PairStatus.FAILED],
-        anomalies=sum(p.anomalies for p in pair_logs),
-        aggregate_blobs=len(aggregates.blobs),
-        aggregate_errors=aggregates.errors,
-        models_cached=len(cache),
-        timings_ms={"read_aggregates": read_ms, "score_pairs": score_ms, "total": _ms(started)},
-    )
-    log_name = run_log_blob(manifest.hour, manifest.job_id, manifest.task_id)
-    service.get_container_client(str(Container.LOGS)).upload_blob(log_name, to_jsonl(task, pair_logs), overwrite=True)
-    return TaskReport(task=task, pairs=pair_logs, log_blob=log_name)
+    timings = {"read_aggregates": read_ms, "score_pairs": score_ms, "total": _ms(started)}
+    task = _task_log(manifest, started_at, pair_logs, aggregates, cache, timings)
+    return TaskReport(task=task, pairs=pair_logs, log_blob=_write_log(service, task, pair_logs))

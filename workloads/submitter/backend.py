@@ -5,25 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from workloads.common.runlog import TaskLog
 from workloads.submitter.plan import JobPlan
-from workloads.submitter.record import JobStatus
 
 
 @dataclass
 class JobOutcome:
-    status: JobStatus
-    tasks: list[TaskLog] = field(default_factory=list)  # known at once only for synchronous backends
-    task_errors: dict[str, str] = field(default_factory=dict)
+    finished: bool  # every task ran to its end (successfully or not); False: still queued or running
+    task_errors: dict[str, str] = field(default_factory=dict)  # tasks that failed or were never added
 
 
 class Backend(Protocol):
     name: str
 
-    def already_submitted(self, plan: JobPlan) -> bool:
-        """Whether this job id was handed to the backend before (then submitting again is a no-op)."""
+    def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        """Run or enqueue one task per manifest (task id -> manifest blob in the ``logs`` container).
+
+        Idempotent for one job id: submitting a job that exists adds only what it lacks.
+        """
         ...
 
-    def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
-        """Run or enqueue one task per manifest (task id -> manifest blob in the ``logs`` container)."""
+    def poll(self, job_id: str) -> JobOutcome:
+        """How a job submitted earlier (perhaps by another process) stands now."""
         ...

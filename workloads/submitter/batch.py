@@ -23,7 +23,6 @@ from workloads.common.layout import Container, hour_prefix
 from workloads.submitter.backend import JobOutcome
 from workloads.submitter.batch_settings import BatchSettings
 from workloads.submitter.plan import JobPlan
-from workloads.submitter.record import JobStatus
 
 MAX_TASKS_PER_CALL = 100
 TASK_ADD_ATTEMPTS = 4
@@ -111,19 +110,25 @@ class BatchBackend:
         )
 
     # -- Backend protocol ---------------------------------------------------------------------------
-    def already_submitted(self, plan: JobPlan) -> bool:
-        """True when the job exists and is finished, or already holds every planned task."""
+    def poll(self, job_id: str) -> JobOutcome:
+        """Finished once Batch has terminated the job (``terminatejob`` after its last task); the
+        tasks that failed after their retries are named, and the run logs say the rest."""
         try:
-            job = self.client.get_job(plan.job_id)
+            job = self.client.get_job(job_id)
         except ResourceNotFoundError:
-            return False
-        if job.state in (batchmodels.BatchJobState.COMPLETED, batchmodels.BatchJobState.TERMINATING):
-            self._say(f"job {plan.job_id} exists and is {job.state}: nothing to submit")
-            return True
-        missing = {t.task_id for t in plan.tasks} - self.existing_tasks(plan.job_id)
-        if not missing:
-            self._say(f"job {plan.job_id} exists with all {len(plan.tasks)} tasks: nothing to submit")
-        return not missing
+            return JobOutcome(finished=True, task_errors={"*": f"job {job_id} not found in the Batch account"})
+        if job.state is not batchmodels.BatchJobState.COMPLETED:
+            return JobOutcome(finished=False)
+        failed = self.client.list_tasks(
+            job_id, filter="executionInfo/result eq 'failure'", select=["id", "executionInfo"]
+        )
+        errors = {}
+        for task in failed:
+            info = task.execution_info
+            detail = info.failure_info.message if info and info.failure_info else None
+            code = info.exit_code if info else None
+            errors[str(task.id)] = f"failed after retries (exit code {code}){': ' + detail if detail else ''}"
+        return JobOutcome(finished=True, task_errors=errors)
 
     def existing_tasks(self, job_id: str) -> set[str]:
         return {task.id for task in self.client.list_tasks(job_id, select=["id"])}
@@ -158,7 +163,7 @@ class BatchBackend:
         self._say(
             f"added {len(tasks) - len(errors)} task(s) to {plan.job_id}" + (f", {len(errors)} failed" if errors else "")
         )
-        return JobOutcome(status=JobStatus.FAILED if errors else JobStatus.SUBMITTED, task_errors=errors)
+        return JobOutcome(finished=False, task_errors=errors)
 
     def add_tasks(self, job_id: str, tasks: Sequence[batchmodels.BatchTaskCreateOptions]) -> dict[str, str]:
         """Add tasks 100 per call; retry server-side failures; return task id -> error for the rest."""

@@ -1,33 +1,39 @@
-"""``submitter``: plan an hour, chunk its pairs into tasks and submit them (locally or to Azure Batch).
+"""``submitter``: reconcile recent hours, or score one hour, locally or on Azure Batch; report on them.
 
-In Azure, the Logic App starts this as a container with its settings in environment variables; by
-hand, ``submitter run --backend batch --hour 2026-11-25T16 --wait`` re-runs or backfills an hour.
+In Azure, the Logic App starts ``submitter reconcile`` as a container with its settings in
+environment variables; by hand, ``submitter run --backend batch --hour 2026-11-25T16 --wait`` scores
+(or, with --force, re-scores) one hour. Exit codes: 0 done, 1 a revision or the run failed, 2 bad
+input or configuration (including an hour that is not complete yet).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from azure.storage.blob import BlobServiceClient
-from pydantic import ValidationError
 from rich.table import Table
 
 from workloads.common import envvars
+from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.console import console
-from workloads.common.runlog import PairStatus
+from workloads.common.hour_inputs import InputReadError
+from workloads.common.hour_state import Action, AttemptStatus, complete_at
+from workloads.common.manifest import validate_trusted_type
 from workloads.common.storage import StorageSettings
-from workloads.common.windows import HOUR, format_hour, last_complete_hour, parse_hour
-from workloads.submitter.plan import JobPlan, plan_hour, validate_stack
-from workloads.submitter.record import JobRecord, JobStatus, write_record
-from workloads.submitter.report import JobReport, collect
-from workloads.submitter.submit import SubmitResult, submit_plan
+from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_hour, parse_hour
+from workloads.submitter.backend import Backend
+from workloads.submitter.plan import JobPlan, Trust, plan_hour, validate_stack
+from workloads.submitter.reconcile import HourResult, Reconciler, ReconcileSettings
+from workloads.submitter.report import HourReport, collect
 
 if TYPE_CHECKING:
-    from workloads.submitter.batch import BatchBackend, TaskCounts
+    from workloads.submitter.batch import BatchBackend
 
 app = typer.Typer(add_completion=False, help=__doc__)
 err = console(stderr=True)
@@ -38,54 +44,68 @@ class BackendName(StrEnum):
     BATCH = "batch"
 
 
-def _hour(hour: str | None, lateness_minutes: int) -> datetime:
-    if hour is None:
-        return last_complete_hour(datetime.now(UTC), timedelta(minutes=lateness_minutes))
-    return parse_hour(hour)
-
-
-def _bad(exc: Exception) -> typer.BadParameter:
-    return typer.BadParameter(str(exc))
-
-
 Hour = Annotated[
     str | None,
-    typer.Option(
-        envvar="SCORING_HOUR", help="Hour to score, UTC, e.g. 2026-11-25T16. Default: the last complete hour."
-    ),
+    typer.Option(envvar="SCORING_HOUR", help="Hour, UTC, e.g. 2026-11-25T16. Default: the last complete hour."),
 ]
 Stack = Annotated[str, typer.Option(envvar=envvars.STACK, help="Stack name; part of the deterministic job id.")]
 ChunkSize = Annotated[
     int, typer.Option(envvar=envvars.CHUNK_SIZE, min=1, max=10_000, help="Device/sensor pairs per task.")
 ]
-Lateness = Annotated[
+Settle = Annotated[
     int,
     typer.Option(
-        envvar=envvars.LATENESS_MINUTES, min=0, max=180, help="Minutes after an hour ends before it counts as complete."
+        "--lateness-minutes",
+        envvar=envvars.LATENESS_MINUTES,
+        min=0,
+        max=180,
+        help="Settle time: minutes after an hour ends before it counts as complete (covers the stream job's "
+        "late-arrival tolerance and output delay).",
     ),
 ]
+BackendOption = Annotated[
+    BackendName, typer.Option(envvar=envvars.BACKEND, help="Where tasks run: local processes or Azure Batch.")
+]
+Workers = Annotated[int, typer.Option(min=0, max=64, help="Local backend: worker processes (0: in-process).")]
+TrustPickle = Annotated[bool, typer.Option(help="Allow pickle models (only if you trust them); sent to every task.")]
+TrustedTypes = Annotated[
+    str,
+    typer.Option(
+        envvar=envvars.TRUSTED_TYPES,
+        help="Comma-separated extra types skops may load (e.g. sklearn.tree._tree.Tree); sent to every task.",
+    ),
+]
+ClaimTimeout = Annotated[
+    int,
+    typer.Option(min=1, max=7 * 24 * 60, help="Minutes after which a revision still in flight counts as abandoned."),
+]
+DEFAULT_SETTLE = int(SETTLE.total_seconds() // 60)
 
 
-@app.command()
-def plan(hour: Hour = None, stack: Stack = "local", chunk_size: ChunkSize = 50, lateness_minutes: Lateness = 5) -> None:
-    """Print the plan for an hour as JSON (job id, tasks, pairs) without submitting anything."""
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _last_complete(settle_minutes: int) -> datetime:
+    return last_complete_hour(_now(), timedelta(minutes=settle_minutes))
+
+
+def _trust(trust_pickle: bool, trusted_types: str) -> Trust:
+    types = tuple(validate_trusted_type(t.strip()) for t in trusted_types.split(",") if t.strip())
+    return Trust(pickle=trust_pickle, types=tuple(sorted(set(types))))
+
+
+@contextmanager
+def _backend(name: BackendName, settings: StorageSettings, workers: int) -> Iterator[Backend]:
+    if name is BackendName.BATCH:
+        yield _batch_backend()
+        return
     try:
-        settings, when = StorageSettings.from_env(), _hour(hour, lateness_minutes)
-        job = plan_hour(settings.client(), validate_stack(stack), when, chunk_size)
-    except (ValidationError, ValueError) as exc:
-        raise _bad(exc) from None
-    typer.echo(json.dumps(_plan_json(job), indent=2))
-
-
-def _plan_json(job: JobPlan) -> dict[str, object]:
-    return {
-        "job_id": job.job_id,
-        "hour": format_hour(job.hour),
-        "pairs": job.pairs,
-        "tasks": [{"task_id": t.task_id, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
-        "silent_pairs": [str(p) for p in job.silent_pairs],
-        "aggregate_errors": job.aggregate_errors,
-    }
+        from workloads.submitter.local import LocalBackend
+    except ImportError as exc:  # the submitter image ships without the scorer and scikit-learn
+        fail(f"the local backend needs the scorer and its 'scoring' extra ({exc}); use --backend batch here", 2)
+    with LocalBackend(settings, workers=workers) as local:
+        yield local
 
 
 def _batch_backend() -> BatchBackend:
@@ -101,35 +121,76 @@ def _batch_backend() -> BatchBackend:
     return BatchBackend(client, settings, log=err.print)
 
 
-def _run_local(
-    settings: StorageSettings, service: BlobServiceClient, job: JobPlan, workers: int, force: bool, trust_pickle: bool
-) -> SubmitResult:
-    try:
-        from workloads.scorer.task import ScorerOptions
-        from workloads.submitter.local import LocalBackend
-    except ImportError as exc:  # the submitter image ships without the scorer and scikit-learn
-        raise typer.BadParameter(
-            f"the local backend needs the scorer and its 'scoring' extra ({exc}); use --backend batch here"
-        ) from None
-
-    options = ScorerOptions(trust_pickle=trust_pickle)
-    with LocalBackend(settings, service, workers=workers, options=options) as local:
-        return submit_plan(service, job, local, force=force)
-
-
-def _wait(backend: BatchBackend, job: JobPlan, poll_seconds: float, timeout_minutes: int) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tasks"))
-    with Progress(*columns, console=err) as progress:
-        bar = progress.add_task(f"waiting for {job.job_id}", total=len(job.tasks))
-        backend.wait(
-            job.job_id,
-            len(job.tasks),
-            poll_seconds=poll_seconds,
-            timeout=timedelta(minutes=timeout_minutes),
-            on_poll=lambda counts: progress.update(bar, completed=counts.finished),
+def _results_table(results: list[HourResult]) -> Table:
+    table = Table(title="Reconciled hours")
+    for column in ("hour", "action", "reason", "job id", "status", "pairs", "ok", "failed", "why"):
+        table.add_column(column)
+    for r in results:
+        rec = r.record
+        table.add_row(
+            format_hour(r.hour),
+            r.action.value,
+            r.reason.value if r.reason else "",
+            r.job_id or "",
+            r.status.value if r.status else "",
+            str(rec.pairs) if rec else "",
+            str(rec.ok) if rec else "",
+            str(rec.failed) if rec else "",
+            r.why,
         )
+    return table
+
+
+def _result_json(r: HourResult) -> dict[str, object]:
+    return {
+        "hour": format_hour(r.hour),
+        "action": r.action.value,
+        "why": r.why,
+        "reason": r.reason.value if r.reason else None,
+        "job_id": r.job_id,
+        "status": r.status.value if r.status else None,
+        "record": r.record.model_dump(mode="json") if r.record else None,
+    }
+
+
+def _finish(results: list[HourResult]) -> None:
+    typer.echo(json.dumps([_result_json(r) for r in results], indent=2))
+    err.print(_results_table(results))
+    failed = [r for r in results if r.failed]
+    if failed:
+        fail(f"{len(failed)} hour(s) failed: " + "; ".join(f"{format_hour(r.hour)} {r.why}" for r in failed)[:500])
+
+
+@app.command()
+def reconcile(
+    stack: Stack = "local",
+    chunk_size: ChunkSize = 50,
+    lateness_minutes: Settle = DEFAULT_SETTLE,
+    hours: Annotated[
+        int, typer.Option(envvar=envvars.RECONCILE_HOURS, min=1, max=24 * 7, help="How many recent hours to look at.")
+    ] = 24,
+    backend: BackendOption = BackendName.LOCAL,
+    workers: Workers = 2,
+    trust_pickle: TrustPickle = False,
+    trusted_types: TrustedTypes = "",
+    claim_timeout_minutes: ClaimTimeout = 180,
+) -> None:
+    """Score every complete hour of the window that needs it (never scored, failed, inputs changed);
+    finish revisions submitted earlier; print one line per hour saying what was done and why."""
+    with bad_input():
+        storage = StorageSettings.from_env()
+        settings = ReconcileSettings(
+            stack=validate_stack(stack),
+            chunk_size=chunk_size,
+            hours=hours,
+            settle=timedelta(minutes=lateness_minutes),
+            claim_timeout=timedelta(minutes=claim_timeout_minutes),
+            trust=_trust(trust_pickle, trusted_types),
+        )
+        service = storage.client()
+    with bad_input(), _backend(backend, storage, workers) as runner, run_failures():
+        results = Reconciler(service, runner, settings, log=err.print).run(_now())
+    _finish(results)
 
 
 @app.command()
@@ -137,104 +198,163 @@ def run(
     hour: Hour = None,
     stack: Stack = "local",
     chunk_size: ChunkSize = 50,
-    lateness_minutes: Lateness = 5,
-    backend: Annotated[
-        BackendName, typer.Option(envvar=envvars.BACKEND, help="Where tasks run: local processes or Azure Batch.")
-    ] = BackendName.LOCAL,
-    workers: Annotated[int, typer.Option(min=0, max=64, help="Local backend: worker processes (0: in-process).")] = 2,
-    force: Annotated[bool, typer.Option(help="Local backend: score again even if the hour's job completed.")] = False,
-    trust_pickle: Annotated[
-        bool, typer.Option(help="Local backend: allow pickle models (only if you trust them).")
-    ] = False,
+    lateness_minutes: Settle = DEFAULT_SETTLE,
+    backend: BackendOption = BackendName.LOCAL,
+    workers: Workers = 2,
+    force: Annotated[bool, typer.Option(help="Score a new revision even if the hour is scored on its inputs.")] = False,
+    trust_pickle: TrustPickle = False,
+    trusted_types: TrustedTypes = "",
+    claim_timeout_minutes: ClaimTimeout = 180,
     wait: Annotated[
-        bool, typer.Option(help="Batch backend: wait for the job, print its report, exit 1 on failures.")
+        bool, typer.Option(help="Batch backend: wait for the job, finalise the hour, print its report.")
     ] = False,
     poll_seconds: Annotated[float, typer.Option(min=1, help="Batch backend: seconds between status polls.")] = 15,
     timeout_minutes: Annotated[int, typer.Option(min=1, help="Batch backend: give up waiting after this long.")] = 120,
 ) -> None:
-    """Plan the hour and run (local) or submit (batch) its job; prints the job record as JSON."""
-    try:
-        settings, when = StorageSettings.from_env(), _hour(hour, lateness_minutes)
-        validate_stack(stack)
-        batch = _batch_backend() if backend is BackendName.BATCH else None
-    except (ValidationError, ValueError) as exc:
-        raise _bad(exc) from None
-    service = settings.client()
-    job = plan_hour(service, stack, when, chunk_size)
-    err.print(f"{job.job_id}: {job.pairs} pair(s) in {len(job.tasks)} task(s); {len(job.silent_pairs)} silent pair(s)")
-    if batch is None:
-        result = _run_local(settings, service, job, workers, force, trust_pickle)
-    else:
-        result = submit_plan(service, job, batch)
-    if result.skipped:
-        err.print(f"job {job.job_id} was already submitted; nothing submitted again")
-    if result.record is not None:
-        typer.echo(result.record.model_dump_json(indent=2))
-    if batch is not None and wait and job.tasks:
-        _wait(batch, job, poll_seconds, timeout_minutes)
-        counts = batch.counts(job.job_id)
-        reports = [r for r in collect(service, job.hour) if r.job_id == job.job_id]
-        if result.record is not None:
-            _record_completion(service, result.record, counts, reports)
-            for job_report in reports:
-                job_report.record = result.record
-        _print_reports(reports, as_json=False)
-        if counts.failed or any(r.failures for r in reports):
-            raise typer.Exit(1)
-    if result.record is not None and result.record.task_errors:
-        raise typer.Exit(1)
+    """Score one complete hour now (a new revision when it needs one, or with --force)."""
+    with bad_input():
+        storage = StorageSettings.from_env()
+        when = parse_hour(hour) if hour is not None else _last_complete(lateness_minutes)
+        settle = timedelta(minutes=lateness_minutes)
+        if _now() < complete_at(when, settle):
+            raise ValueError(
+                f"hour {format_hour(when)} is not complete until {complete_at(when, settle):%Y-%m-%dT%H:%M}Z "
+                f"(its windows may still be written; settle time {lateness_minutes} min): nothing scored"
+            )
+        settings = ReconcileSettings(
+            stack=validate_stack(stack),
+            chunk_size=chunk_size,
+            settle=settle,
+            claim_timeout=timedelta(minutes=claim_timeout_minutes),
+            trust=_trust(trust_pickle, trusted_types),
+        )
+        service = storage.client()
+    with bad_input(), _backend(backend, storage, workers) as runner, run_failures():
+        reconciler = Reconciler(service, runner, settings, log=err.print)
+        result = reconciler.hour(when, _now(), force=force)
+        if wait and result.status is AttemptStatus.SUBMITTED and result.record is not None:
+            _wait(runner, result, poll_seconds, timeout_minutes)
+            result = reconciler.hour(when, _now())
+    if result.action is Action.SKIP and result.job_id is None:
+        err.print(f"{format_hour(when)}: {result.why}; nothing submitted (--force scores a new revision)")
+    _finish([result])
+    if wait:
+        _print_reports([collect(service, when, _now(), settle)], as_json=False)
 
 
-def _record_completion(
-    service: BlobServiceClient, record: JobRecord, counts: TaskCounts, reports: list[JobReport]
+def _wait(runner: Backend, result: HourResult, poll_seconds: float, timeout_minutes: int) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from workloads.submitter.batch import BatchBackend
+
+    if not isinstance(runner, BatchBackend) or result.record is None or result.job_id is None:
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tasks"))
+    with Progress(*columns, console=err) as progress:
+        bar = progress.add_task(f"waiting for {result.job_id}", total=result.record.tasks)
+        runner.wait(
+            result.job_id,
+            result.record.tasks,
+            poll_seconds=poll_seconds,
+            timeout=timedelta(minutes=timeout_minutes),
+            on_poll=lambda counts: progress.update(bar, completed=counts.finished),
+        )
+
+
+@app.command()
+def plan(
+    hour: Hour = None, stack: Stack = "local", chunk_size: ChunkSize = 50, lateness_minutes: Settle = DEFAULT_SETTLE
 ) -> None:
-    """After --wait, the job record says how the job ended, as the local backend's records do."""
-    pairs = [p for r in reports for p in r.pairs]
-    finished = counts.pending == 0
-    record.status = JobStatus.FAILED if counts.failed else JobStatus.COMPLETED if finished else JobStatus.SUBMITTED
-    record.finished_at = datetime.now(UTC) if finished else None
-    record.ok = sum(p.status is PairStatus.OK for p in pairs)
-    record.failed = sum(p.status is PairStatus.FAILED for p in pairs)
-    record.no_data = sum(p.status is PairStatus.NO_DATA for p in pairs)
-    record.anomalies = sum(p.anomalies for p in pairs)
-    write_record(service, record)
+    """Print what a revision of the hour would be (tasks, pairs, inputs and their issues) without submitting."""
+    with bad_input():
+        storage = StorageSettings.from_env()
+        when = parse_hour(hour) if hour is not None else _last_complete(lateness_minutes)
+        validate_stack(stack)
+    with run_failures(InputReadError):
+        job = plan_hour(storage.client(), stack, when, chunk_size)
+    typer.echo(json.dumps(_plan_json(job), indent=2))
 
 
-def _print_reports(reports: list[JobReport], *, as_json: bool) -> None:
+def _plan_json(job: JobPlan) -> dict[str, object]:
+    return {
+        "job_id": job.job_id,
+        "hour": format_hour(job.hour),
+        "pairs": job.pairs,
+        "tasks": [{"task_id": t.task_id, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
+        "silent_pairs": [str(p) for p in job.silent_pairs],
+        "inputs": [b.name for b in job.inputs],
+        "fingerprint": job.fingerprint,
+        **job.input_issues,
+    }
+
+
+REPORT_COLUMNS = (
+    "hour",
+    "status",
+    "revision",
+    "reason",
+    "tasks_logged",
+    "pairs_ok",
+    "pairs_failed",
+    "pairs_no_data",
+    "pairs_unaccounted",
+    "anomalies",
+    "task_seconds_max",
+    "pair_ms_p50",
+)
+
+
+def _issues(summary: dict[str, object]) -> list[tuple[str, str]]:
+    """The per-hour lines that say what was left out or went wrong, for the table view."""
+    out: list[tuple[str, str]] = []
+    for blob, error in dict(summary["read_errors"]).items():  # type: ignore[call-overload]
+        out.append(("unreadable blob", f"aggregates/{blob}: {error}"))
+    for blob, error in dict(summary["corrupt_blobs"]).items():  # type: ignore[call-overload]
+        out.append(("corrupt blob (rows lost)", f"aggregates/{blob}: {error}"))
+    for blob, reasons in dict(summary["quarantined_rows"]).items():  # type: ignore[call-overload]
+        out.append(("quarantined rows", f"aggregates/{blob}: " + ", ".join(f"{n} {r}" for r, n in reasons.items())))
+    if summary["duplicate_rows"]:
+        out.append(("duplicate rows dropped", str(summary["duplicate_rows"])))
+    if summary["conflicting_rows"]:
+        out.append(("conflicting rows (newest blob kept)", str(summary["conflicting_rows"])))
+    for task, error in dict(summary["task_errors"]).items():  # type: ignore[call-overload]
+        out.append(("task failed", f"{task}: {error}"))
+    if summary["status"] == "stale":
+        out.append(("stale", "inputs changed after scoring: the next reconcile re-scores it"))
+    if summary["status"] in ("pending", "failed") and summary["error"]:
+        out.append((str(summary["status"]), str(summary["error"])))
+    return out
+
+
+def _print_reports(reports: list[HourReport], *, as_json: bool) -> None:
     summaries = [r.summary() for r in reports]
     if as_json:
         typer.echo(json.dumps(summaries, indent=2))
         return
     out = console()
-    table = Table(title="Jobs")
-    columns = (
-        "hour",
-        "job_id",
-        "status",
-        "tasks_logged",
-        "pairs_ok",
-        "pairs_failed",
-        "pairs_no_data",
-        "anomalies",
-        "task_seconds_mean",
-        "task_seconds_max",
-        "pair_ms_p50",
-        "pair_ms_max",
-    )
-    for column in columns:
+    table = Table(title="Hours")
+    for column in REPORT_COLUMNS:
         table.add_column(
-            column.replace("_", " "), justify="left" if column in ("hour", "job_id", "status") else "right"
+            column.replace("_", " "), justify="left" if column in ("hour", "status", "reason") else "right"
         )
     for summary in summaries:
-        table.add_row(*("-" if summary[c] is None else str(summary[c]) for c in columns))
+        table.add_row(*("-" if summary[c] is None else str(summary[c]) for c in REPORT_COLUMNS))
     out.print(table)
-    failures = [(s["job_id"], f) for s in summaries for f in s["failures"]]
+    issues = [(s["hour"], kind, text) for s in summaries for kind, text in _issues(s)]
+    if issues:
+        found = Table(title="Inputs and tasks")
+        for column in ("hour", "issue", "detail"):
+            found.add_column(column)
+        for row in issues:
+            found.add_row(*(str(v) for v in row))
+        out.print(found)
+    failures = [(s["hour"], f) for s in summaries for f in s["failures"]]
     if failures:
         failed = Table(title="Failed pairs")
-        for column in ("job", "task", "pair", "reason", "error"):
+        for column in ("hour", "task", "pair", "reason", "error"):
             failed.add_column(column)
-        for job_id, f in failures:
-            failed.add_row(job_id, f["task"], f["pair"], f["reason"] or "", f["error"] or "")
+        for hour, f in failures:
+            failed.add_row(str(hour), f["task"], f["pair"], f["reason"] or "", f["error"] or "")
         out.print(failed)
 
 
@@ -242,16 +362,18 @@ def _print_reports(reports: list[JobReport], *, as_json: bool) -> None:
 def report(
     hour: Hour = None,
     last: Annotated[int, typer.Option(min=1, max=24 * 31, help="Report this many hours, ending with --hour.")] = 1,
-    lateness_minutes: Lateness = 5,
+    lateness_minutes: Settle = DEFAULT_SETTLE,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Jobs, tasks, per-pair failures and timings of an hour (or the last N) from the run logs."""
-    try:
-        settings, newest = StorageSettings.from_env(), _hour(hour, lateness_minutes)
-    except (ValidationError, ValueError) as exc:
-        raise _bad(exc) from None
-    service = settings.client()
-    reports = [r for i in range(last) for r in collect(service, newest - i * HOUR)]
+    """Per hour: status (not ready, pending, scoring, scored, stale, failed), revision and why, pairs,
+    anomalies, timings, unreadable or corrupt inputs, quarantined and duplicate rows, failed pairs."""
+    with bad_input():
+        storage = StorageSettings.from_env()
+        newest = parse_hour(hour) if hour is not None else _last_complete(lateness_minutes)
+        service: BlobServiceClient = storage.client()
+    settle = timedelta(minutes=lateness_minutes)
+    with run_failures():
+        reports = [collect(service, newest - i * HOUR, _now(), settle) for i in reversed(range(last))]
     _print_reports(reports, as_json=as_json)
 
 

@@ -10,26 +10,29 @@ import multiprocessing
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from types import TracebackType
 
-from azure.storage.blob import BlobServiceClient
-
 from workloads.common.runlog import TaskLog
 from workloads.common.storage import StorageSettings
 from workloads.scorer.entry import run_manifest
 from workloads.scorer.task import ScorerOptions
 from workloads.submitter.backend import JobOutcome
 from workloads.submitter.plan import JobPlan
-from workloads.submitter.record import JobStatus, read_record
+
+
+class TaskFailedError(RuntimeError):
+    """A task's failure as plain text: SDK exceptions can hold tracebacks and sockets, which do not
+    survive the trip back from a worker process (``cannot pickle 'traceback' object``)."""
 
 
 def _run_task(settings: StorageSettings, manifest_blob: str, options: ScorerOptions, retries: int) -> TaskLog:
-    """A task with Batch-like retries: a crash is retried, pair failures are not (they are logged)."""
-    for attempt in range(retries + 1):
+    """A task with Batch-like retries: a failed task (crash, unreadable inputs) is retried; pair
+    failures are not (they are logged)."""
+    error = ""
+    for _ in range(retries + 1):
         try:
             return run_manifest(settings, manifest_blob, options).task
-        except Exception:
-            if attempt == retries:
-                raise
-    raise AssertionError("unreachable")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    raise TaskFailedError(f"failed after {retries + 1} attempt(s): {error}")
 
 
 class _InlineExecutor(Executor):
@@ -50,13 +53,11 @@ class LocalBackend:
     def __init__(
         self,
         settings: StorageSettings,
-        service: BlobServiceClient,
         workers: int = 2,
         options: ScorerOptions | None = None,
         max_task_retries: int = 1,
     ) -> None:
         self.settings = settings
-        self.service = service
         self.options = options or ScorerOptions()
         self.max_task_retries = max_task_retries
         self._executor: Executor = (
@@ -74,21 +75,20 @@ class LocalBackend:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def already_submitted(self, plan: JobPlan) -> bool:
-        record = read_record(self.service, plan.hour, plan.job_id)
-        return record is not None and record.status is JobStatus.COMPLETED
+    def poll(self, job_id: str) -> JobOutcome:
+        """Local jobs finish inside ``submit``; one found unfinished belongs to a run that died, which
+        the reconciler replaces once its claim times out."""
+        return JobOutcome(finished=False)
 
     def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
         futures = {
             task_id: self._executor.submit(_run_task, self.settings, blob, self.options, self.max_task_retries)
             for task_id, blob in manifests.items()
         }
-        outcome = JobOutcome(status=JobStatus.COMPLETED)
+        outcome = JobOutcome(finished=True)
         for task_id, future in futures.items():
             try:
-                outcome.tasks.append(future.result())
+                future.result()
             except Exception as exc:
-                outcome.task_errors[task_id] = f"{type(exc).__name__}: {exc}"
-        if outcome.task_errors:
-            outcome.status = JobStatus.FAILED
+                outcome.task_errors[task_id] = " ".join(str(exc).split())
         return outcome

@@ -1,41 +1,51 @@
-"""The job record, ``logs/{hour}/{job}/job.json``: what was submitted, where, and how it ended."""
+"""The job record, ``logs/{hour}/{job}/job.json``: one revision of an hour, what it read and how it ended."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from workloads.common.hour_state import AttemptStatus as JobStatus
+from workloads.common.hour_state import Reason
+from workloads.common.ids import validate_job_id
 from workloads.common.layout import Container, job_record_blob
 
-
-class JobStatus(StrEnum):
-    SUBMITTED = "submitted"  # handed to a backend that runs it asynchronously (Batch)
-    COMPLETED = "completed"  # every task ran (pairs may still have failed: see the run log)
-    FAILED = "failed"  # at least one task did not run to the end
+__all__ = ["JobRecord", "JobStatus", "read_record", "write_record"]
 
 
 class JobRecord(BaseModel):
     job_id: str
     stack: str
     hour: datetime
+    revision: int = 1
+    reason: Reason = Reason.NEVER_SCORED
     backend: str
     status: JobStatus
     submitted_at: datetime
     finished_at: datetime | None = None
+    fingerprint: str = ""
+    inputs: list[str] = Field(default_factory=list)  # aggregate blobs the revision was planned on
     tasks: int
     pairs: int
     manifests: list[str] = Field(default_factory=list)
     silent_pairs: list[str] = Field(default_factory=list)
-    aggregate_errors: dict[str, str] = Field(default_factory=dict)
-    task_errors: dict[str, str] = Field(default_factory=dict)
+    read_errors: dict[str, str] = Field(default_factory=dict)  # blobs that could not be downloaded
+    input_issues: dict[str, Any] = Field(default_factory=dict)  # corrupt blobs, quarantined rows, duplicates
+    task_errors: dict[str, str] = Field(default_factory=dict)  # tasks that did not finish their work
     ok: int = 0
     no_data: int = 0
     failed: int = 0
+    unaccounted: int = 0  # planned pairs without a run-log line: never silently dropped
     anomalies: int = 0
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return validate_job_id(value)
 
 
 def read_record(service: BlobServiceClient, hour: datetime, job_id: str) -> JobRecord | None:

@@ -1,50 +1,74 @@
-"""Reading back what happened in an hour: job records and run logs, as one summary per job."""
+"""Reading back what happened to an hour: its state, its latest revision's record and run logs."""
 
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.layout import Container, hour_prefix
-from workloads.common.runlog import PairLog, PairStatus, TaskLog, parse_jsonl
+from workloads.common.hour_inputs import fingerprint, list_hour_inputs
+from workloads.common.hour_state import AttemptStatus, HourState, complete_at, read_state
+from workloads.common.runlog import PairLog, PairStatus, TaskLog
 from workloads.common.windows import format_hour
-from workloads.submitter.record import JobRecord
+from workloads.submitter.finalise import read_run_logs
+from workloads.submitter.record import JobRecord, read_record
+
+
+class HourStatus(StrEnum):
+    NOT_READY = "not_ready"  # not complete yet: its windows may still be written
+    PENDING = "pending"  # complete, never scored: the next reconcile scores it
+    SCORING = "scoring"  # a revision is in flight
+    SCORED = "scored"  # the latest revision completed on the inputs the hour has now
+    STALE = "stale"  # scored, but its inputs changed since: the next reconcile re-scores it
+    FAILED = "failed"  # the latest revision failed: the next reconcile retries it
 
 
 @dataclass
-class JobReport:
+class HourReport:
     hour: datetime
-    job_id: str
-    record: JobRecord | None = None
+    status: HourStatus
+    state: HourState | None = None
+    record: JobRecord | None = None  # of the latest revision
     tasks: list[TaskLog] = field(default_factory=list)
     pairs: list[PairLog] = field(default_factory=list)
-    unreadable: dict[str, str] = field(default_factory=dict)  # blob -> error
+    log_problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[PairLog]:
         return [p for p in self.pairs if p.status is PairStatus.FAILED]
 
     def summary(self) -> dict[str, Any]:
+        record, latest = self.record, self.state.latest if self.state else None
         task_seconds = [t.timings_ms.get("total", 0.0) / 1000 for t in self.tasks]
         pair_ms = sorted(p.timings_ms["total"] for p in self.pairs if "total" in p.timings_ms)
         count = {s: sum(p.status is s for p in self.pairs) for s in PairStatus}
+        issues = record.input_issues if record else {}
         return {
             "hour": format_hour(self.hour),
-            "job_id": self.job_id,
-            "status": self.record.status.value if self.record else "unknown",
-            "backend": self.record.backend if self.record else None,
-            "tasks_planned": self.record.tasks if self.record else None,
+            "status": self.status.value,
+            "revision": latest.revision if latest else None,
+            "reason": latest.reason.value if latest else None,
+            "job_id": latest.job_id if latest else None,
+            "current_job_id": self.state.current_job_id if self.state else None,
+            "error": latest.error if latest else None,
+            "tasks_planned": record.tasks if record else None,
             "tasks_logged": len(self.tasks),
-            "task_errors": self.record.task_errors if self.record else {},
+            "pairs_planned": record.pairs if record else None,
             "pairs_ok": count[PairStatus.OK],
             "pairs_failed": count[PairStatus.FAILED],
             "pairs_no_data": count[PairStatus.NO_DATA],
-            "anomalies": sum(p.anomalies for p in self.pairs),
+            "pairs_unaccounted": record.unaccounted if record else 0,
+            "anomalies": sum(p.anomalies for p in self.pairs if p.status is PairStatus.OK),
+            "read_errors": record.read_errors if record else {},
+            "corrupt_blobs": issues.get("corrupt_blobs", {}),
+            "quarantined_rows": issues.get("quarantined_rows", {}),
+            "duplicate_rows": issues.get("duplicate_rows", 0),
+            "conflicting_rows": issues.get("conflicting_rows", 0),
+            "task_errors": record.task_errors if record else {},
             "task_seconds_mean": round(statistics.fmean(task_seconds), 3) if task_seconds else None,
             "task_seconds_max": round(max(task_seconds), 3) if task_seconds else None,
             "pair_ms_p50": round(pair_ms[len(pair_ms) // 2], 2) if pair_ms else None,
@@ -53,33 +77,34 @@ class JobReport:
                 {"pair": f"{p.device_id}/{p.sensor}", "task": p.task_id, "reason": p.reason, "error": p.error}
                 for p in self.failures
             ],
-            "unreadable": self.unreadable,
+            "log_problems": self.log_problems,
+            "revisions": len(self.state.attempts) if self.state else 0,
         }
 
 
-def collect(service: BlobServiceClient, hour: datetime) -> list[JobReport]:
-    """Every job that ran in the hour, with its record and run logs (one listing, then the blobs)."""
-    logs = service.get_container_client(str(Container.LOGS))
-    prefix = hour_prefix(hour)
-    blobs: dict[str, list[str]] = defaultdict(list)
-    for blob in logs.list_blobs(name_starts_with=prefix):
-        job_id, _, rest = blob.name.removeprefix(prefix).partition("/")
-        if rest == "job.json" or (rest.startswith("tasks/") and rest.endswith(".jsonl")):
-            blobs[job_id].append(blob.name)
-    reports = []
-    for job_id, names in sorted(blobs.items()):
-        report = JobReport(hour=hour, job_id=job_id)
-        for name in sorted(names):
-            try:
-                data = logs.download_blob(name).readall()
-                if name.endswith("job.json"):
-                    report.record = JobRecord.model_validate_json(data)
-                else:
-                    task, pairs = parse_jsonl(data)
-                    report.pairs.extend(pairs)
-                    if task is not None:
-                        report.tasks.append(task)
-            except Exception as exc:  # one unreadable log must not hide the others
-                report.unreadable[name] = f"{type(exc).__name__}: {exc}"
-        reports.append(report)
-    return reports
+def hour_status(state: HourState | None, hour: datetime, now: datetime, settle: timedelta, inputs: str) -> HourStatus:
+    latest = state.latest if state else None
+    if latest is None:
+        return HourStatus.NOT_READY if now < complete_at(hour, settle) else HourStatus.PENDING
+    if latest.status is AttemptStatus.SUBMITTED:
+        return HourStatus.SCORING
+    if latest.status is AttemptStatus.FAILED:
+        return HourStatus.FAILED
+    return HourStatus.SCORED if latest.fingerprint == inputs else HourStatus.STALE
+
+
+def collect(service: BlobServiceClient, hour: datetime, now: datetime, settle: timedelta) -> HourReport:
+    """One hour: its state, derived status, and the latest revision's record and run logs (only that
+    revision's: earlier revisions' logs stay for the record but are never counted)."""
+    state = read_state(service, hour).state
+    status = hour_status(state, hour, now, settle, fingerprint(list_hour_inputs(service, hour)))
+    report = HourReport(hour=hour, status=status, state=state)
+    latest = state.latest if state else None
+    if latest is not None:
+        report.record = read_record(service, hour, latest.job_id)
+    if report.record is not None and report.record.manifests:
+        tasks, report.pairs, report.log_problems = read_run_logs(service, report.record)
+        report.tasks = list(tasks.values())
+        if latest is not None and latest.status is AttemptStatus.SUBMITTED:
+            report.log_problems = {}  # tasks still running have no logs yet: not a problem
+    return report

@@ -10,9 +10,10 @@ import json
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
+from workloads.common.cli_errors import bad_input, fail, run_failures
+from workloads.common.hour_inputs import InputReadError
 from workloads.common.pairs import Pair
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, parse_hour
@@ -32,7 +33,7 @@ def train(
     min_rows: Annotated[int, typer.Option(min=2, help="Fewest usable windows a pair needs to get a model.")] = 24,
 ) -> None:
     """Fit StandardScaler + OneClassSVM per pair and publish each as a skops file; print a JSON summary."""
-    try:
+    with bad_input():
         settings = StorageSettings.from_env()
         first, stop = parse_hour(start), parse_hour(end)
         if stop <= first:
@@ -42,9 +43,8 @@ def train(
         if unknown or not chosen:
             raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURE_NAMES)}")
         only = [Pair.parse(p) for p in pairs.split(",") if p.strip()] if pairs else None
-    except (ValidationError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    report = train_and_publish(settings.client(), first, stop, features=chosen, min_rows=min_rows, pairs=only)
+    with run_failures(InputReadError):
+        report = train_and_publish(settings.client(), first, stop, features=chosen, min_rows=min_rows, pairs=only)
     typer.echo(
         json.dumps(
             {
@@ -53,12 +53,16 @@ def train(
                 "features": list(chosen),
                 "published": len(report.published),
                 "skipped": {str(p): why for p, why in sorted(report.skipped.items())},
+                "quarantined_rows": report.quarantined_rows,
+                "corrupt_blobs": report.corrupt_blobs,
+                "duplicate_rows": report.duplicate_rows,
+                "conflicting_rows": report.conflicting_rows,
             },
             indent=2,
         )
     )
     if not report.published:
-        raise typer.Exit(1)
+        fail(f"no model published for {format_hour(first)}..{format_hour(stop)}: no pair had enough usable history")
 
 
 if __name__ == "__main__":

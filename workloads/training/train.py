@@ -1,4 +1,9 @@
-"""Training one model per device/sensor pair on a history of aggregates, and publishing it."""
+"""Training one model per device/sensor pair on a history of aggregates, and publishing it.
+
+All of the history is read before anything is trained, and every pair is trained before anything is
+published: unreadable history raises (InputReadError) with nothing published, and a pair that cannot
+be trained is skipped with its reason, so a run never publishes half a fleet and then fails.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, KEYS, WINDOW_END
-from workloads.common.frames import read_hour_aggregates
+from workloads.common.hour_inputs import HourAggregates, read_hour_aggregates
 from workloads.common.layout import Container
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
@@ -39,11 +44,25 @@ def default_estimator() -> Any:
 class TrainingReport:
     published: dict[Pair, str] = field(default_factory=dict)  # pair -> model sha256
     skipped: dict[Pair, str] = field(default_factory=dict)  # pair -> why
+    quarantined_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # blob -> reason -> rows
+    corrupt_blobs: dict[str, str] = field(default_factory=dict)  # blob -> why its rows were left out
+    duplicate_rows: int = 0
+    conflicting_rows: int = 0
 
 
-def read_history(service: BlobServiceClient, start: datetime, end: datetime) -> pd.DataFrame:
+def read_history(
+    service: BlobServiceClient, start: datetime, end: datetime, report: TrainingReport | None = None
+) -> pd.DataFrame:
+    """Every hour of [start, end); raises InputReadError if any blob cannot be read."""
     with ThreadPoolExecutor(max_workers=8) as pool:
-        frames = [h.frame for h in pool.map(lambda hour: read_hour_aggregates(service, hour), hours(start, end))]
+        read: list[HourAggregates] = list(pool.map(lambda hour: read_hour_aggregates(service, hour), hours(start, end)))
+    if report is not None:
+        for hour in read:
+            report.quarantined_rows.update(hour.quarantined)
+            report.corrupt_blobs.update(hour.corrupt)
+            report.duplicate_rows += hour.duplicates
+            report.conflicting_rows += hour.conflicts
+    frames = [h.frame for h in read]
     return pd.concat(frames, ignore_index=True).sort_values([*KEYS, WINDOW_END]) if frames else pd.DataFrame()
 
 
@@ -68,23 +87,25 @@ def train_and_publish(
     pairs: Sequence[Pair] | None = None,
     on_pair: Callable[[Pair], None] | None = None,
 ) -> TrainingReport:
-    """Fit and publish a model for every pair with enough history in [start, end)."""
-    history = read_history(service, start, end)
-    models = service.get_container_client(str(Container.MODELS))
+    """Fit a model for every pair with enough history in [start, end), then publish them all."""
     report = TrainingReport()
+    history = read_history(service, start, end, report)
     wanted = set(pairs) if pairs is not None else None
+    trained: dict[Pair, tuple[Any, int]] = {}
     for (device, sensor), rows in history.groupby(list(KEYS), sort=True) if len(history) else []:
-        pair = Pair(str(device), str(sensor))
+        pair = Pair(str(device), str(sensor))  # ids were validated (and bad rows quarantined) on read
         if wanted is not None and pair not in wanted:
             continue
         try:
-            estimator, used = train_pair(rows, features, factory, min_rows)
-            metadata = publish_model(
-                models, pair, estimator, features, training_start=start, training_end=end, training_rows=used
-            )
-            report.published[pair] = metadata.sha256
+            trained[pair] = train_pair(rows, features, factory, min_rows)
         except ValueError as exc:
             report.skipped[pair] = str(exc)
+    models = service.get_container_client(str(Container.MODELS))
+    for pair, (estimator, used) in trained.items():
+        metadata = publish_model(
+            models, pair, estimator, features, training_start=start, training_end=end, training_rows=used
+        )
+        report.published[pair] = metadata.sha256
         if on_pair is not None:
             on_pair(pair)
     return report

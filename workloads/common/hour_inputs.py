@@ -1,0 +1,188 @@
+"""An hour's aggregate inputs: listing them, fingerprinting them, reading them without losing data silently.
+
+Three kinds of trouble are kept apart, because they call for different answers:
+
+- a blob that cannot be *downloaded* (5xx after the SDK's retries, a timeout, a dropped connection,
+  a 404 for a blob the plan listed) is a failed read: ``InputReadError`` is raised, the task fails
+  and Batch retries it, and the hour stays due. It is never taken for "no data".
+- a blob that downloads but cannot be *decoded* (not Parquet, columns missing) is corrupt: retrying
+  cannot help, so its rows are lost *visibly*: it is listed in ``corrupt`` and in every report, and
+  the hour is scored from the other blobs. A replaced blob changes the fingerprint, so the hour is
+  re-scored then.
+- a *row* with a malformed id, window end or value is quarantined (counted per blob and reason)
+  and the rest of the blob is used.
+
+Duplicates are resolved by one documented rule: exact duplicate rows (a Stream Analytics restart
+replays its output at least once) are dropped; rows that disagree for one pair and window are
+resolved in favour of the most recently written blob (a replay with late readings has the newer,
+more complete aggregate), ties broken by blob name, and counted as conflicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from azure.storage.blob import BlobServiceClient
+
+from workloads.common.aggregates import AGGREGATE_COLUMNS, FEATURES, KEYS, WINDOW_END, empty_aggregates
+from workloads.common.layout import Container, hour_prefix
+from workloads.common.pairs import PART_PATTERN
+from workloads.common.windows import HOUR, floor_hour
+
+_ORDER = "_blob_order"
+
+
+@dataclass(frozen=True)
+class InputBlob:
+    """One aggregate blob as listed: its etag and size are what the hour's fingerprint is made of."""
+
+    name: str
+    etag: str
+    size: int
+
+
+def list_hour_inputs(service: BlobServiceClient, hour: datetime) -> list[InputBlob]:
+    """The Parquet blobs under the hour's folder, from one listing (a failed listing raises)."""
+    container = service.get_container_client(str(Container.AGGREGATES))
+    blobs = container.list_blobs(name_starts_with=hour_prefix(hour))
+    return sorted(
+        (InputBlob(b.name, str(b.etag), int(b.size or 0)) for b in blobs if b.name.endswith(".parquet")),
+        key=lambda b: b.name,
+    )
+
+
+def fingerprint(blobs: Sequence[InputBlob]) -> str:
+    """Changes whenever a blob of the hour is added, replaced, appended to or removed."""
+    text = "\n".join(f"{b.name}\t{b.etag}\t{b.size}" for b in sorted(blobs, key=lambda b: b.name))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class InputReadError(Exception):
+    """Aggregate blobs that could not be downloaded: the hour's inputs are incomplete."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = dict(sorted(errors.items()))
+        shown = "; ".join(f"aggregates/{name}: {error}" for name, error in list(self.errors.items())[:3])
+        more = f" (and {len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
+        super().__init__(f"could not read {len(self.errors)} aggregate blob(s): {shown}{more}")
+
+
+@dataclass
+class HourAggregates:
+    """The aggregates of one hour, deduplicated, with everything that was left out and why."""
+
+    frame: pd.DataFrame
+    blobs: list[str] = field(default_factory=list)
+    corrupt: dict[str, str] = field(default_factory=dict)  # blob -> why it could not be decoded
+    quarantined: dict[str, dict[str, int]] = field(default_factory=dict)  # blob -> reason -> rows
+    duplicates: int = 0  # exact duplicate rows dropped
+    conflicts: int = 0  # (pair, window) keys whose rows disagreed: the newest blob's row was kept
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(sum(reasons.values()) for reasons in self.quarantined.values())
+
+    def issues(self) -> dict[str, Any]:
+        """What the job record and reports carry about the inputs."""
+        return {
+            "corrupt_blobs": self.corrupt,
+            "quarantined_rows": self.quarantined,
+            "duplicate_rows": self.duplicates,
+            "conflicting_rows": self.conflicts,
+        }
+
+
+def _valid_ids(column: pd.Series) -> pd.Series:
+    text = column.astype("string")
+    return text.str.fullmatch(PART_PATTERN).fillna(False).astype(bool)
+
+
+def validate_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Coerce a blob's rows to the aggregate schema; quarantine rows that cannot be trusted.
+
+    Raises ValueError (the blob is corrupt) only when columns are missing altogether. Null feature
+    values are kept: the scorer drops non-finite windows per pair, for the model's own features.
+    """
+    missing = [c for c in AGGREGATE_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"aggregate blob lacks column(s) {missing}")
+    frame = raw[list(AGGREGATE_COLUMNS)].copy()
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
+
+    def flag(bad: pd.Series, reason: str) -> None:
+        reasons[bad & reasons.isna()] = reason
+
+    flag(~_valid_ids(frame["device_id"]), "bad_device_id")
+    flag(~_valid_ids(frame["sensor"]), "bad_sensor")
+    ends = pd.to_datetime(frame[WINDOW_END], utc=True, errors="coerce", format="ISO8601")
+    flag(ends.isna(), "bad_window_end")
+    for feature in FEATURES:
+        values = pd.to_numeric(frame[feature.name], errors="coerce")
+        flag(values.isna() & frame[feature.name].notna(), "bad_value")
+        frame[feature.name] = values.astype("float64")
+    frame[WINDOW_END] = ends
+    frame = frame.astype(dict.fromkeys(KEYS, "string"))
+    counts = {str(k): int(v) for k, v in reasons.value_counts().items()}
+    return frame.loc[reasons.isna()], counts
+
+
+def _download(service: BlobServiceClient, name: str) -> tuple[bytes, datetime]:
+    downloader = service.get_container_client(str(Container.AGGREGATES)).download_blob(name)
+    data = downloader.readall()
+    return data, downloader.properties.last_modified
+
+
+def read_hour_aggregates(
+    service: BlobServiceClient, hour: datetime, blobs: Sequence[str] | None = None, max_workers: int = 8
+) -> HourAggregates:
+    """The hour's aggregates from ``blobs`` (default: all the hour's blobs now), windows inside the hour only.
+
+    Raises InputReadError when any blob could not be downloaded.
+    """
+    hour = floor_hour(hour)
+    names = list(blobs) if blobs is not None else [b.name for b in list_hour_inputs(service, hour)]
+    result = HourAggregates(frame=empty_aggregates(), blobs=names)
+    downloads: dict[str, tuple[bytes, datetime]] = {}
+    errors: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        futures = {name: pool.submit(_download, service, name) for name in names}
+        for name, future in futures.items():
+            try:
+                downloads[name] = future.result()
+            except Exception as exc:  # any failure to fetch is a failed read, never "no data"
+                errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    if errors:
+        raise InputReadError(errors)
+    # Oldest blob first, so that "keep last" keeps the newest blob's row.
+    ordered = sorted(downloads.items(), key=lambda item: (item[1][1], item[0]))
+    frames: list[pd.DataFrame] = []
+    for order, (name, (data, _)) in enumerate(ordered):
+        try:
+            rows, quarantined = validate_rows(pq.read_table(io.BytesIO(data)).to_pandas())
+        except Exception as exc:  # undecodable: its rows are lost, visibly
+            result.corrupt[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if quarantined:
+            result.quarantined[name] = quarantined
+        frames.append(rows.assign(**{_ORDER: order}))
+    if not frames:
+        return result
+    frame = pd.concat(frames, ignore_index=True)
+    inside = (frame[WINDOW_END] >= pd.Timestamp(hour)) & (frame[WINDOW_END] < pd.Timestamp(hour + HOUR))
+    frame = frame.loc[inside]
+    exact = frame.duplicated(subset=list(AGGREGATE_COLUMNS), keep="last")
+    result.duplicates = int(exact.sum())
+    frame = frame.loc[~exact]
+    clash = frame.duplicated(subset=[*KEYS, WINDOW_END], keep="last")
+    result.conflicts = int(clash.sum())
+    frame = frame.loc[~clash].drop(columns=_ORDER)
+    result.frame = frame.sort_values([*KEYS, WINDOW_END]).reset_index(drop=True)
+    return result

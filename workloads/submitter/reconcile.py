@@ -1,0 +1,203 @@
+"""Reconciling recent hours: every complete hour scored exactly once on its latest inputs.
+
+Each scheduled run looks at a bounded window of recent hours and, per hour, derives what to do from
+the stored state, the clock and the fingerprint of the hour's aggregate blobs (``hour_state.decide``):
+score hours never scored (missed or skipped triggers, outages), re-score hours whose inputs changed
+after scoring (late data, replays) or whose last revision failed, finish revisions a previous run
+submitted, and leave everything else alone. A second run right after the first does nothing.
+
+Each revision is claimed with a conditional write of the hour's state before anything is submitted,
+and its Batch job id is deterministic (stack + hour + revision): two reconcilers at once cannot both
+score an hour, and a crashed one leaves a claim that the next run finishes or, after the claim
+timeout, replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from azure.storage.blob import BlobServiceClient
+
+from workloads.common.hour_inputs import InputBlob, InputReadError, fingerprint, list_hour_inputs
+from workloads.common.hour_state import (
+    Action,
+    Attempt,
+    AttemptStatus,
+    HourState,
+    Reason,
+    StateConflictError,
+    StoredState,
+    decide,
+    read_state,
+    write_state,
+)
+from workloads.common.windows import HOUR, floor_hour
+from workloads.submitter.backend import Backend, JobOutcome
+from workloads.submitter.finalise import finalise
+from workloads.submitter.plan import JobPlan, Trust, job_id_for, plan_hour
+from workloads.submitter.record import JobRecord, read_record, write_record
+from workloads.submitter.submit import new_record, submit_plan
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    stack: str
+    chunk_size: int = 50
+    hours: int = 24  # how far back each run looks
+    settle: timedelta = timedelta(minutes=15)  # after an hour's end before it counts as complete
+    claim_timeout: timedelta = timedelta(hours=2)  # a revision in flight longer than this is abandoned
+    trust: Trust = field(default_factory=Trust)
+
+
+@dataclass
+class HourResult:
+    """What one run did with one hour; the run log and the CLI print one line of it per hour."""
+
+    hour: datetime
+    action: Action
+    why: str
+    reason: Reason | None = None
+    job_id: str | None = None
+    status: AttemptStatus | None = None  # of the revision this run submitted or finalised
+    record: JobRecord | None = field(default=None, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.status is AttemptStatus.FAILED
+
+
+def window(now: datetime, settings: ReconcileSettings) -> list[datetime]:
+    """The hours a run at ``now`` looks at, oldest first, ending with the current hour's predecessor."""
+    newest = floor_hour(now) - HOUR
+    return [newest - i * HOUR for i in reversed(range(settings.hours))]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        service: BlobServiceClient,
+        backend: Backend,
+        settings: ReconcileSettings,
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.service = service
+        self.backend = backend
+        self.settings = settings
+        self.log = log
+
+    def run(self, now: datetime) -> list[HourResult]:
+        results = []
+        for hour in window(now, self.settings):
+            result = self.hour(hour, now)
+            self.log(f"{hour:%Y-%m-%dT%H} {result.action.value}: {result.why}")
+            results.append(result)
+        return results
+
+    def hour(self, hour: datetime, now: datetime, *, force: bool = False) -> HourResult:
+        """Reconcile one hour. Raises only for storage errors outside a claimed revision."""
+        hour = floor_hour(hour)
+        inputs = list_hour_inputs(self.service, hour)
+        current = fingerprint(inputs)
+        stored = read_state(self.service, hour)
+        decision = decide(
+            stored.state, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force
+        )
+        if decision.action is Action.FINALISE:
+            finished = self._finalise_in_flight(stored)
+            if finished is None:
+                latest = stored.state.latest if stored.state else None
+                return HourResult(hour, Action.WAIT, decision.why, job_id=latest.job_id if latest else None)
+            stored = read_state(self.service, hour)
+            decision = decide(
+                stored.state, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force
+            )
+            if decision.action is not Action.SCORE:
+                return HourResult(
+                    hour,
+                    Action.SKIP,
+                    f"finished {finished.job_id}: {finished.status.value}",
+                    job_id=finished.job_id,
+                    status=finished.status,
+                    record=finished,
+                )
+        if decision.action is not Action.SCORE:
+            return HourResult(hour, decision.action, decision.why)
+        assert decision.reason is not None
+        return self._score(hour, stored, inputs, decision.reason, decision.why, now)
+
+    # -- steps -----------------------------------------------------------------------------------------
+    def _finalise_in_flight(self, stored: StoredState) -> JobRecord | None:
+        """Close a revision submitted earlier if its job has finished; None while it runs."""
+        assert stored.state is not None and stored.state.latest is not None
+        latest = stored.state.latest
+        record = read_record(self.service, stored.state.hour, latest.job_id)
+        if record is None:  # claimed, but the claimant died before writing its record: wait for the timeout
+            return None
+        outcome = self.backend.poll(latest.job_id)
+        if not outcome.finished:
+            return None
+        try:
+            finalise(self.service, stored, record, outcome)
+        except StateConflictError:
+            return None  # another run finalised it at the same moment
+        return record
+
+    def _score(
+        self, hour: datetime, stored: StoredState, inputs: list[InputBlob], reason: Reason, why: str, now: datetime
+    ) -> HourResult:
+        state = stored.state or HourState(hour=hour, stack=self.settings.stack)
+        revision = state.next_revision()
+        job_id = job_id_for(self.settings.stack, hour, revision)
+        state.attempts.append(
+            Attempt(
+                revision=revision,
+                job_id=job_id,
+                reason=reason,
+                status=AttemptStatus.SUBMITTED,
+                fingerprint=fingerprint(inputs),
+                started_at=now,
+            )
+        )
+        try:
+            etag = write_state(self.service, state, stored.etag)
+        except StateConflictError:
+            return HourResult(hour, Action.SKIP, "claimed by another reconcile run", reason, job_id)
+        claimed = StoredState(state, etag)
+        try:
+            plan = plan_hour(
+                self.service,
+                self.settings.stack,
+                hour,
+                self.settings.chunk_size,
+                revision=revision,
+                inputs=inputs,
+                trust=self.settings.trust,
+            )
+        except InputReadError as exc:
+            return self._unreadable(claimed, hour, job_id, revision, reason, inputs, exc)
+        record, outcome = submit_plan(self.service, plan, self.backend, revision, reason)
+        status = AttemptStatus.SUBMITTED
+        if outcome.finished:
+            finalise(self.service, claimed, record, outcome)
+            status = record.status
+        return HourResult(hour, Action.SCORE, why, reason, job_id, status, record)
+
+    def _unreadable(
+        self,
+        claimed: StoredState,
+        hour: datetime,
+        job_id: str,
+        revision: int,
+        reason: Reason,
+        inputs: list[InputBlob],
+        exc: InputReadError,
+    ) -> HourResult:
+        """Inputs that cannot be read fail the revision before any task runs; the hour stays due."""
+        plan = JobPlan(job_id, self.settings.stack, hour, (), (), tuple(inputs))
+        record = new_record(plan, self.backend.name, revision, reason)
+        record.read_errors = exc.errors
+        write_record(self.service, record)
+        finalise(self.service, claimed, record, outcome=JobOutcome(finished=True))
+        return HourResult(hour, Action.SCORE, f"inputs unreadable: {exc}", reason, job_id, record.status, record)
