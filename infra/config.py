@@ -2,18 +2,31 @@
 
 Keys live under the ``batchscoring`` namespace in camelCase (``batchscoring:maxNodes``). Every
 invalid or unknown key is reported at once, with its name and the allowed range, before any
-resource is declared.
+resource is declared; so are the rules that tie several keys together (``minNodes <= maxNodes``,
+the settle time), checked on the raw values so that they never wait for the other errors to be fixed.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -23,14 +36,45 @@ from workloads.common.aggregates import AggregationSpec
 NAMESPACE = "batchscoring"
 VM_SIZE = re.compile(r"^Standard_[A-Z][A-Za-z0-9_-]*$")
 LOCATION = re.compile(r"^[a-z][a-z0-9]{2,30}$")
+# A dotted Python path (module.Class): what skops' `trusted=` takes. No commas, so a list of them
+# travels safely as one comma-separated environment variable.
+DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+# How long after its watermark passes a window Stream Analytics can take to have that window's rows in
+# the `aggregates` blob. What Microsoft documents (learn.microsoft.com):
+# - "Understand time handling in Azure Stream Analytics" (azure/stream-analytics/stream-analytics-time-handling):
+#   per input partition, the watermark is the largest event time seen minus the out-of-order tolerance
+#   while events arrive, and the estimated arrival time minus the late-arrival tolerance when none do.
+#   A window is emitted once the watermark passes its end, so with idle partitions an hour's last
+#   window closes up to lateToleranceSeconds after the hour (the job's out-of-order tolerance is
+#   min(late tolerance, 599 s), see infra/ingestion.py, so it never adds to that).
+# - "Configuring event ordering policies" (azure/stream-analytics/event-ordering): events later than
+#   the late-arrival tolerance are dropped or have their time adjusted to arrival time minus the
+#   tolerance (this job drops them, see infra/ingestion.py); either way none reaches a window that
+#   was already emitted.
+# - "Outputs from Azure Stream Analytics" (azure/stream-analytics/stream-analytics-define-outputs),
+#   "Parquet output batching window properties": timeWindow, "the maximum wait time per batch. After
+#   this time, the batch is written to the output even if the minimum rows requirement is not met.
+#   The default value is 1 minute" (maximum 2 hours). infra/ingestion.py keeps that default (a test
+#   checks it sets no timeWindow).
+# So: 1 minute of documented batching plus margin for processing, write retries and throttling.
+OUTPUT_DELAY_MINUTES = 5
 
 
 class ConfigError(ValueError):
     """Raised with one line per invalid key, e.g. ``batchscoring:maxNodes: ...``."""
 
 
+TrustedType = Annotated[str, StringConstraints(pattern=DOTTED_PATH.pattern, max_length=200)]
+
+
 class PlatformConfig(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # Validated by alias (camelCase) only: `max_nodes` in a stack file is an unknown key, never a silent
+    # synonym. Python code builds the model from camelCase too (`model_validate({"maxNodes": 8})`) and
+    # reads it by field name (`config.max_nodes`).
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="forbid", frozen=True
+    )
 
     location: Annotated[str, Field(pattern=LOCATION.pattern, description="Azure region, e.g. westeurope.")] = (
         "westeurope"
@@ -54,12 +98,44 @@ class PlatformConfig(BaseModel):
         Literal["Minute", "Hour", "Day"], Field(description="Recurrence unit of the Logic App trigger.")
     ] = "Hour"
     schedule_interval: Annotated[int, Field(ge=1, le=1000, description="Recurrence count of that unit.")] = 1
-    schedule_minute: Annotated[int, Field(ge=0, le=59, description="Minute past the hour the run starts.")] = 10
+    schedule_minute: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=59,
+            description="Minute past the hour the run starts; after latenessMinutes, so the last hour has settled.",
+        ),
+    ] = 20
     time_zone: Annotated[
         str, Field(min_length=1, max_length=64, description="Windows time zone name of the trigger, e.g. UTC.")
     ] = "UTC"
     chunk_size: Annotated[int, Field(ge=1, le=10_000, description="Device/sensor pairs per Batch task.")] = 50
-    lateness_minutes: Annotated[int, Field(ge=0, le=180, description="Wait after an hour before scoring it.")] = 5
+    lateness_minutes: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=180,
+            description="Settle time after an hour ends before it counts as complete; must cover "
+            "lateToleranceSeconds plus the stream job's output delay.",
+        ),
+    ] = 15
+    reconcile_hours: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=168,
+            description="How many recent hours each scheduled run reconciles: scores hours never scored, "
+            "re-scores hours whose aggregates changed.",
+        ),
+    ] = 24
+    trusted_types: Annotated[
+        list[TrustedType],
+        Field(
+            max_length=64,
+            description="Extra types skops may load, as dotted Python paths, e.g. sklearn.tree._tree.Tree for "
+            "IsolationForest.",
+        ),
+    ] = Field(default_factory=list)
     task_max_retries: Annotated[int, Field(ge=0, le=10, description="Retries of a failed Batch task.")] = 2
     task_max_wall_minutes: Annotated[int, Field(ge=1, le=1440, description="Wall-clock limit of a Batch task.")] = 30
     aggregates_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days aggregates are kept.")] = 30
@@ -94,9 +170,11 @@ class PlatformConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _nodes_in_order(self) -> PlatformConfig:
-        if self.min_nodes > self.max_nodes:
-            raise ValueError(f"minNodes ({self.min_nodes}) must not exceed maxNodes ({self.max_nodes})")
+    def _keys_agree(self) -> PlatformConfig:
+        # The same rules parse_config checks on the raw values; here for models built without it.
+        # (pydantic runs this only when every field is valid, hence parse_config's own pass.)
+        if lines := cross_field_errors({name: getattr(self, name) for name in type(self).model_fields}):
+            raise ValueError("; ".join(lines))
         return self
 
     @property
@@ -116,6 +194,68 @@ class PlatformConfig(BaseModel):
         )
 
 
+# --- rules across keys: plain functions of field values, each returning its error or None ----------------------
+
+
+def _nodes_in_order(min_nodes: int, max_nodes: int) -> str | None:
+    if min_nodes > max_nodes:
+        return f"{NAMESPACE}:minNodes: {min_nodes} must not exceed maxNodes ({max_nodes})"
+    return None
+
+
+def _settle_covers_stream_delay(lateness_minutes: int, late_tolerance_seconds: int) -> str | None:
+    """An hour counts as complete only when its last window can have been written (see OUTPUT_DELAY_MINUTES)."""
+    needed = late_tolerance_seconds + 60 * OUTPUT_DELAY_MINUTES
+    if lateness_minutes * 60 >= needed:
+        return None
+    minimum = math.ceil(needed / 60)
+    high = _bounds(PlatformConfig.model_fields["lateness_minutes"])[1]
+    hint = (
+        f"use at least {minimum}"
+        if minimum <= high
+        else f"lower lateToleranceSeconds to at most {high * 60 - 60 * OUTPUT_DELAY_MINUTES}"
+    )
+    return (
+        f"{NAMESPACE}:latenessMinutes: {lateness_minutes} minutes do not cover lateToleranceSeconds "
+        f"({late_tolerance_seconds} s) plus the stream job's output delay ({OUTPUT_DELAY_MINUTES} min): {hint}"
+    )
+
+
+CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
+    (("min_nodes", "max_nodes"), _nodes_in_order),
+    (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
+)
+
+
+def cross_field_errors(values: Mapping[str, Any], invalid: frozenset[str] = frozenset()) -> list[str]:
+    """One line per broken rule; a rule with an input in ``invalid`` (field names) is skipped, not guessed."""
+    lines: list[str] = []
+    for inputs, rule in CROSS_FIELD_RULES:
+        if invalid.isdisjoint(inputs) and (line := rule(*(values[name] for name in inputs))):
+            lines.append(line)
+    return lines
+
+
+def _raw_values(raw: Mapping[str, Any], invalid: frozenset[str]) -> dict[str, Any]:
+    """Each valid field's value as the model would hold it: the raw value coerced, or the default when not given."""
+    values: dict[str, Any] = {}
+    for name, field in PlatformConfig.model_fields.items():
+        if name in invalid:
+            continue
+        alias = to_camel(name)
+        values[name] = (
+            TypeAdapter[Any](field.annotation or Any).validate_python(raw[alias])
+            if alias in raw
+            else field.get_default(call_default_factory=True)
+        )
+    return values
+
+
+# --- error lines ------------------------------------------------------------------------------------------------
+
+_FIELD_BY_ALIAS = {to_camel(name): name for name in PlatformConfig.model_fields}
+
+
 def _bounds(field: FieldInfo) -> tuple[Any, Any]:
     """The declared (ge, le) of a numeric key, None where it has none."""
     low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
@@ -125,32 +265,57 @@ def _bounds(field: FieldInfo) -> tuple[Any, Any]:
 
 def _allowed(alias: str) -> str:
     """The allowed range or form of a key, from its declaration: 'allowed 1..300', or its description."""
-    field = next((f for name, f in PlatformConfig.model_fields.items() if to_camel(name) == alias), None)
-    if field is None:
+    name = _FIELD_BY_ALIAS.get(alias)
+    if name is None:
         return ""
+    field = PlatformConfig.model_fields[name]
     low, high = _bounds(field)
     if low is not None and high is not None:
         return f" (allowed {low}..{high})"
     return f" ({field.description})" if field.description else ""
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _unknown_key_hint(key: str) -> str:
+    """'did you mean maxNodes?' for a snake_case spelling or a near miss of a known key."""
+    if key in _FIELD_BY_ALIAS.values():  # a field name, i.e. the snake_case spelling of a key
+        return f"did you mean {to_camel(key)}?"
+    by_lower = {alias.lower(): alias for alias in _FIELD_BY_ALIAS}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.8)
+    if close:
+        return f"did you mean {by_lower[close[0]]}?"
+    return "see the configuration reference in README.md"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
     if not error["loc"]:
-        return f"{NAMESPACE} config: {error['msg'].removeprefix('Value error, ')}"
+        return f"{NAMESPACE} config: {str(error['msg']).removeprefix('Value error, ')}"
     alias = str(error["loc"][0])
     key = f"{NAMESPACE}:{'.'.join(str(part) for part in error['loc'])}"
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key (see the configuration reference in README.md)"
-    return f"{key}: {error['msg'].removeprefix('Value error, ')}{_allowed(alias)}"
+        return f"{key}: unknown key; {_unknown_key_hint(alias)}"
+    return f"{key}: {str(error['msg']).removeprefix('Value error, ')}{_allowed(alias)}"
 
 
 def parse_config(raw: dict[str, Any]) -> PlatformConfig:
-    """Validate ``{camelCaseKey: value}``; raise ConfigError naming every bad key."""
+    """Validate ``{camelCaseKey: value}``; raise ConfigError naming every bad key and every broken rule at once."""
     try:
         return PlatformConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]  # type: ignore[arg-type]
-        raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines)) from None
+        errors = exc.errors()
+    # The model validator's rule lines are recomputed below from the raw values, so they appear whether or
+    # not other keys are invalid too; every other error is kept as pydantic reports it.
+    lines = [_describe(e) for e in errors if e["loc"] or e["type"] != "value_error"]
+    if isinstance(raw, Mapping):
+        # A key is invalid when its value failed, or when it was given under its snake_case name.
+        invalid = frozenset(
+            name
+            for e in errors
+            if e["loc"]
+            for name in (_FIELD_BY_ALIAS.get(str(e["loc"][0])), str(e["loc"][0]))
+            if name in PlatformConfig.model_fields
+        )
+        lines += cross_field_errors(_raw_values(raw, invalid), invalid)
+    raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
 def raw_stack_config(all_config: dict[str, str]) -> dict[str, Any]:
@@ -173,6 +338,15 @@ def load_config() -> PlatformConfig:
     return parse_config(raw_stack_config(get_config_env()))
 
 
+def _item_pattern(field: FieldInfo) -> str | None:
+    """The pattern every item of a list key must match, e.g. trustedTypes."""
+    for item in get_args(field.annotation):
+        pattern = next((getattr(m, "pattern", None) for m in getattr(item, "__metadata__", ())), None)
+        if pattern:
+            return str(pattern)
+    return None
+
+
 def reference_table() -> str:
     """The README's configuration reference, generated from the model (a test keeps them equal)."""
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
@@ -181,12 +355,15 @@ def reference_table() -> str:
         shown = "(none)" if default is None else json.dumps(default) if not isinstance(default, str) else default
         low, high = _bounds(field)
         pattern = next((m.pattern for m in field.metadata if getattr(m, "pattern", None)), None)
+        item_pattern = _item_pattern(field)
         annotation = str(field.annotation)
         allowed = (
             f"{low}..{high}"
             if low is not None and high is not None
             else f"`{pattern}`"
             if pattern
+            else f"list of `{item_pattern}`"
+            if item_pattern
             else " / ".join(annotation.split("[", 1)[1].rstrip("]").replace("'", "").split(", "))
             if "Literal" in annotation
             else "true / false"

@@ -135,6 +135,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     envvars.BACKEND: "batch",
                     envvars.CHUNK_SIZE: str(config.chunk_size),
                     envvars.LATENESS_MINUTES: str(config.lateness_minutes),
+                    envvars.RECONCILE_HOURS: str(config.reconcile_hours),
                     envvars.BATCH_ACCOUNT_URL: self.batch.account_endpoint,
                     envvars.BATCH_POOL_ID: self.batch.pool_id,
                     envvars.SCORER_IMAGE: self.registry.scorer_image,
@@ -142,6 +143,8 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     envvars.SCORER_CLIENT_ID: scorer_id.client_id,
                     envvars.TASK_MAX_RETRIES: str(config.task_max_retries),
                     envvars.TASK_MAX_WALL_MINUTES: str(config.task_max_wall_minutes),
+                    # Absent rather than empty when none, so a reader never has to split "" into [""].
+                    **({envvars.TRUSTED_TYPES: ",".join(config.trusted_types)} if config.trusted_types else {}),
                 },
                 recurrence=Recurrence(
                     config.schedule_frequency, config.schedule_interval, config.time_zone, config.schedule_minute

@@ -1,7 +1,19 @@
 """The hourly trigger: a Logic App whose Recurrence starts the submitter container group.
 
-Pulumi declares the container group itself (image, identity, environment), so the Logic App only
-calls its ``start`` action with its own managed identity: no passwords, no API-connection secrets.
+Pulumi declares the container group itself (image, identity, environment, command), so the Logic App
+only calls its ``start`` action with its own managed identity: no passwords, no API-connection secrets.
+
+A start that starts nothing fails the run. Container Groups - Start (api-version 2023-05-01, REST reference
+"Container Groups - Start", learn.microsoft.com/rest/api/container-instances/container-groups/start)
+answers 202 Accepted "the container group is starting" and 204 No Content "the container group is already
+running or starting": the latter is a 2xx, so the HTTP action succeeds, and its retry policy never
+resends it (Logic Apps retry policies resend only on 408, 429 or 5xx: "Handle errors and exceptions in
+Azure Logic Apps", learn.microsoft.com/azure/logic-apps/logic-apps-exception-handling). Left alone, a
+trigger that fires while the previous submitter still runs would show as a green run that did nothing.
+So a Condition after the HTTP action terminates the run as Failed on 204 (Terminate action, runStatus
+Failed with a runError code and message: "Schema reference for trigger and action types in Azure Logic
+Apps"), where the run history and any alert on failed runs see it. Nothing is lost by it: the next
+trigger's `submitter reconcile` scores every hour the skipped trigger would have.
 """
 
 from __future__ import annotations
@@ -15,6 +27,18 @@ from pulumi_azure_native import containerinstance, logic
 
 ACI_API_VERSION = "2023-05-01"
 Frequency = Literal["Minute", "Hour", "Day"]
+# What the scheduled container runs, set on the container group itself rather than left to the image's CMD.
+# ACI's `command` replaces the image's ENTRYPOINT, like `docker run --entrypoint` ("Set the command line in a
+# container instance", learn.microsoft.com/azure/container-instances/container-instances-start-command), so it
+# names the executable too.
+SUBMITTER_COMMAND = ("submitter", "reconcile")
+START_ACTION = "start_submitter"
+STILL_RUNNING = 204  # Container Groups - Start: "already running or starting"
+SKIPPED_START_CODE = "SubmitterStillRunning"
+SKIPPED_START_MESSAGE = (
+    "submitter still running from a previous trigger; this trigger started nothing; "
+    "the next run reconciles the missed hour"
+)
 
 
 @dataclass(frozen=True)
@@ -22,7 +46,7 @@ class Recurrence:
     frequency: Frequency = "Hour"
     interval: int = 1
     time_zone: str = "UTC"
-    minute: int = 10  # minutes past the hour, so the last hour's late readings have landed
+    minute: int = 20  # minutes past the hour, after the settle time (config: latenessMinutes)
 
     def trigger(self) -> dict[str, Any]:
         recurrence: dict[str, Any] = {
@@ -36,13 +60,14 @@ class Recurrence:
 
 
 def workflow_definition(recurrence: Recurrence, container_group_id: str) -> dict[str, Any]:
-    """The Logic App definition: on each recurrence, POST .../containerGroups/<group>/start as itself."""
+    """The Logic App definition: on each recurrence, POST .../containerGroups/<group>/start as itself, and fail
+    the run when that started nothing (204: the previous run is still going; see the module docstring)."""
     return {
         "$schema": "https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#",
         "contentVersion": "1.0.0.0",
         "triggers": {"schedule": recurrence.trigger()},
         "actions": {
-            "start_submitter": {
+            START_ACTION: {
                 "type": "Http",
                 "runAfter": {},
                 "inputs": {
@@ -51,7 +76,23 @@ def workflow_definition(recurrence: Recurrence, container_group_id: str) -> dict
                     "authentication": {"type": "ManagedServiceIdentity", "audience": "https://management.azure.com/"},
                     "retryPolicy": {"type": "exponential", "count": 4, "interval": "PT30S"},
                 },
-            }
+            },
+            "fail_if_nothing_started": {
+                "type": "If",
+                "runAfter": {START_ACTION: ["Succeeded"]},
+                "expression": {"and": [{"equals": [f"@outputs('{START_ACTION}')['statusCode']", STILL_RUNNING]}]},
+                "actions": {
+                    "still_running": {
+                        "type": "Terminate",
+                        "runAfter": {},
+                        "inputs": {
+                            "runStatus": "Failed",
+                            "runError": {"code": SKIPPED_START_CODE, "message": SKIPPED_START_MESSAGE},
+                        },
+                    }
+                },
+                "else": {"actions": {}},
+            },
         },
         "outputs": {},
     }
@@ -91,6 +132,7 @@ class Scheduler(pulumi.ComponentResource):
                 containerinstance.ContainerArgs(
                     name="submitter",
                     image=args.submitter_image,
+                    command=list(SUBMITTER_COMMAND),
                     resources=containerinstance.ResourceRequirementsArgs(
                         requests=containerinstance.ResourceRequestsArgs(cpu=1.0, memory_in_gb=1.5)
                     ),

@@ -47,11 +47,11 @@ def test_scorer_image_is_non_root_with_the_cli_as_entrypoint_and_no_pulumi(score
 
 def test_submitter_image_has_the_batch_sdk_but_not_scikit_learn(submitter_image: str) -> None:
     config = inspect(submitter_image)
-    assert config["User"] == "10001" and config["Entrypoint"] == ["submitter"] and config["Cmd"] == ["run"]
+    assert config["User"] == "10001" and config["Entrypoint"] == ["submitter"] and config["Cmd"] == ["reconcile"]
     assert has_module(submitter_image, "azure.batch")
     assert not has_module(submitter_image, "sklearn") and not has_module(submitter_image, "pulumi")
     helps = {}
-    for args in (["--help"], ["run", "--help"], ["report", "--help"]):
+    for args in (["--help"], ["reconcile", "--help"], ["run", "--help"], ["report", "--help"]):
         result = subprocess.run(
             ["docker", "run", "--rm", submitter_image, *args], capture_output=True, text=True, timeout=120
         )
@@ -59,6 +59,7 @@ def test_submitter_image_has_the_batch_sdk_but_not_scikit_learn(submitter_image:
         assert "Usage" in result.stdout
         helps[" ".join(args)] = result.stdout
     assert "--wait" in helps["run --help"] and "--backend" in helps["run --help"]
+    assert "--trusted-types" in helps["reconcile --help"] and "--hours" in helps["reconcile --help"]
 
 
 def test_scorer_container_predicts_what_the_in_process_scorer_does(

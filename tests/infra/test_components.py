@@ -91,6 +91,9 @@ def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: De
     assert sink["datasource"]["pathPattern"] == ASA_PATH_PATTERN
     assert sink["datasource"]["authenticationMode"] == "Msi"
     assert sink["serialization"]["type"] == "Parquet"
+    # The settle rule (infra/config.py, OUTPUT_DELAY_MINUTES) relies on Parquet's documented default batching
+    # window of 1 minute: a longer timeWindow here would delay an hour's last window past the settle time.
+    assert "timeWindow" not in sink and "sizeWindow" not in sink
 
 
 def test_registry_has_no_admin_user_and_images_come_from_the_repo(deploy: Deploy) -> None:
@@ -175,6 +178,7 @@ def test_logic_app_recurrence_comes_from_config(deploy: Deploy) -> None:
     action = definition["actions"]["start_submitter"]["inputs"]
     assert action["method"] == "POST" and action["uri"].startswith(f"https://management.azure.com{group_id}/start")
     assert action["authentication"]["type"] == "ManagedServiceIdentity"
+    assert definition["actions"]["fail_if_nothing_started"]["runAfter"] == {"start_submitter": ["Succeeded"]}
     assert "password" not in json.dumps(definition).lower()
     assert mocks.inputs(WORKFLOW)["identity"] == {"type": "SystemAssigned"}
 
@@ -184,7 +188,13 @@ def test_minute_recurrence_has_no_minute_schedule() -> None:
 
 
 def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> None:
-    deployment = deploy(chunkSize=120, latenessMinutes=7, taskMaxRetries=3)
+    deployment = deploy(
+        chunkSize=120,
+        latenessMinutes=12,
+        taskMaxRetries=3,
+        reconcileHours=48,
+        trustedTypes=["sklearn.tree._tree.Tree", "numpy.dtype"],
+    )
     group = deployment.mocks.inputs(GROUP)
     assert group["restartPolicy"] == "Never" and group["osType"] == "Linux"
     submitter_identity = f"/mock/{IDENTITY}/batchscoring-identities-submitter"
@@ -199,10 +209,27 @@ def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> Non
     assert env[envvars.BATCH_ACCOUNT_URL] == deployment.outputs["batch_account_endpoint"]
     assert env[envvars.BATCH_POOL_ID] == "scorers"
     assert env[envvars.SCORER_IMAGE] == deployment.outputs["scorer_image"]
-    assert (env[envvars.CHUNK_SIZE], env[envvars.LATENESS_MINUTES], env[envvars.TASK_MAX_RETRIES]) == ("120", "7", "3")
+    assert (env[envvars.CHUNK_SIZE], env[envvars.LATENESS_MINUTES], env[envvars.TASK_MAX_RETRIES]) == ("120", "12", "3")
+    assert env[envvars.RECONCILE_HOURS] == "48"
+    assert env[envvars.TRUSTED_TYPES] == "sklearn.tree._tree.Tree,numpy.dtype"
     assert env[envvars.STACK] == "dev" and env[envvars.BACKEND] == "batch"
     assert env[envvars.AZURE_CLIENT_ID].endswith("submitter-client")
     assert not any("KEY" in name or "PASSWORD" in name for name in env)
+
+
+def test_submitter_container_runs_reconcile_whatever_the_image_cmd(deploy: Deploy) -> None:
+    (container,) = deploy().mocks.inputs(GROUP)["containers"]
+    assert container["command"] == ["submitter", "reconcile"]
+    # The image says the same, for `docker run` by hand.
+    dockerfile = (ROOT / "workloads" / "submitter" / "Dockerfile").read_text().splitlines()
+    assert 'ENTRYPOINT ["submitter"]' in dockerfile and 'CMD ["reconcile"]' in dockerfile
+
+
+def test_submitter_defaults_reconcile_a_day_and_trust_no_extra_types(deploy: Deploy) -> None:
+    (container,) = deploy().mocks.inputs(GROUP)["containers"]
+    env = {e["name"]: e["value"] for e in container["environmentVariables"]}
+    assert env[envvars.RECONCILE_HOURS] == "24" and env[envvars.LATENESS_MINUTES] == "15"
+    assert envvars.TRUSTED_TYPES not in env  # absent, never an empty list to split
 
 
 def test_role_assignments_are_scoped_to_the_narrowest_resource(deploy: Deploy) -> None:

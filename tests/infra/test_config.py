@@ -6,8 +6,16 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from infra.config import ConfigError, PlatformConfig, parse_config, raw_stack_config, reference_table
+from infra.config import (
+    OUTPUT_DELAY_MINUTES,
+    ConfigError,
+    PlatformConfig,
+    parse_config,
+    raw_stack_config,
+    reference_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,12 +31,20 @@ def test_defaults_are_valid_and_small() -> None:
     assert (config.min_nodes, config.max_nodes, config.vm_size) == (0, 4, "Standard_D2s_v5")
     assert config.schedule_frequency == "Hour" and config.schedule_interval == 1
     assert config.aggregation.window.total_seconds() == 300
+    assert (config.lateness_minutes, config.schedule_minute, config.reconcile_hours) == (15, 20, 24)
+    assert config.trusted_types == []
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_files_are_valid(stack: str) -> None:
     config = parse_config(stack_file_config(stack))
     assert isinstance(config, PlatformConfig)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stack_files_trigger_after_the_settle_time(stack: str) -> None:
+    config = parse_config(stack_file_config(stack))
+    assert config.schedule_frequency == "Hour" and config.schedule_minute >= config.lateness_minutes
 
 
 def test_prod_is_bigger_and_protected() -> None:
@@ -43,7 +59,26 @@ def test_prod_is_bigger_and_protected() -> None:
         ({"vmSize": "big-vm"}, "batchscoring:vmSize: String should match pattern"),
         ({"maxNodes": 0}, "batchscoring:maxNodes: Input should be greater than or equal to 1 (allowed 1..300)"),
         ({"maxNodes": 301}, "(allowed 1..300)"),
-        ({"minNodes": 5, "maxNodes": 2}, "minNodes (5) must not exceed maxNodes (2)"),
+        ({"minNodes": 5, "maxNodes": 2}, "batchscoring:minNodes: 5 must not exceed maxNodes (2)"),
+        (
+            {"latenessMinutes": 9},
+            "batchscoring:latenessMinutes: 9 minutes do not cover lateToleranceSeconds (300 s) plus the stream "
+            f"job's output delay ({OUTPUT_DELAY_MINUTES} min): use at least 10",
+        ),
+        ({"lateToleranceSeconds": 900}, "batchscoring:latenessMinutes: 15 minutes do not cover"),  # default lateness
+        (
+            {"latenessMinutes": 180, "lateToleranceSeconds": 10_501},
+            "lower lateToleranceSeconds to at most 10500",
+        ),
+        (
+            {"reconcileHours": 0},
+            "batchscoring:reconcileHours: Input should be greater than or equal to 1 (allowed 1..168)",
+        ),
+        ({"reconcileHours": 169}, "(allowed 1..168)"),
+        ({"trustedTypes": "sklearn.tree._tree.Tree"}, "batchscoring:trustedTypes: Input should be a valid list"),
+        ({"trustedTypes": ["sklearn.tree._tree.Tree", "Tree"]}, "batchscoring:trustedTypes.1: String should match"),
+        ({"trustedTypes": ["a.b,c.d"]}, "batchscoring:trustedTypes.0: String should match"),
+        ({"trustedTypes": ["os.system; rm"]}, "batchscoring:trustedTypes.0: String should match"),
         (
             {"autoscaleIntervalMinutes": 1},
             "batchscoring:autoscaleIntervalMinutes: Input should be greater than or equal to 5",
@@ -53,7 +88,11 @@ def test_prod_is_bigger_and_protected() -> None:
         ({"scheduleInterval": 0}, "batchscoring:scheduleInterval"),
         ({"namePrefix": "Has Caps"}, "batchscoring:namePrefix"),
         ({"subnetId": "my-subnet"}, "batchscoring:subnetId: must be a subnet resource id"),
-        ({"maxNodez": 3}, "batchscoring:maxNodez: unknown key"),
+        ({"maxNodez": 3}, "batchscoring:maxNodez: unknown key; did you mean maxNodes?"),
+        ({"max_nodes": 3}, "batchscoring:max_nodes: unknown key; did you mean maxNodes?"),
+        ({"lateness_minutes": 20}, "batchscoring:lateness_minutes: unknown key; did you mean latenessMinutes?"),
+        ({"MaxNodes": 3}, "batchscoring:MaxNodes: unknown key; did you mean maxNodes?"),
+        ({"colour": "blue"}, "batchscoring:colour: unknown key; see the configuration reference in README.md"),
     ],
 )
 def test_invalid_values_name_the_key_and_the_allowed_range(raw: dict[str, Any], message: str) -> None:
@@ -67,6 +106,78 @@ def test_every_invalid_key_is_reported_at_once() -> None:
         parse_config({"maxNodes": 0, "chunkSize": 0, "windowMinutes": 7})
     lines = str(error.value).splitlines()[1:]
     assert len(lines) == 3
+
+
+def test_rules_across_keys_are_reported_with_the_other_errors() -> None:
+    """pydantic skips model validators when a field failed; parse_config checks the rules on the raw values."""
+    with pytest.raises(ConfigError) as error:
+        parse_config(
+            {
+                "chunkSize": 0,
+                "windowMinutes": 7,
+                "task_max_retries": 1,
+                "minNodes": 5,
+                "maxNodes": 2,
+                "latenessMinutes": 5,
+            }
+        )
+    lines = [line.strip() for line in str(error.value).splitlines()[1:]]
+    assert [line.split(":")[1] for line in lines] == [
+        "windowMinutes",
+        "chunkSize",
+        "task_max_retries",
+        "minNodes",
+        "latenessMinutes",
+    ]
+    assert "batchscoring:minNodes: 5 must not exceed maxNodes (2)" in lines
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"minNodes": 5, "maxNodes": 0},  # maxNodes itself invalid
+        {"minNodes": 5, "maxNodes": "many"},
+        {"minNodes": 5, "max_nodes": 2},  # maxNodes given only under a refused spelling
+        {"latenessMinutes": -1},
+        {"latenessMinutes": 5, "lateToleranceSeconds": -1},
+    ],
+)
+def test_a_rule_with_an_invalid_input_is_skipped_not_guessed(raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    lines = str(error.value).splitlines()[1:]
+    assert len(lines) == 1 and "must not exceed" not in lines[0] and "do not cover" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("lateness", "tolerance", "valid"),
+    [(10, 300, True), (9, 300, False), (5, 0, True), (4, 0, False), (15, 600, True), (15, 601, False)],
+)
+def test_settle_time_covers_late_tolerance_and_output_delay(lateness: int, tolerance: int, valid: bool) -> None:
+    raw = {"latenessMinutes": lateness, "lateToleranceSeconds": tolerance}
+    if valid:
+        assert parse_config(raw).lateness_minutes == lateness
+    else:
+        with pytest.raises(ConfigError, match="latenessMinutes"):
+            parse_config(raw)
+
+
+def test_rules_see_values_as_the_model_coerces_them() -> None:
+    with pytest.raises(ConfigError, match="latenessMinutes: 5 minutes"):
+        parse_config({"latenessMinutes": "5", "maxNodes": 0})
+
+
+def test_the_model_itself_accepts_only_camel_case_and_keeps_the_rules() -> None:
+    assert PlatformConfig.model_validate({"maxNodes": 3}).max_nodes == 3
+    with pytest.raises(ValidationError):
+        PlatformConfig.model_validate({"max_nodes": 3})
+    with pytest.raises(ValidationError, match="must not exceed"):
+        PlatformConfig.model_validate({"minNodes": 5, "maxNodes": 2})
+
+
+def test_trusted_types_are_dotted_paths() -> None:
+    types = ["sklearn.tree._tree.Tree", "numpy.dtype", "my_pkg.sub.Model2"]
+    assert parse_config({"trustedTypes": types}).trusted_types == types
 
 
 def test_raw_stack_config_decodes_values_and_ignores_other_namespaces() -> None:

@@ -92,6 +92,9 @@ def test_names_include_the_stack_so_stacks_do_not_collide(deploy: Deploy) -> Non
         ({"scheduleInterval": 2}, {"batchscoring-scheduler-workflow": {"definition"}}),
         ({"windowMinutes": 15}, {"batchscoring-ingestion-job": {"transformation"}}),
         ({"chunkSize": 10}, {"batchscoring-scheduler-submitter": {"containers"}}),
+        ({"reconcileHours": 6}, {"batchscoring-scheduler-submitter": {"containers"}}),
+        ({"trustedTypes": ["sklearn.tree._tree.Tree"]}, {"batchscoring-scheduler-submitter": {"containers"}}),
+        ({"scheduleMinute": 30}, {"batchscoring-scheduler-workflow": {"definition"}}),
     ],
 )
 def test_a_config_change_changes_exactly_the_inputs_it_should(

@@ -50,8 +50,9 @@ class FakeBatchService(BaseAdapter):
         super().__init__()
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        url = urlparse(request.url)
-        body = json.loads(request.body) if request.body else None
+        url = urlparse(str(request.url))
+        raw = request.body  # the SDK sends JSON as str or bytes, never a stream
+        body = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
         call = Call(str(request.method), url.path, parse_qs(url.query), body)
         self.calls.append(call)
         handler = self.handlers.get((call.method, call.path))
@@ -86,7 +87,7 @@ class FakeBatchService(BaseAdapter):
         return BatchClient(
             ENDPOINT,
             FakeCredential(),
-            transport=RequestsTransport(session=session, session_owner=False),  # type: ignore[arg-type]
+            transport=RequestsTransport(session=session, session_owner=False),
             retry_backoff_factor=0,
             retry_total=3,
         )
@@ -110,3 +111,29 @@ def task_results(call: Call, statuses: dict[str, tuple[str, str | None]] | None 
             result["error"] = {"code": code, "message": {"lang": "en-US", "value": code}}
         results.append(result)
     return 200, {"value": results}
+
+
+def task_page(tasks: list[dict[str, Any]], next_link: str | None = None) -> tuple[int, dict[str, Any]]:
+    """A 200 list-tasks answer (one page; ``next_link`` points at the next one)."""
+    page: dict[str, Any] = {
+        "odata.metadata": f"{ENDPOINT}/$metadata#tasks",
+        "value": tasks,
+    }
+    if next_link:
+        page["odata.nextLink"] = next_link
+    return 200, page
+
+
+def failed_task(task_id: str, exit_code: int | None, message: str, retries: int = 2) -> dict[str, Any]:
+    """A task as ``$select=id,executionInfo`` returns it once it failed on its last retry."""
+    info: dict[str, Any] = {
+        "startTime": "2026-11-25T11:02:00Z",
+        "endTime": "2026-11-25T11:03:00Z",
+        "retryCount": retries,
+        "requeueCount": 0,
+        "result": "failure",
+        "failureInfo": {"category": "usererror", "code": "FailureExitCode", "message": message},
+    }
+    if exit_code is not None:
+        info["exitCode"] = exit_code
+    return {"id": task_id, "executionInfo": info}

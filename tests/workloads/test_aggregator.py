@@ -10,7 +10,7 @@ from azure.storage.blob import BlobServiceClient
 from tests.workloads.helpers import HOUR
 from workloads.aggregator.publish import aggregate_and_publish
 from workloads.common.aggregates import AGGREGATE_COLUMNS, AggregationSpec, aggregate_readings
-from workloads.common.frames import read_hour_aggregates
+from workloads.common.hour_inputs import read_hour_aggregates
 from workloads.common.layout import Container
 
 SPEC = AggregationSpec(window=timedelta(minutes=5), late_tolerance=timedelta(minutes=2))

@@ -8,16 +8,25 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from tests.workloads.fake_batch import Call, FakeBatchService, batch_error, task_results
+from tests.workloads.fake_batch import (
+    ENDPOINT,
+    Call,
+    FakeBatchService,
+    batch_error,
+    failed_task,
+    task_page,
+    task_results,
+)
 from workloads.common.manifest import TaskManifest
 from workloads.common.pairs import Pair
+from workloads.submitter.backend import JobOutcome
 from workloads.submitter.batch import BatchBackend, TaskCounts
 from workloads.submitter.batch_settings import BatchSettings
-from workloads.submitter.plan import JobPlan, task_id_for
-from workloads.submitter.record import JobStatus
+from workloads.submitter.plan import JobPlan, job_id_for, task_id_for
 
 HOUR = datetime(2026, 11, 25, 10, tzinfo=UTC)
-JOB = "score-dev-2026112510"
+JOB = job_id_for("dev", HOUR)
+FAILED_FILTER = "executionInfo/result eq 'failure'"
 JOBS, JOB_PATH = "/jobs", f"/jobs/{JOB}"
 COLLECTION, TASKS = f"/jobs/{JOB}/addtaskcollection", f"/jobs/{JOB}/tasks"
 SETTINGS = BatchSettings(
@@ -37,7 +46,7 @@ def plan_with(tasks: int) -> tuple[JobPlan, dict[str, str]]:
         TaskManifest(job_id=JOB, task_id=task_id_for(i), hour=HOUR, pairs=(Pair(f"dev-{i}", "temp"),))
         for i in range(tasks)
     )
-    plan = JobPlan(job_id=JOB, stack="dev", hour=HOUR, tasks=manifests, silent_pairs=(), aggregate_errors={})
+    plan = JobPlan(job_id=JOB, stack="dev", hour=HOUR, tasks=manifests, silent_pairs=())
     blobs = {t.task_id: f"2026/11/25/10/{JOB}/manifests/{t.task_id}.json" for t in manifests}
     return plan, blobs
 
@@ -59,11 +68,15 @@ def backend(fake: FakeBatchService) -> BatchBackend:
     return BatchBackend(fake.client(), SETTINGS, log=lambda _: None, sleep=lambda _: None)
 
 
-def test_job_and_task_bodies(tmp_path: object) -> None:
+def test_job_id_is_the_revisioned_one() -> None:
+    assert JOB == "score-dev-2026112510-r001"
+
+
+def test_job_and_task_bodies() -> None:
     fake = service()
     plan, manifests = plan_with(2)
     outcome = backend(fake).submit(plan, manifests)
-    assert outcome.status is JobStatus.SUBMITTED and outcome.task_errors == {}
+    assert outcome == JobOutcome(finished=False, task_errors={})
 
     (create,) = fake.of("POST", JOBS)
     assert create.body == {
@@ -105,7 +118,7 @@ def test_job_and_task_bodies(tmp_path: object) -> None:
 def test_tasks_are_added_in_collections_of_at_most_100() -> None:
     fake = service()
     plan, manifests = plan_with(250)
-    assert backend(fake).submit(plan, manifests).status is JobStatus.SUBMITTED
+    assert backend(fake).submit(plan, manifests) == JobOutcome(finished=False)
     sizes = [len(c.body["value"]) for c in fake.of("POST", COLLECTION)]
     assert sizes == [100, 100, 50]
     added = [t["id"] for c in fake.of("POST", COLLECTION) for t in c.body["value"]]
@@ -121,33 +134,107 @@ def test_an_existing_job_is_resumed_with_only_the_missing_tasks() -> None:
     )
     be = backend(fake)
     plan, manifests = plan_with(4)
-    outcome = be.submit(plan, manifests)
-    assert outcome.status is JobStatus.SUBMITTED
+    assert be.submit(plan, manifests) == JobOutcome(finished=False)
     (collection,) = fake.of("POST", COLLECTION)
     assert [t["id"] for t in collection.body["value"]] == ["task-00001", "task-00003"]
     assert any("resuming" in note for note in be.notes)
 
 
-def test_already_submitted_only_when_complete_or_every_task_exists() -> None:
-    plan, _ = plan_with(2)
-    missing = service()
-    assert backend(missing).already_submitted(plan) is False
-    complete = service({("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "completed"})})
-    assert backend(complete).already_submitted(plan) is True
-    partial = service(
+def test_an_existing_job_with_every_task_adds_none_and_still_terminates() -> None:
+    fake = service(
         {
-            ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
-            ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}]}),
-        }
-    )
-    assert backend(partial).already_submitted(plan) is False
-    full = service(
-        {
-            ("GET", JOB_PATH): lambda call: (200, {"id": JOB, "state": "active"}),
+            ("POST", JOBS): lambda call: batch_error("JobExists", 409),
             ("GET", TASKS): lambda call: (200, {"value": [{"id": "task-00000"}, {"id": "task-00001"}]}),
         }
     )
-    assert backend(full).already_submitted(plan) is True
+    plan, manifests = plan_with(2)
+    assert backend(fake).submit(plan, manifests) == JobOutcome(finished=False)
+    assert fake.of("POST", COLLECTION) == []
+    (listing,) = fake.of("GET", TASKS)
+    assert listing.query["$select"] == ["id"]
+    (update,) = fake.of("PATCH", JOB_PATH)
+    assert update.body == {"onAllTasksComplete": "terminatejob"}
+
+
+def job(state: str) -> Any:
+    return lambda call: (200, {"id": JOB, "state": state, "poolInfo": {"poolId": "scorers"}})
+
+
+@pytest.mark.parametrize("state", ["active", "terminating", "disabled"])
+def test_poll_a_job_not_yet_completed_is_not_finished(state: str) -> None:
+    fake = service({("GET", JOB_PATH): job(state)})
+    assert backend(fake).poll(JOB) == JobOutcome(finished=False)
+    assert fake.of("GET", TASKS) == []  # tasks are only looked at once the job has ended
+
+
+def test_poll_a_completed_job_without_failed_tasks() -> None:
+    fake = service({("GET", JOB_PATH): job("completed"), ("GET", TASKS): lambda call: task_page([])})
+    assert backend(fake).poll(JOB) == JobOutcome(finished=True, task_errors={})
+    (listing,) = fake.of("GET", TASKS)
+    assert listing.query["$filter"] == [FAILED_FILTER]
+
+
+def test_poll_a_completed_job_names_its_failed_tasks() -> None:
+    message = "The task process exited with an unexpected exit code"
+    fake = service(
+        {
+            ("GET", JOB_PATH): job("completed"),
+            ("GET", TASKS): lambda call: task_page([failed_task("task-00001", 3, message)]),
+        }
+    )
+    outcome = backend(fake).poll(JOB)
+    assert outcome == JobOutcome(
+        finished=True, task_errors={"task-00001": f"failed after retries (exit code 3): {message}"}
+    )
+    (listing,) = fake.of("GET", TASKS)
+    # What the SDK really put on the wire: the OData filter and the comma-joined select.
+    assert listing.query["$filter"] == [FAILED_FILTER]
+    assert listing.query["$select"] == ["id,executionInfo"]
+    assert "$expand" not in listing.query
+    assert [c.path for c in fake.calls] == [JOB_PATH, TASKS]
+
+
+def test_poll_reads_every_page_of_failed_tasks() -> None:
+    next_link = f"{ENDPOINT}{TASKS}?api-version=2025-06-01&$skiptoken=page2"
+
+    def pages(call: Call) -> tuple[int, Any]:
+        if call.query.get("$skiptoken") == ["page2"]:
+            return task_page([failed_task("task-00002", 1, "second page")])
+        return task_page([failed_task("task-00000", 137, "killed")], next_link)
+
+    fake = service({("GET", JOB_PATH): job("completed"), ("GET", TASKS): pages})
+    outcome = backend(fake).poll(JOB)
+    assert outcome.finished is True
+    assert outcome.task_errors == {
+        "task-00000": "failed after retries (exit code 137): killed",
+        "task-00002": "failed after retries (exit code 1): second page",
+    }
+    assert len(fake.of("GET", TASKS)) == 2
+
+
+def test_poll_a_failed_task_without_an_exit_code() -> None:
+    # e.g. the container image could not be pulled: Batch reports failureInfo but no exit code.
+    fake = service(
+        {
+            ("GET", JOB_PATH): job("completed"),
+            ("GET", TASKS): lambda call: task_page([failed_task("task-00000", None, "image pull failed")]),
+        }
+    )
+    (error,) = backend(fake).poll(JOB).task_errors.values()
+    assert error.startswith("failed after retries") and error.endswith(": image pull failed")
+
+
+def test_poll_a_missing_job_is_finished_with_a_job_level_error() -> None:
+    fake = service({("GET", JOB_PATH): lambda call: batch_error("JobNotFound", 404)})
+    outcome = backend(fake).poll(JOB)
+    assert outcome == JobOutcome(finished=True, task_errors={"*": f"job {JOB} not found in the Batch account"})
+    assert fake.of("GET", TASKS) == []
+
+
+def test_poll_other_errors_surface() -> None:
+    fake = service({("GET", JOB_PATH): lambda call: batch_error("AuthenticationFailed", 403)})
+    with pytest.raises(HttpResponseError, match="AuthenticationFailed"):
+        backend(fake).poll(JOB)
 
 
 def test_partial_task_failures_retry_server_errors_and_report_client_errors() -> None:
@@ -170,7 +257,7 @@ def test_partial_task_failures_retry_server_errors_and_report_client_errors() ->
     plan, manifests = plan_with(4)
     outcome = backend(fake).submit(plan, manifests)
     assert attempts == [4, 1]  # only the server-error task is sent again
-    assert outcome.status is JobStatus.FAILED
+    assert outcome.finished is False
     assert list(outcome.task_errors) == ["task-00003"]
     assert outcome.task_errors["task-00003"].startswith("InvalidPropertyValue")
 
@@ -188,7 +275,7 @@ def test_throttling_and_unavailable_are_retried() -> None:
 
     fake = service({("POST", COLLECTION): throttled})
     plan, manifests = plan_with(3)
-    assert backend(fake).submit(plan, manifests).status is JobStatus.SUBMITTED
+    assert backend(fake).submit(plan, manifests) == JobOutcome(finished=False)
     assert len(fake.of("POST", COLLECTION)) == 3  # 429 (SDK pipeline retry), 503 (our retry), success
 
 
@@ -198,7 +285,12 @@ def test_a_task_never_added_is_reported_not_lost() -> None:
     )
     plan, manifests = plan_with(2)
     outcome = backend(fake).submit(plan, manifests)
-    assert outcome.task_errors == {"task-00000": "not added after 4 attempts (server errors)"}
+    assert outcome == JobOutcome(
+        finished=False, task_errors={"task-00000": "not added after 4 attempts (server errors)"}
+    )
+    # The job is still switched to terminate: the tasks that were added run and end it.
+    (update,) = fake.of("PATCH", JOB_PATH)
+    assert update.body == {"onAllTasksComplete": "terminatejob"}
 
 
 def test_other_client_errors_surface() -> None:

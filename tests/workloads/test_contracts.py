@@ -9,7 +9,8 @@ from azure.storage.blob import BlobServiceClient
 from tests.workloads.helpers import HOUR, aggregates_for
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common import layout
-from workloads.common.frames import from_parquet, read_hour_aggregates, to_parquet
+from workloads.common.frames import from_parquet, to_parquet
+from workloads.common.hour_inputs import read_hour_aggregates
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_metadata import ModelFormat, ModelMetadata
 from workloads.common.pairs import Pair
@@ -30,7 +31,8 @@ def test_blob_layout_is_time_partitioned() -> None:
     pair = Pair("dev-1", "temp")
     assert layout.hour_prefix(HOUR) == "2026/11/25/10/"
     assert layout.local_aggregate_blob(HOUR) == "2026/11/25/10/local-aggregator.parquet"
-    assert layout.prediction_blob(HOUR, pair) == "2026/11/25/10/dev-1/temp.parquet"
+    assert layout.prediction_blob(HOUR, "job", pair) == "2026/11/25/10/job/dev-1/temp.parquet"
+    assert layout.hour_state_blob(HOUR) == "2026/11/25/10/hour.json"
     assert layout.run_log_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/tasks/task-00001.jsonl"
     assert layout.manifest_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/manifests/task-00001.json"
     assert layout.model_blob(pair) == "dev-1/temp/model.skops"
@@ -46,8 +48,8 @@ def test_hours_parse_and_last_complete_hour() -> None:
         parse_hour("2026-11-25T10:30")
     with pytest.raises(ValueError, match="expected"):
         parse_hour("yesterday")
-    assert last_complete_hour(datetime(2026, 11, 25, 11, 4, tzinfo=UTC)) == HOUR - timedelta(hours=1)
-    assert last_complete_hour(datetime(2026, 11, 25, 11, 5, tzinfo=UTC)) == HOUR
+    assert last_complete_hour(datetime(2026, 11, 25, 11, 14, tzinfo=UTC)) == HOUR - timedelta(hours=1)
+    assert last_complete_hour(datetime(2026, 11, 25, 11, 15, tzinfo=UTC)) == HOUR
 
 
 @pytest.mark.parametrize("minutes", [7, 45, 0])
@@ -105,7 +107,7 @@ def test_aggregates_round_trip_through_azurite(service: BlobServiceClient) -> No
     assert from_parquet(to_parquet(frame)).equals(frame)
     publish_aggregates(service, frame)
     read = read_hour_aggregates(service, HOUR)
-    assert read.errors == {}
+    assert (read.corrupt, read.quarantined, read.duplicates, read.conflicts) == ({}, {}, 0, 0)
     pd.testing.assert_frame_equal(
         read.frame.sort_values(["device_id", "sensor", "window_end"]).reset_index(drop=True),
         frame.astype({"count": "float64"}).sort_values(["device_id", "sensor", "window_end"]).reset_index(drop=True),

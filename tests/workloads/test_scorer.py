@@ -9,7 +9,7 @@ from azure.storage.blob import BlobServiceClient
 from tests.workloads.helpers import HOUR, aggregates_for, publish_data_and_models, train_on
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
-from workloads.common.frames import from_parquet, read_hour_predictions
+from workloads.common.frames import from_parquet, read_predictions
 from workloads.common.layout import Container, model_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import ModelCache, publish_model
@@ -70,7 +70,7 @@ def test_bad_pairs_are_logged_and_skipped_while_good_ones_are_scored(
     assert all(p.timings_ms["total"] > 0 for p in report.pairs if p.status is not PairStatus.NO_DATA)
 
     # Only scored pairs have predictions: a failed pair leaves nothing half-written.
-    assert blob_names(service, Container.PREDICTIONS) == sorted(prediction_blob(HOUR, p) for p in [*GOOD, SOME_NAN])
+    assert blob_names(service, Container.PREDICTIONS) == sorted(prediction_blob(HOUR, "job-1", p) for p in [*GOOD, SOME_NAN])
 
     # The run log holds exactly the same lines, one per pair plus the task line.
     data = (
@@ -94,7 +94,7 @@ def test_predictions_equal_sklearn_predict_on_the_same_rows(service: BlobService
             "window_end"
         )
         x = rows[list(DEFAULT_MODEL_FEATURES)].to_numpy()
-        got = from_parquet(predictions.download_blob(prediction_blob(HOUR, pair)).readall())
+        got = from_parquet(predictions.download_blob(prediction_blob(HOUR, "job-1", pair)).readall())
         assert list(got["window_end"]) == list(rows["window_end"])
         np.testing.assert_array_equal(got["is_anomaly"].to_numpy(), model.predict(x) == -1)
         np.testing.assert_array_equal(got["score"].to_numpy(), model.decision_function(x))
@@ -103,7 +103,7 @@ def test_predictions_equal_sklearn_predict_on_the_same_rows(service: BlobService
 def test_rerunning_an_hour_replaces_predictions(service: BlobServiceClient) -> None:
     publish_data_and_models(service, GOOD)
     score_task(service, manifest(GOOD))
-    first = read_hour_predictions(service, HOUR)
+    first = read_predictions(service, HOUR, "job-1")
     # Retrain one model, re-run with a different chunking: same blobs, new content, no duplicates.
     models = service.get_container_client(str(Container.MODELS))
     new = publish_model(
@@ -111,7 +111,7 @@ def test_rerunning_an_hour_replaces_predictions(service: BlobServiceClient) -> N
     )
     for i, pair in enumerate(GOOD):
         score_task(service, TaskManifest(job_id="job-1", task_id=f"task-{i:05d}", hour=HOUR, pairs=(pair,)))
-    second = read_hour_predictions(service, HOUR)
+    second = read_predictions(service, HOUR, "job-1")
     assert len(second) == len(first) == 24
     assert not second.duplicated(["device_id", "sensor", "window_end"]).any()
     assert set(second.loc[second.device_id == "a", "model_sha256"]) == {new.sha256}
@@ -122,7 +122,8 @@ def test_a_corrupt_aggregate_blob_costs_only_its_rows(service: BlobServiceClient
     service.get_container_client(str(Container.AGGREGATES)).upload_blob("2026/11/25/10/asa-0001.parquet", b"PAR1 junk")
     report = score_task(service, manifest(GOOD))
     assert report.task.ok == 2
-    assert list(report.task.aggregate_errors) == ["2026/11/25/10/asa-0001.parquet"]
+    assert list(report.task.corrupt_blobs) == ["2026/11/25/10/asa-0001.parquet"]
+    assert report.task.error is None  # undecodable, not unreadable: its rows are lost visibly, the task runs
 
 
 def test_model_cache_is_reused_across_tasks(service: BlobServiceClient) -> None:
@@ -136,7 +137,7 @@ def test_model_cache_is_reused_across_tasks(service: BlobServiceClient) -> None:
 def test_predictions_schema(service: BlobServiceClient) -> None:
     publish_data_and_models(service, GOOD[:1])
     score_task(service, manifest(GOOD[:1]))
-    frame = read_hour_predictions(service, HOUR)
+    frame = read_predictions(service, HOUR, "job-1")
     assert list(frame.columns) == ["device_id", "sensor", "window_end", "score", "is_anomaly", "model_sha256"]
     assert frame["is_anomaly"].dtype == bool and frame["score"].dtype == "float64"
     assert isinstance(frame["window_end"].dtype, pd.DatetimeTZDtype)

@@ -9,14 +9,16 @@ from azure.storage.blob import BlobServiceClient
 from tests.workloads.helpers import HOUR, aggregates_for, publish_data_and_models, train_on
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.frames import read_hour_predictions
-from workloads.common.layout import Container, job_record_blob
+from workloads.common.hour_state import Action, Reason
+from workloads.common.layout import Container, job_record_blob, manifest_blob
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
 from workloads.common.storage import StorageSettings
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import chunk, job_id_for, plan_hour
+from workloads.submitter.reconcile import ReconcileSettings, Reconciler
 from workloads.submitter.record import JobStatus, read_record
-from workloads.submitter.submit import submit_plan, write_manifests
+from workloads.submitter.submit import write_manifests
 
 PAIRS = [Pair(f"dev-{d}", s) for d in range(5) for s in ("temp", "hum")]
 
@@ -34,7 +36,8 @@ def test_chunking_is_sorted_complete_and_deterministic() -> None:
 
 
 def test_job_ids_are_deterministic_and_valid_for_batch() -> None:
-    assert job_id_for("dev", HOUR) == "score-dev-2026112510"
+    assert job_id_for("dev", HOUR) == "score-dev-2026112510-r001"
+    assert job_id_for("dev", HOUR, 12) == "score-dev-2026112510-r012"
     assert job_id_for("dev", HOUR + timedelta(minutes=59)) == job_id_for("dev", HOUR)
     assert job_id_for("prod", HOUR) != job_id_for("dev", HOUR)
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id_for("a" * 31, HOUR))
@@ -52,7 +55,7 @@ def test_plan_schedules_pairs_with_data_and_reports_silent_ones(service: BlobSer
         DEFAULT_MODEL_FEATURES,
     )
     plan = plan_hour(service, "dev", HOUR, chunk_size=4)
-    assert plan.job_id == "score-dev-2026112510"
+    assert plan.job_id == "score-dev-2026112510-r001"
     assert [t.task_id for t in plan.tasks] == ["task-00000", "task-00001"]
     assert [p for t in plan.tasks for p in t.pairs] == sorted(PAIRS[:6])
     assert all(t.job_id == plan.job_id and t.hour == HOUR for t in plan.tasks)
@@ -60,35 +63,40 @@ def test_plan_schedules_pairs_with_data_and_reports_silent_ones(service: BlobSer
     assert plan_hour(service, "dev", HOUR + timedelta(hours=1), chunk_size=4).tasks == ()
 
 
-def test_submitting_twice_does_not_score_twice(service: BlobServiceClient, settings: StorageSettings) -> None:
+NOW = HOUR + timedelta(hours=1, minutes=20)
+
+
+def test_reconciling_twice_scores_once_and_force_replaces_the_hour(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
     publish_data_and_models(service, PAIRS)
-    plan = plan_hour(service, "dev", HOUR, chunk_size=3)
-    with LocalBackend(settings, service, workers=0) as backend:
-        first = submit_plan(service, plan, backend)
-        assert not first.skipped and first.record is not None
-        assert first.record.status is JobStatus.COMPLETED
+    with LocalBackend(settings, workers=0) as backend:
+        reconciler = Reconciler(service, backend, ReconcileSettings(stack="dev", chunk_size=3))
+        first = reconciler.hour(HOUR, NOW)
+        assert (first.action, first.reason, first.status) == (Action.SCORE, Reason.NEVER_SCORED, JobStatus.COMPLETED)
+        assert first.record is not None
         assert (first.record.tasks, first.record.pairs, first.record.ok) == (4, 10, 10)
-        stamp = first.record.finished_at
 
-        again = submit_plan(service, plan, backend)
-        assert again.skipped and again.record is not None and again.record.finished_at == stamp
+        again = reconciler.hour(HOUR, NOW)
+        assert again.action is Action.SKIP and "scored (revision 1)" in again.why
 
-        forced = submit_plan(service, plan, backend, force=True)
-        assert not forced.skipped and forced.record is not None and forced.record.finished_at != stamp
+        forced = reconciler.hour(HOUR, NOW, force=True)
+        assert (forced.reason, forced.job_id) == (Reason.FORCED, "score-dev-2026112510-r002")
     assert len(read_hour_predictions(service, HOUR)) == 10 * 12
-    record = read_record(service, HOUR, plan.job_id)
-    assert record == forced.record
+    predictions = [b.name for b in service.get_container_client(str(Container.PREDICTIONS)).list_blobs()]
+    assert len(predictions) == 10 and all("/score-dev-2026112510-r002/" in n for n in predictions)
+    record = read_record(service, HOUR, "score-dev-2026112510-r002")
+    assert record is not None and record.status is JobStatus.COMPLETED and record.revision == 2
     logs = [b.name for b in service.get_container_client(str(Container.LOGS)).list_blobs()]
-    assert job_record_blob(HOUR, plan.job_id) in logs
-    assert sum("/tasks/" in n for n in logs) == 4 and sum("/manifests/" in n for n in logs) == 4
+    assert job_record_blob(HOUR, "score-dev-2026112510-r001") in logs
+    assert sum("/tasks/" in n for n in logs) == 8 and sum("/manifests/" in n for n in logs) == 8
 
 
 def test_worker_processes_run_the_same_entry_point(service: BlobServiceClient, settings: StorageSettings) -> None:
     publish_data_and_models(service, PAIRS)
-    plan = plan_hour(service, "dev", HOUR, chunk_size=5)
-    with LocalBackend(settings, service, workers=2) as backend:
-        result = submit_plan(service, plan, backend)
-    assert result.record is not None and result.record.status is JobStatus.COMPLETED
+    with LocalBackend(settings, workers=2) as backend:
+        result = Reconciler(service, backend, ReconcileSettings(stack="dev", chunk_size=5)).hour(HOUR, NOW)
+    assert result.record is not None and result.status is JobStatus.COMPLETED
     assert (result.record.ok, result.record.failed) == (10, 0)
 
 
@@ -97,11 +105,10 @@ def test_a_task_that_cannot_run_fails_the_job_not_the_others(
 ) -> None:
     publish_data_and_models(service, PAIRS)
     plan = plan_hour(service, "dev", HOUR, chunk_size=5)
-    with LocalBackend(settings, service, workers=0, max_task_retries=1) as backend:
+    with LocalBackend(settings, workers=0, max_task_retries=1) as backend:
         manifests = write_manifests(service, plan)
-        manifests["task-00000"] = "does/not/exist.json"
+        missing = manifest_blob(HOUR, plan.job_id, "task-09999")
+        manifests["task-00000"] = missing
         outcome = backend.submit(plan, manifests)
-    assert outcome.status is JobStatus.FAILED
-    assert list(outcome.task_errors) == ["task-00000"]
-    assert "ResourceNotFoundError" in outcome.task_errors["task-00000"]
-    assert [(t.task_id, t.ok) for t in outcome.tasks] == [("task-00001", 5)]
+    assert outcome.finished and list(outcome.task_errors) == ["task-00000"]
+    assert f"no manifest at logs/{missing}" in outcome.task_errors["task-00000"]
