@@ -70,7 +70,9 @@ def test_bad_pairs_are_logged_and_skipped_while_good_ones_are_scored(
     assert all(p.timings_ms["total"] > 0 for p in report.pairs if p.status is not PairStatus.NO_DATA)
 
     # Only scored pairs have predictions: a failed pair leaves nothing half-written.
-    assert blob_names(service, Container.PREDICTIONS) == sorted(prediction_blob(HOUR, "job-1", p) for p in [*GOOD, SOME_NAN])
+    assert blob_names(service, Container.PREDICTIONS) == sorted(
+        prediction_blob(HOUR, "job-1", p) for p in [*GOOD, SOME_NAN]
+    )
 
     # The run log holds exactly the same lines, one per pair plus the task line.
     data = (

@@ -16,7 +16,7 @@ from workloads.common.pairs import Pair
 from workloads.common.storage import StorageSettings
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import chunk, job_id_for, plan_hour
-from workloads.submitter.reconcile import ReconcileSettings, Reconciler
+from workloads.submitter.reconcile import Reconciler, ReconcileSettings
 from workloads.submitter.record import JobStatus, read_record
 from workloads.submitter.submit import write_manifests
 

@@ -297,10 +297,8 @@ REPORT_COLUMNS = (
     "pairs_ok",
     "pairs_failed",
     "pairs_no_data",
-    "pairs_unaccounted",
     "anomalies",
     "task_seconds_max",
-    "pair_ms_p50",
 )
 
 
@@ -317,6 +315,8 @@ def _issues(summary: dict[str, object]) -> list[tuple[str, str]]:
         out.append(("duplicate rows dropped", str(summary["duplicate_rows"])))
     if summary["conflicting_rows"]:
         out.append(("conflicting rows (newest blob kept)", str(summary["conflicting_rows"])))
+    if summary["pairs_unaccounted"]:
+        out.append(("pairs without a run-log line", str(summary["pairs_unaccounted"])))
     for task, error in dict(summary["task_errors"]).items():  # type: ignore[call-overload]
         out.append(("task failed", f"{task}: {error}"))
     if summary["status"] == "stale":
