@@ -9,8 +9,7 @@ import pandas as pd
 from azure.storage.blob import BlobServiceClient
 
 from tests.workloads.helpers import GOOD_PAIRS, HOUR, publish_data_and_models
-from workloads.common.frames import read_hour_predictions
-from workloads.common.layout import Container
+from workloads.common.frames import read_predictions
 from workloads.common.manifest import TaskManifest
 from workloads.scorer.task import score_task
 
@@ -67,10 +66,7 @@ def test_scorer_container_predicts_what_the_in_process_scorer_does(
 ) -> None:
     publish_data_and_models(service, GOOD_PAIRS)
     score_task(service, TaskManifest(job_id="in-process", task_id="t0", hour=HOUR, pairs=tuple(GOOD_PAIRS)))
-    expected = read_hour_predictions(service, HOUR).sort_values(["device_id", "sensor", "window_end"])
-    predictions = service.get_container_client(str(Container.PREDICTIONS))
-    for blob in predictions.list_blobs():
-        predictions.delete_blob(blob.name)
+    expected = read_predictions(service, HOUR, "in-process").sort_values(["device_id", "sensor", "window_end"])
 
     result = subprocess.run(
         [
@@ -98,5 +94,5 @@ def test_scorer_container_predicts_what_the_in_process_scorer_does(
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["ok"], summary["failed"]) == (2, 0)
-    got = read_hour_predictions(service, HOUR).sort_values(["device_id", "sensor", "window_end"])
+    got = read_predictions(service, HOUR, "container").sort_values(["device_id", "sensor", "window_end"])
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
