@@ -18,9 +18,9 @@ from enum import StrEnum
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from workloads.common.ids import validate_job_id
+from workloads.common.ids import JobId
 from workloads.common.layout import Container, hour_state_blob
 from workloads.common.windows import HOUR, floor_hour
 
@@ -45,7 +45,7 @@ class Reason(StrEnum):
 
 class Attempt(BaseModel):
     revision: int = Field(ge=1)
-    job_id: str
+    job_id: JobId
     reason: Reason
     status: AttemptStatus
     fingerprint: str  # of the aggregates the revision was planned on
@@ -53,11 +53,6 @@ class Attempt(BaseModel):
     finished_at: datetime | None = None
     pairs: int = 0
     error: str | None = None  # why a revision failed, in one line
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str) -> str:
-        return validate_job_id(value)
 
 
 class HourState(BaseModel):

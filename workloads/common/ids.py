@@ -9,6 +9,9 @@ another hour or another container.
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -25,3 +28,8 @@ def validate_job_id(value: object) -> str:
 
 def validate_task_id(value: object) -> str:
     return validate_batch_id("task id", value)
+
+
+# For pydantic models: a field of these types is validated wherever the model is built or parsed.
+JobId = Annotated[str, AfterValidator(validate_job_id)]
+TaskId = Annotated[str, AfterValidator(validate_task_id)]

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
 
-from workloads.common.ids import validate_job_id, validate_task_id
+from workloads.common.ids import JobId, TaskId
 from workloads.common.layout import hour_prefix
 from workloads.common.pairs import Pair
 from workloads.common.windows import floor_hour
@@ -29,23 +29,13 @@ def validate_trusted_type(value: str) -> str:
 class TaskManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    job_id: str
-    task_id: str
+    job_id: JobId
+    task_id: TaskId
     hour: datetime
     pairs: tuple[Pair, ...]
     inputs: tuple[str, ...] | None = None  # aggregate blobs to read; None: whatever the hour holds now
     trust_pickle: bool = False
     trusted_types: tuple[str, ...] = ()
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str) -> str:
-        return validate_job_id(value)
-
-    @field_validator("task_id")
-    @classmethod
-    def _task_id(cls, value: str) -> str:
-        return validate_task_id(value)
 
     @field_validator("hour")
     @classmethod

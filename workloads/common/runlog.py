@@ -10,9 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from workloads.common.ids import validate_job_id, validate_task_id
+from workloads.common.ids import JobId, TaskId
 
 
 class PairStatus(StrEnum):
@@ -26,19 +26,9 @@ class _TaskLine(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    job_id: str
-    task_id: str
+    job_id: JobId
+    task_id: TaskId
     hour: datetime
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str) -> str:
-        return validate_job_id(value)
-
-    @field_validator("task_id")
-    @classmethod
-    def _task_id(cls, value: str) -> str:
-        return validate_task_id(value)
 
 
 class PairLog(_TaskLine):

@@ -7,18 +7,18 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from workloads.common.hour_state import AttemptStatus as JobStatus
 from workloads.common.hour_state import Reason
-from workloads.common.ids import validate_job_id
+from workloads.common.ids import JobId
 from workloads.common.layout import Container, job_record_blob
 
 __all__ = ["JobRecord", "JobStatus", "read_record", "write_record"]
 
 
 class JobRecord(BaseModel):
-    job_id: str
+    job_id: JobId
     stack: str
     hour: datetime
     revision: int = 1
@@ -41,11 +41,6 @@ class JobRecord(BaseModel):
     failed: int = 0
     unaccounted: int = 0  # planned pairs without a run-log line: never silently dropped
     anomalies: int = 0
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str) -> str:
-        return validate_job_id(value)
 
 
 def read_record(service: BlobServiceClient, hour: datetime, job_id: str) -> JobRecord | None:
