@@ -28,6 +28,7 @@ from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import ModelCache, ModelError, load_model, publish_model
 from workloads.common.pairs import Pair
 from workloads.common.storage import StorageSettings
+from workloads.common.windows import SETTLE
 from workloads.scorer.cli import app as scorer
 from workloads.scorer.task import score_task
 from workloads.submitter.backend import JobOutcome
@@ -35,6 +36,7 @@ from workloads.submitter.cli import app as submitter
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import JobPlan, Trust
 from workloads.submitter.reconcile import Reconciler, ReconcileSettings
+from workloads.submitter.report import HourStatus, collect
 from workloads.training.cli import app as trainer
 
 runner = CliRunner()
@@ -166,10 +168,12 @@ def test_an_empty_hour_is_scored_again_when_its_data_lands(
     with LocalBackend(settings, workers=0) as backend:
         empty = reconciler(service, backend).hour(HOUR, NOW)
         assert empty.status is AttemptStatus.COMPLETED and empty.record is not None and empty.record.pairs == 0
+        assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.EMPTY  # not shown as plain "scored"
         publish_data_and_models(service, PAIRS)
         late = reconciler(service, backend).hour(HOUR, NOW + timedelta(hours=1))
     assert (late.reason, late.status) == (Reason.INPUTS_CHANGED, AttemptStatus.COMPLETED)
     assert late.record is not None and late.record.ok == 10
+    assert collect(service, HOUR, NOW + timedelta(hours=1), SETTLE).status is HourStatus.SCORED
 
 
 def test_an_hour_whose_only_blob_is_unreadable_fails_and_says_so(
@@ -188,6 +192,22 @@ def test_an_hour_whose_only_blob_is_unreadable_fails_and_says_so(
     assert as_json["status"] == "failed" and list(as_json["read_errors"]) == [local_aggregate_blob(HOUR)]
     table = runner.invoke(submitter, ["report", "--hour", "2026-11-25T10"]).stdout
     assert "unreadable blob" in table and "unable to receive requests" in table
+
+
+def test_an_hour_scored_without_a_corrupt_blob_never_reports_plain_success(service: BlobServiceClient) -> None:
+    publish_data_and_models(service, PAIRS)
+    corrupt = "2026/11/25/10/asa-0001.parquet"
+    service.get_container_client(str(Container.AGGREGATES)).upload_blob(corrupt, b"PAR1 junk")
+    args = ["run", "--hour", "2026-11-25T10", "--stack", "dev", "--workers", "0"]
+    result = runner.invoke(submitter, args)
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert f"scored without 1 corrupt aggregate blob(s), their rows lost: aggregates/{corrupt}" in message
+    (hour,) = json.loads(result.stdout)
+    assert hour["status"] == "completed" and hour["record"]["ok"] == 10  # the rest of the hour is published
+    summary = json.loads(runner.invoke(submitter, ["report", "--hour", "2026-11-25T10", "--json"]).stdout)[0]
+    assert summary["status"] == "partial" and list(summary["corrupt_blobs"]) == [corrupt]
+    assert read_state(service, HOUR).state.latest.corrupt_blobs == 1  # type: ignore[union-attr]
 
 
 # 4. Duplicates are dropped, conflicts resolved (newest blob wins) and reported.

@@ -8,7 +8,7 @@ tracebacks for either: the line says what to fix or what to look at.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import NoReturn
 
 import typer
@@ -32,20 +32,18 @@ def fail(message: str, code: int = RUN_FAILED) -> NoReturn:
 
 
 @contextmanager
-def bad_input(*extra: type[Exception]) -> Iterator[None]:
+def _exit_on(caught: tuple[type[Exception], ...], code: int) -> Iterator[None]:
+    try:
+        yield
+    except caught as exc:
+        fail(one_line(exc), code)
+
+
+def bad_input(*extra: type[Exception]) -> AbstractContextManager[None]:
     """Validation of options, environment and documents: exit 2 with the one-line reason."""
-    caught: tuple[type[Exception], ...] = (ValidationError, ValueError, *extra)
-    try:
-        yield
-    except caught as exc:
-        fail(one_line(exc), BAD_INPUT)
+    return _exit_on((ValidationError, ValueError, *extra), BAD_INPUT)
 
 
-@contextmanager
-def run_failures(*extra: type[Exception]) -> Iterator[None]:
+def run_failures(*extra: type[Exception]) -> AbstractContextManager[None]:
     """The run itself: storage or service errors (and ``extra``) exit 1 with a one-line reason."""
-    caught: tuple[type[Exception], ...] = (AzureError, OSError, *extra)
-    try:
-        yield
-    except caught as exc:
-        fail(one_line(exc), RUN_FAILED)
+    return _exit_on((AzureError, OSError, *extra), RUN_FAILED)

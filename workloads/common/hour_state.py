@@ -25,6 +25,8 @@ from workloads.common.layout import Container, hour_state_blob
 from workloads.common.windows import HOUR, floor_hour
 
 MAX_ATTEMPTS_KEPT = 50
+# A revision in flight longer than this belongs to a run that died: the next run replaces it.
+CLAIM_TIMEOUT = timedelta(hours=3)
 
 
 class AttemptStatus(StrEnum):
@@ -52,6 +54,7 @@ class Attempt(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     pairs: int = 0
+    corrupt_blobs: int = 0  # aggregate blobs whose rows the revision could not use (it completed without them)
     error: str | None = None  # why a revision failed, in one line
 
 
@@ -113,7 +116,7 @@ def write_state(service: BlobServiceClient, state: HourState, etag: str | None) 
 
 
 class Action(StrEnum):
-    WAIT = "wait"  # not complete yet, or a revision is in flight
+    WAIT = "wait"  # not complete yet
     FINALISE = "finalise"  # a submitted revision must be checked before anything else
     SCORE = "score"
     SKIP = "skip"  # scored on the inputs it has now

@@ -18,7 +18,7 @@ from workloads.common.manifest import TaskManifest, validate_trusted_type
 from workloads.common.pairs import Pair
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import parse_hour
-from workloads.scorer.entry import ManifestError, run_manifest
+from workloads.scorer.entry import load_manifest, run_manifest
 from workloads.scorer.task import ScorerOptions
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -68,12 +68,16 @@ def score(
     Storage comes from AZURE_STORAGE_CONNECTION_STRING (Azurite) or AZURE_STORAGE_ACCOUNT_URL
     (Azure, managed identity). Trust options of the manifest apply; these flags can only add to them.
     """
-    with bad_input():
+    # Storage errors while fetching the manifest are failures (1); a bad or missing manifest is input (2).
+    with run_failures(), bad_input():
         settings = StorageSettings.from_env()
-        task = manifest if manifest is not None else _manifest(hour, pairs, job_id, task_id, manifest_file)
         types = tuple(validate_trusted_type(t) for t in trusted_type or ())
+        if manifest is not None:
+            task = load_manifest(settings, manifest)
+        else:
+            task = _manifest(hour, pairs, job_id, task_id, manifest_file)
     options = ScorerOptions(trust_pickle=trust_pickle, trusted_types=types, concurrency=concurrency)
-    with bad_input(ManifestError), run_failures(InputReadError):
+    with run_failures(InputReadError):
         report = run_manifest(settings, task, options)
     typer.echo(json.dumps({**report.task.model_dump(mode="json"), "log_blob": f"logs/{report.log_blob}"}))
     if fail_on_pair_errors and report.task.failed:

@@ -49,6 +49,10 @@ def read_manifest(service: BlobServiceClient, blob_name: str) -> TaskManifest:
     return manifest
 
 
+def load_manifest(settings: StorageSettings, blob_name: str) -> TaskManifest:
+    return read_manifest(_client(settings), blob_name)
+
+
 def run_manifest(settings: StorageSettings, manifest: TaskManifest | str, options: ScorerOptions) -> TaskReport:
     """Score a manifest given inline or as a blob name in the ``logs`` container."""
     service = _client(settings)

@@ -9,8 +9,7 @@ input or configuration (including an hour that is not complete yet).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -23,7 +22,7 @@ from workloads.common import envvars
 from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.console import console
 from workloads.common.hour_inputs import InputReadError
-from workloads.common.hour_state import Action, AttemptStatus, complete_at
+from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, complete_at
 from workloads.common.manifest import validate_trusted_type
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_hour, parse_hour
@@ -80,6 +79,7 @@ ClaimTimeout = Annotated[
     typer.Option(min=1, max=7 * 24 * 60, help="Minutes after which a revision still in flight counts as abandoned."),
 ]
 DEFAULT_SETTLE = int(SETTLE.total_seconds() // 60)
+DEFAULT_CLAIM_TIMEOUT = int(CLAIM_TIMEOUT.total_seconds() // 60)
 
 
 def _now() -> datetime:
@@ -95,17 +95,16 @@ def _trust(trust_pickle: bool, trusted_types: str) -> Trust:
     return Trust(pickle=trust_pickle, types=tuple(sorted(set(types))))
 
 
-@contextmanager
-def _backend(name: BackendName, settings: StorageSettings, workers: int) -> Iterator[Backend]:
+def _open_backend(name: BackendName, settings: StorageSettings, workers: int, stack: ExitStack) -> Backend:
+    """The backend, validated from its settings here (bad settings exit 2, before anything runs); a local
+    pool is shut down when ``stack`` closes."""
     if name is BackendName.BATCH:
-        yield _batch_backend()
-        return
+        return _batch_backend()
     try:
         from workloads.submitter.local import LocalBackend
     except ImportError as exc:  # the submitter image ships without the scorer and scikit-learn
         fail(f"the local backend needs the scorer and its 'scoring' extra ({exc}); use --backend batch here", 2)
-    with LocalBackend(settings, workers=workers) as local:
-        yield local
+    return stack.enter_context(LocalBackend(settings, workers=workers))
 
 
 def _batch_backend() -> BatchBackend:
@@ -154,11 +153,20 @@ def _result_json(r: HourResult) -> dict[str, object]:
 
 
 def _finish(results: list[HourResult]) -> None:
+    """Print the results; exit 1 when an hour failed or was scored without some of its inputs."""
     typer.echo(json.dumps([_result_json(r) for r in results], indent=2))
     err.print(_results_table(results))
-    failed = [r for r in results if r.failed]
-    if failed:
-        fail(f"{len(failed)} hour(s) failed: " + "; ".join(f"{format_hour(r.hour)} {r.why}" for r in failed)[:500])
+    failed = [f"{format_hour(r.hour)} {r.why}" for r in results if r.failed]
+    lost = [
+        f"{format_hour(r.hour)} scored without {len(r.lost_inputs)} corrupt aggregate blob(s), their rows lost: "
+        + ", ".join(f"aggregates/{name}" for name in r.lost_inputs)
+        for r in results
+        if r.lost_inputs
+    ]
+    parts = [f"{len(failed)} hour(s) failed: " + "; ".join(failed)] if failed else []
+    parts += [f"{len(lost)} hour(s) incomplete: " + "; ".join(lost)] if lost else []
+    if parts:
+        fail(" | ".join(parts)[:800])
 
 
 @app.command()
@@ -173,7 +181,7 @@ def reconcile(
     workers: Workers = 2,
     trust_pickle: TrustPickle = False,
     trusted_types: TrustedTypes = "",
-    claim_timeout_minutes: ClaimTimeout = 180,
+    claim_timeout_minutes: ClaimTimeout = DEFAULT_CLAIM_TIMEOUT,
 ) -> None:
     """Score every complete hour of the window that needs it (never scored, failed, inputs changed);
     finish revisions submitted earlier; print one line per hour saying what was done and why."""
@@ -188,8 +196,11 @@ def reconcile(
             trust=_trust(trust_pickle, trusted_types),
         )
         service = storage.client()
-    with bad_input(), _backend(backend, storage, workers) as runner, run_failures():
-        results = Reconciler(service, runner, settings, log=err.print).run(_now())
+    with ExitStack() as resources:
+        with bad_input():
+            runner = _open_backend(backend, storage, workers, resources)
+        with run_failures():
+            results = Reconciler(service, runner, settings, log=err.print).run(_now())
     _finish(results)
 
 
@@ -204,7 +215,7 @@ def run(
     force: Annotated[bool, typer.Option(help="Score a new revision even if the hour is scored on its inputs.")] = False,
     trust_pickle: TrustPickle = False,
     trusted_types: TrustedTypes = "",
-    claim_timeout_minutes: ClaimTimeout = 180,
+    claim_timeout_minutes: ClaimTimeout = DEFAULT_CLAIM_TIMEOUT,
     wait: Annotated[
         bool, typer.Option(help="Batch backend: wait for the job, finalise the hour, print its report.")
     ] = False,
@@ -229,17 +240,20 @@ def run(
             trust=_trust(trust_pickle, trusted_types),
         )
         service = storage.client()
-    with bad_input(), _backend(backend, storage, workers) as runner, run_failures():
-        reconciler = Reconciler(service, runner, settings, log=err.print)
-        result = reconciler.hour(when, _now(), force=force)
-        if wait and result.status is AttemptStatus.SUBMITTED and result.record is not None:
-            _wait(runner, result, poll_seconds, timeout_minutes)
-            result = reconciler.hour(when, _now())
+    with ExitStack() as resources:
+        with bad_input():
+            runner = _open_backend(backend, storage, workers, resources)
+        with run_failures():
+            reconciler = Reconciler(service, runner, settings, log=err.print)
+            result = reconciler.hour(when, _now(), force=force)
+            if wait and result.status is AttemptStatus.SUBMITTED and result.record is not None:
+                _wait(runner, result, poll_seconds, timeout_minutes)
+                result = reconciler.hour(when, _now())
+            if wait:
+                _print_reports([collect(service, when, _now(), settle)], as_json=False)
     if result.action is Action.SKIP and result.job_id is None:
         err.print(f"{format_hour(when)}: {result.why}; nothing submitted (--force scores a new revision)")
     _finish([result])
-    if wait:
-        _print_reports([collect(service, when, _now(), settle)], as_json=False)
 
 
 def _wait(runner: Backend, result: HourResult, poll_seconds: float, timeout_minutes: int) -> None:
@@ -321,6 +335,8 @@ def _issues(summary: dict[str, object]) -> list[tuple[str, str]]:
         out.append(("task failed", f"{task}: {error}"))
     if summary["status"] == "stale":
         out.append(("stale", "inputs changed after scoring: the next reconcile re-scores it"))
+    if summary["status"] == "empty":
+        out.append(("empty", "no aggregates for this hour: scored with 0 pairs; re-scored if data lands"))
     if summary["status"] in ("pending", "failed") and summary["error"]:
         out.append((str(summary["status"]), str(summary["error"])))
     return out

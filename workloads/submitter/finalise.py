@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.hour_state import AttemptStatus, HourState, StoredState, write_state
+from workloads.common.hour_state import AttemptStatus, StoredState, write_state
 from workloads.common.layout import Container, hour_prefix, prediction_prefix, run_log_blob
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, parse_jsonl
 from workloads.submitter.backend import JobOutcome
@@ -87,8 +87,9 @@ def delete_other_revisions(service: BlobServiceClient, hour: datetime, keep_job_
     return len(doomed)
 
 
-def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord, outcome: JobOutcome) -> HourState:
-    """Close the revision in the record and in the hour's state (conditional on the state's etag)."""
+def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord, outcome: JobOutcome) -> StoredState:
+    """Close the revision in the record and in the hour's state (conditional on the state's etag);
+    returns the state as written, with its new etag."""
     assert stored.state is not None
     record = close_record(service, record, outcome)
     state = stored.state.model_copy(deep=True)
@@ -97,13 +98,14 @@ def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord,
             attempt.status = record.status
             attempt.finished_at = record.finished_at
             attempt.pairs = record.pairs
+            attempt.corrupt_blobs = len(record.input_issues.get("corrupt_blobs", {}))
             attempt.error = _first_error(record)
     if record.status is AttemptStatus.COMPLETED:
         state.current_job_id = record.job_id
-    write_state(service, state, stored.etag)
+    etag = write_state(service, state, stored.etag)
     if record.status is AttemptStatus.COMPLETED:
         delete_other_revisions(service, record.hour, record.job_id)
-    return state
+    return StoredState(state, etag)
 
 
 def _first_error(record: JobRecord) -> str | None:

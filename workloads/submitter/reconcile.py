@@ -22,6 +22,7 @@ from azure.storage.blob import BlobServiceClient
 
 from workloads.common.hour_inputs import InputBlob, InputReadError, fingerprint, list_hour_inputs
 from workloads.common.hour_state import (
+    CLAIM_TIMEOUT,
     Action,
     Attempt,
     AttemptStatus,
@@ -33,7 +34,7 @@ from workloads.common.hour_state import (
     read_state,
     write_state,
 )
-from workloads.common.windows import HOUR, floor_hour
+from workloads.common.windows import HOUR, SETTLE, floor_hour
 from workloads.submitter.backend import Backend, JobOutcome
 from workloads.submitter.finalise import finalise
 from workloads.submitter.plan import JobPlan, Trust, job_id_for, plan_hour
@@ -46,8 +47,8 @@ class ReconcileSettings:
     stack: str
     chunk_size: int = 50
     hours: int = 24  # how far back each run looks
-    settle: timedelta = timedelta(minutes=15)  # after an hour's end before it counts as complete
-    claim_timeout: timedelta = timedelta(hours=2)  # a revision in flight longer than this is abandoned
+    settle: timedelta = SETTLE  # after an hour's end before it counts as complete
+    claim_timeout: timedelta = CLAIM_TIMEOUT  # a revision in flight longer than this is abandoned
     trust: Trust = field(default_factory=Trust)
 
 
@@ -66,6 +67,14 @@ class HourResult:
     @property
     def failed(self) -> bool:
         return self.status is AttemptStatus.FAILED
+
+    @property
+    def lost_inputs(self) -> dict[str, str]:
+        """Corrupt aggregate blobs a completed revision had to do without: their rows are lost, so the
+        run that scored the hour must not report plain success."""
+        if self.status is not AttemptStatus.COMPLETED or self.record is None:
+            return {}
+        return dict(self.record.input_issues.get("corrupt_blobs", {}))
 
 
 def window(now: datetime, settings: ReconcileSettings) -> list[datetime]:
@@ -105,11 +114,11 @@ class Reconciler:
             stored.state, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force
         )
         if decision.action is Action.FINALISE:
-            finished = self._finalise_in_flight(stored)
-            if finished is None:
+            closed = self._finalise_in_flight(stored)
+            if closed is None:
                 latest = stored.state.latest if stored.state else None
                 return HourResult(hour, Action.WAIT, decision.why, job_id=latest.job_id if latest else None)
-            stored = read_state(self.service, hour)
+            finished, stored = closed
             decision = decide(
                 stored.state, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force
             )
@@ -128,8 +137,9 @@ class Reconciler:
         return self._score(hour, stored, inputs, decision.reason, decision.why, now)
 
     # -- steps -----------------------------------------------------------------------------------------
-    def _finalise_in_flight(self, stored: StoredState) -> JobRecord | None:
-        """Close a revision submitted earlier if its job has finished; None while it runs."""
+    def _finalise_in_flight(self, stored: StoredState) -> tuple[JobRecord, StoredState] | None:
+        """Close a revision submitted earlier if its job has finished (its record and the hour's new
+        state); None while it runs."""
         assert stored.state is not None and stored.state.latest is not None
         latest = stored.state.latest
         record = read_record(self.service, stored.state.hour, latest.job_id)
@@ -139,10 +149,9 @@ class Reconciler:
         if not outcome.finished:
             return None
         try:
-            finalise(self.service, stored, record, outcome)
+            return record, finalise(self.service, stored, record, outcome)
         except StateConflictError:
             return None  # another run finalised it at the same moment
-        return record
 
     def _score(
         self, hour: datetime, stored: StoredState, inputs: list[InputBlob], reason: Reason, why: str, now: datetime

@@ -11,7 +11,7 @@ from typing import Any
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common.hour_inputs import fingerprint, list_hour_inputs
-from workloads.common.hour_state import AttemptStatus, HourState, complete_at, read_state
+from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, HourState, Reason, decide, read_state
 from workloads.common.runlog import PairLog, PairStatus, TaskLog
 from workloads.common.windows import format_hour
 from workloads.submitter.finalise import read_run_logs
@@ -23,6 +23,8 @@ class HourStatus(StrEnum):
     PENDING = "pending"  # complete, never scored: the next reconcile scores it
     SCORING = "scoring"  # a revision is in flight
     SCORED = "scored"  # the latest revision completed on the inputs the hour has now
+    PARTIAL = "partial"  # scored on its current inputs, but without corrupt blobs' rows (see corrupt_blobs)
+    EMPTY = "empty"  # complete, no aggregates at all: scored with 0 pairs; re-scored if data lands
     STALE = "stale"  # scored, but its inputs changed since: the next reconcile re-scores it
     FAILED = "failed"  # the latest revision failed: the next reconcile retries it
 
@@ -82,15 +84,28 @@ class HourReport:
         }
 
 
+_DUE = {
+    Reason.NEVER_SCORED: HourStatus.PENDING,
+    Reason.INPUTS_CHANGED: HourStatus.STALE,
+    Reason.RETRY_FAILED: HourStatus.FAILED,
+    Reason.ABANDONED: HourStatus.FAILED,
+}
+
+
 def hour_status(state: HourState | None, hour: datetime, now: datetime, settle: timedelta, inputs: str) -> HourStatus:
-    latest = state.latest if state else None
-    if latest is None:
-        return HourStatus.NOT_READY if now < complete_at(hour, settle) else HourStatus.PENDING
-    if latest.status is AttemptStatus.SUBMITTED:
+    """The status shown for an hour: what the next reconcile would do with it (``decide``), so the report
+    and the reconciler cannot disagree."""
+    decision = decide(state, hour, now, settle, inputs, CLAIM_TIMEOUT)
+    if decision.action is Action.WAIT:
+        return HourStatus.NOT_READY
+    if decision.action is Action.FINALISE:
         return HourStatus.SCORING
-    if latest.status is AttemptStatus.FAILED:
-        return HourStatus.FAILED
-    return HourStatus.SCORED if latest.fingerprint == inputs else HourStatus.STALE
+    if decision.action is Action.SCORE:
+        assert decision.reason is not None
+        return _DUE[decision.reason]
+    latest = state.latest if state else None
+    assert latest is not None  # a skipped hour has a completed revision
+    return HourStatus.PARTIAL if latest.corrupt_blobs else HourStatus.EMPTY if not latest.pairs else HourStatus.SCORED
 
 
 def collect(service: BlobServiceClient, hour: datetime, now: datetime, settle: timedelta) -> HourReport:
