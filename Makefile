@@ -4,8 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
+# checkov (the IaC security scanner) has a large dependency tree: its own venv, never the app's.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+# checkov offline: no Bridgecrew resource-id mapping download, no PyPI version check.
+export BC_SKIP_MAPPING := TRUE
+export CKV_SKIP_PACKAGE_UPDATE_CHECK := TRUE
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-checkov demo test lint scan bench clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -18,20 +25,34 @@ $(PY_STAMP): pyproject.toml
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
+setup-checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
 demo: setup ## the whole hourly pipeline locally, on Azurite
 	$(BIN)/batchscoring-demo $(ARGS)
 
+# scripts/ is checked without the errors of what it imports from tests/ (the mocks are not strict-typed).
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workloads infra
+	$(BIN)/mypy --follow-imports=silent scripts
 
-test: setup lint ## lint, type-check and the full test suite (starts its own Azurite, and Docker where it can)
+test: setup lint scan ## lint, type-check, security scan and the full test suite (starts its own Azurite, and Docker where it can)
 	bash scripts/ensure-docker.sh
 	$(BIN)/pytest
+
+scan: $(PY_STAMP) $(CHECKOV_STAMP) ## checkov over an ARM export of each stack's resources; fails on unjustified findings
+	$(BIN)/python -m scripts.security_scan
 
 bench: setup
 	$(BIN)/python -m benchmarks.scoring $(ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build node_modules .azurite .pytest_cache .mypy_cache .ruff_cache

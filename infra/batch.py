@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_azure_native import batch
 
 from infra.autoscale import AutoscaleSpec, autoscale_formula
+from infra.network import PrivateNetwork
 
 POOL_ID = "scorers"
-# Batch's container-ready Ubuntu image and its matching node agent.
-IMAGE = batch.ImageReferenceArgs(publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204", version="latest")
-NODE_AGENT = "batch.node.ubuntu 22.04"
+
+
+@dataclass(frozen=True)
+class PoolImage:
+    """A Marketplace image ("publisher:offer:sku:version", config `poolImage`) and the node agent that runs it."""
+
+    reference: str
+    node_agent: str
+
+    def image_reference(self) -> batch.ImageReferenceArgs:
+        publisher, offer, sku, version = self.reference.split(":")
+        return batch.ImageReferenceArgs(publisher=publisher, offer=offer, sku=sku, version=version)
 
 
 @dataclass
@@ -21,12 +32,20 @@ class BatchComputeArgs:
     location: pulumi.Input[str]
     account_name: str
     vm_size: str
+    image: PoolImage
     autoscale: AutoscaleSpec
     evaluation_minutes: int
     scorer_image: pulumi.Input[str]
     registry_server: pulumi.Input[str]
     node_identity_id: pulumi.Input[str]  # pulls images and reads/writes blobs on the nodes
-    subnet_id: str | None = None
+    node_grants: Sequence[pulumi.Resource]  # that identity's role assignments: in place before a node starts
+    subnet_id: pulumi.Input[str] | None = None
+    ephemeral_os_disk: bool = False
+    # privateNetwork: the account has no public endpoint; the submitter (batchAccount) and the nodes
+    # (nodeManagement, with simplified node communication) reach it through private endpoints ("Create an Azure
+    # Batch pool without public IP addresses",
+    # learn.microsoft.com/azure/batch/simplified-node-communication-pool-no-public-ip).
+    network: PrivateNetwork | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -40,22 +59,26 @@ class BatchCompute(pulumi.ComponentResource):
             location=args.location,
             pool_allocation_mode=batch.PoolAllocationMode.BATCH_SERVICE,
             allowed_authentication_modes=[batch.AuthenticationMode.AAD],  # no shared keys
-            identity=batch.BatchAccountIdentityArgs(
-                type=batch.ResourceIdentityType.USER_ASSIGNED, user_assigned_identities=[args.node_identity_id]
+            public_network_access=(
+                batch.PublicNetworkAccessType.DISABLED if args.network else batch.PublicNetworkAccessType.ENABLED
             ),
             tags={**args.tags, "component": "batch"},
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if args.network:
+            for group in ("batchAccount", "nodeManagement"):
+                args.network.private_endpoint(f"batch-{group.lower()}", self.account.id, group, parent=self.account)
+        subnet_id = args.network.subnet_id("pool") if args.network else args.subnet_id
         self.formula = autoscale_formula(args.autoscale)
         node_identity = batch.ComputeNodeIdentityReferenceArgs(resource_id=args.node_identity_id)
         network = (
             batch.NetworkConfigurationArgs(
-                subnet_id=args.subnet_id,
+                subnet_id=subnet_id,
                 public_ip_address_configuration=batch.PublicIPAddressConfigurationArgs(
                     provision=batch.IPAddressProvisioningType.NO_PUBLIC_IP_ADDRESSES
                 ),
             )
-            if args.subnet_id
+            if subnet_id
             else None
         )
         self.pool = batch.Pool(
@@ -71,8 +94,18 @@ class BatchCompute(pulumi.ComponentResource):
             ),
             deployment_configuration=batch.DeploymentConfigurationArgs(
                 virtual_machine_configuration=batch.VirtualMachineConfigurationArgs(
-                    image_reference=IMAGE,
-                    node_agent_sku_id=NODE_AGENT,
+                    image_reference=args.image.image_reference(),
+                    node_agent_sku_id=args.image.node_agent,
+                    # The OS disk, and Docker's images and layers under /var/lib/docker with it, on the VM's local
+                    # cache/temp disk: no managed disk to pay for, faster pulls ("Ephemeral OS disk nodes for Azure
+                    # Batch pools"). Needs a size whose cache or temp disk holds the image, e.g. Standard_D8ds_v5.
+                    os_disk=batch.OSDiskArgs(
+                        ephemeral_os_disk_settings=batch.DiffDiskSettingsArgs(
+                            placement=batch.DiffDiskPlacement.CACHE_DISK
+                        )
+                    )
+                    if args.ephemeral_os_disk
+                    else None,
                     container_configuration=batch.ContainerConfigurationArgs(
                         type=batch.ContainerType.DOCKER_COMPATIBLE,
                         container_image_names=[args.scorer_image],  # pre-fetched when a node starts
@@ -92,7 +125,9 @@ class BatchCompute(pulumi.ComponentResource):
             network_configuration=network,
             target_node_communication_mode=batch.NodeCommunicationMode.SIMPLIFIED,
             opts=pulumi.ResourceOptions(
-                parent=self.account, custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="30m")
+                parent=self.account,
+                depends_on=list(args.node_grants),
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="30m"),
             ),
         )
         self.account_endpoint = self.account.account_endpoint.apply(lambda host: f"https://{host}")

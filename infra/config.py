@@ -38,6 +38,7 @@ VM_SIZE = re.compile(r"^Standard_[A-Z][A-Za-z0-9_-]*$")
 LOCATION = re.compile(r"^[a-z][a-z0-9]{2,30}$")
 # A dotted Python path (module.Class): what skops' `trusted=` takes. No commas, so a list of them
 # travels safely as one comma-separated environment variable.
+CIDR = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,2})$")
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 # How long after its watermark passes a window Stream Analytics can take to have that window's rows in
@@ -144,10 +145,79 @@ class PlatformConfig(BaseModel):
     event_hub_partitions: Annotated[int, Field(ge=1, le=32, description="Event Hub partitions.")] = 4
     event_hub_retention_days: Annotated[int, Field(ge=1, le=7, description="Event Hub message retention.")] = 1
     streaming_units: Annotated[int, Field(ge=1, le=120, description="Stream Analytics streaming units.")] = 1
-    protect_data: Annotated[bool, Field(description="Protect storage and Event Hubs from `pulumi destroy`.")] = False
+    protect_data: Annotated[
+        bool,
+        Field(
+            description="Protect storage and Event Hubs: Pulumi's protect against `pulumi destroy`, and Azure "
+            "CanNotDelete locks against deletion by anyone."
+        ),
+    ] = False
+    storage_redundancy: Annotated[
+        Literal["LRS", "ZRS", "GRS", "GZRS", "RAGRS", "RAGZRS"],
+        Field(description="Storage replication: ZRS survives a zone, GZRS also a region (Standard_<value> SKU)."),
+    ] = "LRS"
+    soft_delete_days: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=365,
+            description="Days deleted or overwritten blobs and deleted containers stay restorable (0: off).",
+        ),
+    ] = 7
+    blob_versioning: Annotated[
+        bool,
+        Field(
+            description="Keep every model's previous versions; previous versions in the other containers expire "
+            "after softDeleteDays.",
+        ),
+    ] = False
+    pool_image: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+$",
+            description="Batch node image publisher:offer:sku:version; must support containers.",
+        ),
+    ] = "microsoft-dsvm:ubuntu-hpc:2404:latest"
+    node_agent_sku: Annotated[
+        str, Field(pattern=r"^batch\.node\.[a-z0-9. -]+$", description="Batch node agent matching poolImage.")
+    ] = "batch.node.ubuntu 24.04"
+    ephemeral_os_disk: Annotated[
+        bool,
+        Field(
+            description="OS disk and Docker's data on the VM's local cache disk; needs a vmSize with one large "
+            "enough for the image (e.g. Standard_D8ds_v5).",
+        ),
+    ] = False
     subnet_id: Annotated[
-        str | None, Field(description="Subnet for the pool; when set, nodes get no public IP addresses.")
+        str | None,
+        Field(description="Existing subnet for the pool; when set, nodes get no public IP addresses."),
     ] = None
+    private_network: Annotated[
+        bool,
+        Field(
+            description="A VNet for pool and submitter, storage/Event Hubs/Batch firewalls default-deny, "
+            "private endpoints (see README, Network modes).",
+        ),
+    ] = False
+    vnet_address_space: Annotated[
+        str, Field(pattern=CIDR.pattern, description="privateNetwork: the VNet's address space, a /16 to /24.")
+    ] = "10.40.0.0/16"
+    registry_sku: Annotated[
+        Literal["Basic", "Standard", "Premium"],
+        Field(description="Container registry tier; Premium is needed for a private endpoint and a firewall."),
+    ] = "Standard"
+    admin_ip_ranges: Annotated[
+        list[Annotated[str, StringConstraints(pattern=CIDR.pattern)]],
+        Field(
+            max_length=100,
+            description="privateNetwork: public CIDRs of deployers and operators let through the storage, "
+            "registry and Event Hubs firewalls.",
+        ),
+    ] = Field(default_factory=list)
+    ingest_ip_ranges: Annotated[
+        list[Annotated[str, StringConstraints(pattern=CIDR.pattern)]],
+        Field(max_length=100, description="privateNetwork: public CIDRs of the devices' senders, for Event Hubs."),
+    ] = Field(default_factory=list)
     tags: Annotated[dict[str, str], Field(description="Tags added to every resource.")] = Field(default_factory=dict)
 
     @field_validator("window_minutes")
@@ -221,9 +291,32 @@ def _settle_covers_stream_delay(lateness_minutes: int, late_tolerance_seconds: i
     )
 
 
+def _one_network_mode(private_network: bool, subnet_id: str | None) -> str | None:
+    if private_network and subnet_id:
+        return (
+            f"{NAMESPACE}:subnetId: not used with privateNetwork, which creates the pool's subnet itself: "
+            "remove one of them"
+        )
+    return None
+
+
+def _ephemeral_disk_needs_local_disk(ephemeral_os_disk: bool, vm_size: str) -> str | None:
+    """From the v4 series on, only sizes with a 'd' after the family and vCPUs have a local disk (Standard_D8ds_v5
+    has, Standard_D8s_v5 has not: "Azure virtual machine sizes naming conventions"); older ones are not judged."""
+    match = re.fullmatch(r"Standard_([A-Z]+)(\d+)([a-z]*)_v(\d+)", vm_size)
+    if ephemeral_os_disk and match and int(match.group(4)) >= 4 and "d" not in match.group(3):
+        return (
+            f"{NAMESPACE}:ephemeralOsDisk: {vm_size} has no local disk; pick a size with one "
+            "(e.g. Standard_D8ds_v5) or set ephemeralOsDisk to false"
+        )
+    return None
+
+
 CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
     (("min_nodes", "max_nodes"), _nodes_in_order),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
+    (("private_network", "subnet_id"), _one_network_mode),
+    (("ephemeral_os_disk", "vm_size"), _ephemeral_disk_needs_local_disk),
 )
 
 

@@ -7,19 +7,20 @@ from pulumi_azure_native import resources
 
 from infra import roles
 from infra.acr_token import TokenExchanger, exchange_token
-from infra.batch import BatchCompute, BatchComputeArgs
+from infra.batch import BatchCompute, BatchComputeArgs, PoolImage
 from infra.config import PlatformConfig
 from infra.identity import AccessPolicy, Grant, Identities, IdentitiesArgs, built_in, custom_role
-from infra.ingestion import Ingestion, IngestionArgs
+from infra.ingestion import Ingestion, IngestionArgs, StreamJobIO, StreamJobIOArgs
 from infra.naming import compact_name, dashed_name
+from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.registry import Registry, RegistryArgs
 from infra.scheduler import Recurrence, Scheduler, SchedulerArgs
-from infra.storage import PlatformStorage, StorageArgs
+from infra.storage import DataProtection, Firewall, PlatformStorage, StorageArgs
 from workloads.common import envvars
 from workloads.common.layout import Container
 
-BATCH_JOB_ACTIONS = ["Microsoft.Batch/batchAccounts/read", "Microsoft.Batch/batchAccounts/pools/read"]
-BATCH_JOB_DATA_ACTIONS = ["Microsoft.Batch/batchAccounts/jobs/*"]
+# Read and start one container group: no built-in role is that narrow (Container Instances Contributor may also
+# create, change and delete groups), so the Logic App gets this custom role, assignable in the resource group only.
 START_GROUP_ACTIONS = [
     "Microsoft.ContainerInstance/containerGroups/read",
     "Microsoft.ContainerInstance/containerGroups/start/action",
@@ -27,6 +28,9 @@ START_GROUP_ACTIONS = [
 
 
 class BatchScoringPlatform(pulumi.ComponentResource):
+    """The topology, in the order Azure needs it: every identity's role assignments exist before anything runs as
+    that identity (pool, container group, Logic App, the stream job's input, output and start)."""
+
     def __init__(
         self,
         name: str,
@@ -52,12 +56,24 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             IdentitiesArgs(
                 rg,
                 location,
-                {p: dashed_name(prefix, stack, p, 128) for p in ("scorer", "submitter")},
+                {p: dashed_name(prefix, stack, p, 128) for p in ("scorer", "submitter", "scheduler")},
                 tags,
             ),
             child,
         )
-        scorer_id, submitter_id = identities["scorer"], identities["submitter"]
+        scorer_id, submitter_id, scheduler_id = identities["scorer"], identities["submitter"], identities["scheduler"]
+        self.network = (
+            PrivateNetwork(
+                f"{name}-network",
+                PrivateNetworkArgs(
+                    rg, location, dashed_name(prefix, stack, "vnet", 64), config.vnet_address_space, tags
+                ),
+                child,
+            )
+            if config.private_network
+            else None
+        )
+        admin_ips = tuple(config.admin_ip_ranges)
 
         self.storage = PlatformStorage(
             f"{name}-storage",
@@ -70,7 +86,13 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     Container.PREDICTIONS: config.predictions_retention_days,
                     Container.LOGS: config.logs_retention_days,
                 },
-                protect=config.protect_data,
+                protection=DataProtection(
+                    redundancy=config.storage_redundancy,
+                    soft_delete_days=config.soft_delete_days,
+                    versioning=config.blob_versioning,
+                    protect=config.protect_data,
+                ),
+                firewall=Firewall(self.network, admin_ips) if self.network else None,
                 tags=tags,
             ),
             child,
@@ -81,12 +103,12 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 rg,
                 location,
                 dashed_name(prefix, stack, "events", 50),
-                self.storage.account_name,
                 config.aggregation,
                 partitions=config.event_hub_partitions,
                 retention_days=config.event_hub_retention_days,
                 streaming_units=config.streaming_units,
                 protect=config.protect_data,
+                allowed_ip_ranges=(*config.ingest_ip_ranges, *admin_ips) if config.private_network else None,
                 tags=tags,
             ),
             child,
@@ -97,9 +119,27 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 rg,
                 location,
                 compact_name(prefix, stack, "acr", 50),
+                sku=config.registry_sku,
+                network=self.network,
+                allowed_ip_ranges=admin_ips,
                 token_exchanger=token_exchanger,
                 tags=tags,
             ),
+            child,
+        )
+        reader, contributor = built_in(roles.STORAGE_BLOB_DATA_READER), built_in(roles.STORAGE_BLOB_DATA_CONTRIBUTOR)
+        container, acr_pull = self.storage.container_id, built_in(roles.ACR_PULL)
+        registry_id = self.registry.registry.id
+
+        scorer_access = AccessPolicy(
+            f"{name}-scorer-access",
+            [
+                Grant("read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
+                Grant("read-aggregates", scorer_id.principal_id, reader, container(Container.AGGREGATES)),
+                Grant("write-predictions", scorer_id.principal_id, contributor, container(Container.PREDICTIONS)),
+                Grant("write-logs", scorer_id.principal_id, contributor, container(Container.LOGS)),
+                Grant("pull", scorer_id.principal_id, acr_pull, registry_id),
+            ],
             child,
         )
         self.batch = BatchCompute(
@@ -109,15 +149,44 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 location,
                 compact_name(prefix, stack, "batch", 24),
                 config.vm_size,
+                PoolImage(config.pool_image, config.node_agent_sku),
                 config.autoscale,
                 config.autoscale_interval_minutes,
                 self.registry.scorer_image,
                 self.registry.login_server,
                 scorer_id.id,
+                node_grants=[scorer_access],
                 subnet_id=config.subnet_id,
+                ephemeral_os_disk=config.ephemeral_os_disk,
+                network=self.network,
                 tags=tags,
             ),
             child,
+        )
+        submitter_access = AccessPolicy(
+            f"{name}-submitter-access",
+            [
+                Grant("read-models", submitter_id.principal_id, reader, container(Container.MODELS)),
+                Grant("read-aggregates", submitter_id.principal_id, reader, container(Container.AGGREGATES)),
+                Grant("write-logs", submitter_id.principal_id, contributor, container(Container.LOGS)),
+                Grant("pull", submitter_id.principal_id, acr_pull, registry_id),
+                # Built in: jobs and job schedules (data actions) and pools/read, nothing on pools or the account
+                # ("Azure Batch Job Submitter", learn.microsoft.com/azure/batch/batch-role-based-access-control).
+                Grant(
+                    "batch-jobs",
+                    submitter_id.principal_id,
+                    built_in(roles.BATCH_JOB_SUBMITTER),
+                    self.batch.account.id,
+                ),
+            ],
+            child,
+        )
+        group_starter = custom_role(
+            f"{name}-role-group-starter",
+            f"batchscoring {stack} submitter starter",
+            self.resource_group.id,
+            START_GROUP_ACTIONS,
+            opts=child,
         )
         self.scheduler = Scheduler(
             f"{name}-scheduler",
@@ -128,6 +197,11 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 self.registry.submitter_image,
                 self.registry.login_server,
                 submitter_id.id,
+                # The submitter submits tasks that run as the scorer: both identities' grants come first.
+                identity_grants=[submitter_access, scorer_access],
+                trigger_identity_id=scheduler_id.id,
+                trigger_principal_id=scheduler_id.principal_id,
+                starter_role_id=group_starter.id,
                 environment={
                     envvars.STORAGE_ACCOUNT_URL: self.storage.blob_endpoint,
                     envvars.AZURE_CLIENT_ID: submitter_id.client_id,
@@ -149,64 +223,26 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 recurrence=Recurrence(
                     config.schedule_frequency, config.schedule_interval, config.time_zone, config.schedule_minute
                 ),
+                subnet_id=self.network.subnet_id("submitter") if self.network else None,
                 tags=tags,
             ),
             child,
         )
-
-        batch_submitter = custom_role(
-            f"{name}-role-batch-submitter",
-            f"batchscoring {stack} batch job submitter",
-            self.resource_group.id,
-            BATCH_JOB_ACTIONS,
-            BATCH_JOB_DATA_ACTIONS,
-            child,
-        )
-        group_starter = custom_role(
-            f"{name}-role-group-starter",
-            f"batchscoring {stack} submitter starter",
-            self.resource_group.id,
-            START_GROUP_ACTIONS,
-            opts=child,
-        )
-        reader, contributor = built_in(roles.STORAGE_BLOB_DATA_READER), built_in(roles.STORAGE_BLOB_DATA_CONTRIBUTOR)
-        container = self.storage.container_id
-        self.access = AccessPolicy(
-            f"{name}-access",
+        job_principal = self.ingestion.job_principal_id
+        stream_access = AccessPolicy(
+            f"{name}-stream-access",
             [
-                Grant("scorer-read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
-                Grant("scorer-read-aggregates", scorer_id.principal_id, reader, container(Container.AGGREGATES)),
-                Grant(
-                    "scorer-write-predictions", scorer_id.principal_id, contributor, container(Container.PREDICTIONS)
-                ),
-                Grant("scorer-write-logs", scorer_id.principal_id, contributor, container(Container.LOGS)),
-                Grant("scorer-pull", scorer_id.principal_id, built_in(roles.ACR_PULL), self.registry.registry.id),
-                Grant("submitter-read-models", submitter_id.principal_id, reader, container(Container.MODELS)),
-                Grant("submitter-read-aggregates", submitter_id.principal_id, reader, container(Container.AGGREGATES)),
-                Grant("submitter-write-logs", submitter_id.principal_id, contributor, container(Container.LOGS)),
-                Grant("submitter-pull", submitter_id.principal_id, built_in(roles.ACR_PULL), self.registry.registry.id),
-                Grant("submitter-batch-jobs", submitter_id.principal_id, batch_submitter.id, self.batch.account.id),
-                Grant(
-                    "asa-read-events",
-                    self.ingestion.job_principal_id,
-                    built_in(roles.EVENT_HUBS_DATA_RECEIVER),
-                    self.ingestion.hub.id,
-                ),
-                Grant(
-                    "asa-write-aggregates",
-                    self.ingestion.job_principal_id,
-                    contributor,
-                    container(Container.AGGREGATES),
-                ),
-                Grant(
-                    "scheduler-start-submitter",
-                    self.scheduler.workflow_principal_id,
-                    group_starter.id,
-                    self.scheduler.container_group.id,
-                ),
+                Grant("read-events", job_principal, built_in(roles.EVENT_HUBS_DATA_RECEIVER), self.ingestion.hub.id),
+                Grant("write-aggregates", job_principal, contributor, container(Container.AGGREGATES)),
             ],
             child,
         )
+        self.stream_io = StreamJobIO(
+            f"{name}-stream",
+            StreamJobIOArgs(self.ingestion, self.storage.account_name, grants=[stream_access]),
+            child,
+        )
+        self.access = [scorer_access, submitter_access, stream_access, self.scheduler.access]
 
         self.outputs: dict[str, pulumi.Input[object]] = {
             "resource_group": rg,

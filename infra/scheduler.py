@@ -1,7 +1,9 @@
 """The hourly trigger: a Logic App whose Recurrence starts the submitter container group.
 
 Pulumi declares the container group itself (image, identity, environment, command), so the Logic App
-only calls its ``start`` action with its own managed identity: no passwords, no API-connection secrets.
+only calls its ``start`` action with its own user-assigned identity: no passwords, no API-connection secrets.
+That identity is created, and granted the right to start this one group, before the Logic App exists, so its
+first trigger never runs without it (a system-assigned identity only exists once the Logic App does).
 
 A start that starts nothing fails the run. Container Groups - Start (api-version 2023-05-01, REST reference
 "Container Groups - Start", learn.microsoft.com/rest/api/container-instances/container-groups/start)
@@ -19,11 +21,14 @@ trigger's `submitter reconcile` scores every hour the skipped trigger would have
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pulumi
 from pulumi_azure_native import containerinstance, logic
+
+from infra.identity import AccessPolicy, Grant
 
 ACI_API_VERSION = "2023-05-01"
 Frequency = Literal["Minute", "Hour", "Day"]
@@ -59,7 +64,7 @@ class Recurrence:
         return {"type": "Recurrence", "recurrence": recurrence, "runtimeConfiguration": {"concurrency": {"runs": 1}}}
 
 
-def workflow_definition(recurrence: Recurrence, container_group_id: str) -> dict[str, Any]:
+def workflow_definition(recurrence: Recurrence, container_group_id: str, identity_id: str) -> dict[str, Any]:
     """The Logic App definition: on each recurrence, POST .../containerGroups/<group>/start as itself, and fail
     the run when that started nothing (204: the previous run is still going; see the module docstring)."""
     return {
@@ -73,7 +78,14 @@ def workflow_definition(recurrence: Recurrence, container_group_id: str) -> dict
                 "inputs": {
                     "method": "POST",
                     "uri": f"https://management.azure.com{container_group_id}/start?api-version={ACI_API_VERSION}",
-                    "authentication": {"type": "ManagedServiceIdentity", "audience": "https://management.azure.com/"},
+                    # A user-assigned identity is named by its resource id ("Authenticate access with managed
+                    # identities in Azure Logic Apps",
+                    # learn.microsoft.com/azure/logic-apps/authenticate-with-managed-identity).
+                    "authentication": {
+                        "type": "ManagedServiceIdentity",
+                        "identity": identity_id,
+                        "audience": "https://management.azure.com/",
+                    },
                     "retryPolicy": {"type": "exponential", "count": 4, "interval": "PT30S"},
                 },
             },
@@ -106,8 +118,13 @@ class SchedulerArgs:
     submitter_image: pulumi.Input[str]
     registry_server: pulumi.Input[str]
     identity_id: pulumi.Input[str]
+    identity_grants: Sequence[pulumi.Resource]  # the submitter identity's role assignments
+    trigger_identity_id: pulumi.Input[str]  # the Logic App's user-assigned identity
+    trigger_principal_id: pulumi.Input[str]
+    starter_role_id: pulumi.Input[str]  # may read and start the container group, nothing else
     environment: dict[str, pulumi.Input[str]]
     recurrence: Recurrence
+    subnet_id: pulumi.Input[str] | None = None  # private network: the group runs in this delegated subnet
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -142,26 +159,35 @@ class Scheduler(pulumi.ComponentResource):
                     ],
                 )
             ],
+            subnet_ids=[containerinstance.ContainerGroupSubnetIdArgs(id=args.subnet_id)] if args.subnet_id else None,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            # ACI runs the group once when it is created: its image pull and blob access need the grants first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.identity_grants)),
+        )
+        self.access = AccessPolicy(
+            f"{name}-access",
+            [Grant("start-submitter", args.trigger_principal_id, args.starter_role_id, self.container_group.id)],
+            pulumi.ResourceOptions(parent=self),
+        )
+        definition = pulumi.Output.all(self.container_group.id, args.trigger_identity_id).apply(
+            lambda ids: workflow_definition(args.recurrence, ids[0], ids[1])
         )
         self.workflow = logic.Workflow(
             f"{name}-workflow",
             resource_group_name=args.resource_group_name,
             location=args.location,
-            identity=logic.ManagedServiceIdentityArgs(type=logic.ManagedServiceIdentityType.SYSTEM_ASSIGNED),
+            identity=logic.ManagedServiceIdentityArgs(
+                type=logic.ManagedServiceIdentityType.USER_ASSIGNED, user_assigned_identities=[args.trigger_identity_id]
+            ),
             state=logic.WorkflowState.ENABLED,
-            definition=self.container_group.id.apply(lambda group_id: workflow_definition(args.recurrence, group_id)),
+            definition=definition,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.access]),
         )
-        self.workflow_principal_id = self.workflow.identity.apply(lambda i: i.principal_id if i else "")
         self.register_outputs(
             {
                 "container_group_id": self.container_group.id,
                 "workflow_id": self.workflow.id,
-                "definition": self.container_group.id.apply(
-                    lambda group_id: json.dumps(workflow_definition(args.recurrence, group_id))
-                ),
+                "definition": definition.apply(json.dumps),
             }
         )

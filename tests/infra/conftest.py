@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 import pytest
+from pulumi.runtime.mocks import MockMonitor
 
 from infra.config import parse_config
 from infra.platform import BatchScoringPlatform
@@ -19,6 +20,20 @@ TENANT = "tenant-0001"
 NAME_INPUTS = (
     "consumerGroupName",
     "eventHubName",
+    "inputName",
+    "outputName",
+    "subnetName",
+    "privateEndpointName",
+    "privateDnsZoneGroupName",
+    "virtualNetworkLinkName",
+    "privateZoneName",
+    "virtualNetworkName",
+    "networkSecurityGroupName",
+    "natGatewayName",
+    "publicIpAddressName",
+    "lockName",
+    "blobServicesName",
+    "managementPolicyName",
     "containerName",
     "poolName",
     "containerGroupName",
@@ -38,6 +53,11 @@ class Recorded:
     typ: str
     name: str
     inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)  # what the mock answered: inputs and computed values
+    urn: str = ""
+    dependencies: frozenset[str] = frozenset()  # URNs: explicit depends_on (components expanded) and inputs' sources
+    protect: bool = False
+    hooks: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"before_update": ["stream-job-stop..."]}
 
 
 def _azure_name(args: pulumi.runtime.MockResourceArgs) -> str:
@@ -73,8 +93,9 @@ class Mocks(pulumi.runtime.Mocks):
     calls: list[str] = field(default_factory=list)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
-        return f"/mock/{args.typ}/{args.name}", {**args.inputs, **computed(args)}
+        outputs = {**args.inputs, **computed(args)}
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), outputs))
+        return f"/mock/{args.typ}/{args.name}", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.calls.append(args.token)
@@ -94,6 +115,29 @@ class Mocks(pulumi.runtime.Mocks):
 
     def inputs(self, typ: str, name_suffix: str = "") -> dict[str, Any]:
         return self.one(typ, name_suffix).inputs
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock engine, also keeping what the program asked of the engine for each resource: its dependencies,
+    `protect` and hooks. Mocks see only inputs; ordering and life-cycle hooks are engine-side facts."""
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method name)
+        response = super().RegisterResource(request)
+        mocks = self.mocks
+        assert isinstance(mocks, Mocks)
+        # Registrations run on several threads: find this one by type and name (unique together), not by order.
+        recorded = next((r for r in mocks.resources if r.typ == request.type and r.name == request.name), None)
+        if recorded is None:  # the stack itself, which the mock engine does not pass to the mocks
+            return response
+        recorded.urn = response.urn
+        recorded.dependencies = frozenset(request.dependencies)
+        recorded.protect = bool(request.protect)
+        recorded.hooks = {
+            kind: list(getattr(request.hooks, kind))
+            for kind in ("before_create", "after_create", "before_update", "after_update", "before_delete")
+            if getattr(request.hooks, kind)
+        }
+        return response
 
 
 @dataclass
@@ -123,7 +167,7 @@ def deploy() -> Deploy:
 
     def run(stack: str = "dev", exchanger: Exchanges | None = None, **config: Any) -> Deployment:
         mocks = Mocks()
-        pulumi.runtime.set_mocks(mocks, preview=False)
+        pulumi.runtime.set_mocks(mocks, preview=False, monitor=RecordingMonitor(mocks))
         built: list[BatchScoringPlatform] = []
         resolved: dict[str, Any] = {}
 

@@ -80,13 +80,17 @@ def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: De
     assert "TumblingWindow(second, 600)" in job["transformation"]["query"]
     assert job["identity"]["type"] == "SystemAssigned"
     assert job["eventsLateArrivalMaxDelayInSeconds"] == 120 and job["eventsOutOfOrderPolicy"] == "Drop"
-    (source,) = job["inputs"]
+    # Inputs and outputs are their own resources, created once the job's identity has its grants; no start mode
+    # on the job, which would start it at creation (tests/infra/test_ordering.py, infra/stream_job.py).
+    assert "inputs" not in job and "outputs" not in job and "outputStartMode" not in job
+    source = mocks.inputs("azure-native:streamanalytics:Input")
     datasource = source["properties"]["datasource"]
-    assert source["name"] == INPUT_ALIAS and datasource["authenticationMode"] == "Msi"
+    assert source["inputName"] == INPUT_ALIAS and datasource["authenticationMode"] == "Msi"
+    assert source["jobName"] == mocks.one(JOB).outputs["name"]
     assert datasource["type"] == "Microsoft.EventHub/EventHub"
     assert datasource["consumerGroupName"] == "stream-analytics"
-    (sink,) = job["outputs"]
-    assert sink["name"] == OUTPUT_ALIAS
+    sink = mocks.inputs("azure-native:streamanalytics:Output")
+    assert sink["outputName"] == OUTPUT_ALIAS
     assert sink["datasource"]["container"] == "aggregates"
     assert sink["datasource"]["pathPattern"] == ASA_PATH_PATTERN
     assert sink["datasource"]["authenticationMode"] == "Msi"
@@ -145,6 +149,7 @@ def test_pool_autoscales_with_the_built_formula(deploy: Deploy) -> None:
     assert pool["identity"]["userAssignedIdentities"] == [f"/mock/{IDENTITY}/{scorer_identity.name}"]
     account = deployment.mocks.inputs(ACCOUNT)
     assert account["allowedAuthenticationModes"] == ["AAD"]
+    assert "identity" not in account  # the nodes carry the scorer identity; the account needs none
 
 
 def test_pool_in_a_subnet_gets_no_public_ips(deploy: Deploy) -> None:
@@ -167,7 +172,10 @@ def test_logic_app_recurrence_comes_from_config(deploy: Deploy) -> None:
     ).mocks
     definition = mocks.inputs(WORKFLOW)["definition"]
     group_id = f"/mock/{GROUP}/batchscoring-scheduler-submitter"
-    assert definition == workflow_definition(Recurrence("Day", 2, "W. Europe Standard Time", 20), group_id)
+    trigger_identity = f"/mock/{IDENTITY}/batchscoring-identities-scheduler"
+    assert definition == workflow_definition(
+        Recurrence("Day", 2, "W. Europe Standard Time", 20), group_id, trigger_identity
+    )
     trigger = definition["triggers"]["schedule"]
     assert trigger["recurrence"] == {
         "frequency": "Day",
@@ -177,10 +185,14 @@ def test_logic_app_recurrence_comes_from_config(deploy: Deploy) -> None:
     }
     action = definition["actions"]["start_submitter"]["inputs"]
     assert action["method"] == "POST" and action["uri"].startswith(f"https://management.azure.com{group_id}/start")
-    assert action["authentication"]["type"] == "ManagedServiceIdentity"
+    assert action["authentication"] == {
+        "type": "ManagedServiceIdentity",
+        "identity": trigger_identity,
+        "audience": "https://management.azure.com/",
+    }
     assert definition["actions"]["fail_if_nothing_started"]["runAfter"] == {"start_submitter": ["Succeeded"]}
     assert "password" not in json.dumps(definition).lower()
-    assert mocks.inputs(WORKFLOW)["identity"] == {"type": "SystemAssigned"}
+    assert mocks.inputs(WORKFLOW)["identity"] == {"type": "UserAssigned", "userAssignedIdentities": [trigger_identity]}
 
 
 def test_minute_recurrence_has_no_minute_schedule() -> None:
@@ -234,36 +246,35 @@ def test_submitter_defaults_reconcile_a_day_and_trust_no_extra_types(deploy: Dep
 
 def test_role_assignments_are_scoped_to_the_narrowest_resource(deploy: Deploy) -> None:
     mocks = deploy().mocks
-    grants = {r.name.removeprefix("batchscoring-access-"): r.inputs for r in mocks.of_type(ASSIGNMENT)}
+    grants = {r.name.removeprefix("batchscoring-"): r.inputs for r in mocks.of_type(ASSIGNMENT)}
     role = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
     reader, contributor = role + "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1", role + "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+    acr_pull = (
+        role + "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+        "/mock/azure-native:containerregistry:Registry/batchscoring-registry-acr",
+    )
     container = f"/mock/{CONTAINER}/batchscoring-storage-"
     expected = {
-        "scorer-read-models": (reader, container + "models"),
-        "scorer-read-aggregates": (reader, container + "aggregates"),
-        "scorer-write-predictions": (contributor, container + "predictions"),
-        "scorer-write-logs": (contributor, container + "logs"),
-        "submitter-read-models": (reader, container + "models"),
-        "submitter-read-aggregates": (reader, container + "aggregates"),
-        "submitter-write-logs": (contributor, container + "logs"),
-        "asa-write-aggregates": (contributor, container + "aggregates"),
-        "scorer-pull": (
-            role + "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-            "/mock/azure-native:containerregistry:Registry/batchscoring-registry-acr",
+        "scorer-access-read-models": (reader, container + "models"),
+        "scorer-access-read-aggregates": (reader, container + "aggregates"),
+        "scorer-access-write-predictions": (contributor, container + "predictions"),
+        "scorer-access-write-logs": (contributor, container + "logs"),
+        "scorer-access-pull": acr_pull,
+        "submitter-access-read-models": (reader, container + "models"),
+        "submitter-access-read-aggregates": (reader, container + "aggregates"),
+        "submitter-access-write-logs": (contributor, container + "logs"),
+        "submitter-access-pull": acr_pull,
+        # Built-in "Azure Batch Job Submitter", on the one account.
+        "submitter-access-batch-jobs": (
+            role + "48e5e92e-a480-4e71-aa9c-2778f4c13781",
+            f"/mock/{ACCOUNT}/batchscoring-batch-account",
         ),
-        "submitter-pull": (
-            role + "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-            "/mock/azure-native:containerregistry:Registry/batchscoring-registry-acr",
-        ),
-        "asa-read-events": (
+        "stream-access-write-aggregates": (contributor, container + "aggregates"),
+        "stream-access-read-events": (
             role + "a638d3c7-ab3a-418d-83e6-5f17a39d4fde",
             "/mock/azure-native:eventhub:EventHub/batchscoring-ingestion-hub",
         ),
-        "submitter-batch-jobs": (
-            "/mock/azure-native:authorization:RoleDefinition/batchscoring-role-batch-submitter",
-            f"/mock/{ACCOUNT}/batchscoring-batch-account",
-        ),
-        "scheduler-start-submitter": (
+        "scheduler-access-start-submitter": (
             "/mock/azure-native:authorization:RoleDefinition/batchscoring-role-group-starter",
             f"/mock/{GROUP}/batchscoring-scheduler-submitter",
         ),
@@ -271,22 +282,21 @@ def test_role_assignments_are_scoped_to_the_narrowest_resource(deploy: Deploy) -
     assert {name: (g["roleDefinitionId"], g["scope"]) for name, g in grants.items()} == expected
     assert {g["principalType"] for g in grants.values()} == {"ServicePrincipal"}
     principals = {name.split("-")[0]: g["principalId"] for name, g in grants.items()}
-    assert (
-        principals["scorer"].endswith("-scorer-principal")
-        and principals["asa"] == "batchscoring-ingestion-job-principal"
-    )
+    assert principals["scorer"].endswith("-scorer-principal")
+    assert principals["scheduler"].endswith("-scheduler-principal")
+    assert principals["stream"] == "batchscoring-ingestion-job-principal"
 
 
-def test_custom_roles_grant_only_what_their_callers_need(deploy: Deploy) -> None:
-    mocks = deploy().mocks
-    roles = {r.name: r.inputs for r in mocks.of_type("azure-native:authorization:RoleDefinition")}
-    starter = roles["batchscoring-role-group-starter"]["permissions"][0]
-    assert starter["actions"] == [
-        "Microsoft.ContainerInstance/containerGroups/read",
-        "Microsoft.ContainerInstance/containerGroups/start/action",
+def test_the_only_custom_role_reads_and_starts_container_groups(deploy: Deploy) -> None:
+    (role,) = deploy().mocks.of_type("azure-native:authorization:RoleDefinition")
+    assert role.name == "batchscoring-role-group-starter"
+    assert role.inputs["permissions"] == [
+        {
+            "actions": [
+                "Microsoft.ContainerInstance/containerGroups/read",
+                "Microsoft.ContainerInstance/containerGroups/start/action",
+            ],
+            "dataActions": [],
+        }
     ]
-    submitter = roles["batchscoring-role-batch-submitter"]["permissions"][0]
-    assert submitter["dataActions"] == ["Microsoft.Batch/batchAccounts/jobs/*"]
-    assert not any("*" in action for action in submitter["actions"])
-    for role in roles.values():
-        assert role["assignableScopes"] == ["/mock/azure-native:resources:ResourceGroup/batchscoring-rg"]
+    assert role.inputs["assignableScopes"] == ["/mock/azure-native:resources:ResourceGroup/batchscoring-rg"]

@@ -51,6 +51,10 @@ def test_prod_is_bigger_and_protected() -> None:
     dev, prod = parse_config(stack_file_config("dev")), parse_config(stack_file_config("prod"))
     assert prod.max_nodes > dev.max_nodes and prod.spot_nodes and prod.protect_data and not dev.protect_data
     assert prod.tags == {"costCenter": "iot-analytics"}
+    # The dev stack stays simple and cheap; prod keeps data through zone and region loss, deletes and overwrites.
+    assert (dev.storage_redundancy, dev.blob_versioning, dev.private_network) == ("LRS", False, False)
+    assert (prod.storage_redundancy, prod.soft_delete_days, prod.blob_versioning) == ("GZRS", 30, True)
+    assert prod.private_network and prod.registry_sku == "Premium" and prod.ephemeral_os_disk
 
 
 @pytest.mark.parametrize(
@@ -60,6 +64,18 @@ def test_prod_is_bigger_and_protected() -> None:
         ({"maxNodes": 0}, "batchscoring:maxNodes: Input should be greater than or equal to 1 (allowed 1..300)"),
         ({"maxNodes": 301}, "(allowed 1..300)"),
         ({"minNodes": 5, "maxNodes": 2}, "batchscoring:minNodes: 5 must not exceed maxNodes (2)"),
+        ({"storageRedundancy": "ZRS2"}, "batchscoring:storageRedundancy: Input should be 'LRS', 'ZRS'"),
+        ({"softDeleteDays": 366}, "batchscoring:softDeleteDays: Input should be less than or equal to 365"),
+        ({"poolImage": "ubuntu"}, "batchscoring:poolImage: String should match pattern"),
+        ({"adminIpRanges": ["10.0.0.0"]}, "batchscoring:adminIpRanges.0: String should match pattern"),
+        (
+            {
+                "privateNetwork": True,
+                "subnetId": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/virtualNetworks/v/subnets/s",
+            },
+            "batchscoring:subnetId: not used with privateNetwork",
+        ),
+        ({"ephemeralOsDisk": True}, "batchscoring:ephemeralOsDisk: Standard_D2s_v5 has no local disk"),
         (
             {"latenessMinutes": 9},
             "batchscoring:latenessMinutes: 9 minutes do not cover lateToleranceSeconds (300 s) plus the stream "

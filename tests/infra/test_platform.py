@@ -17,21 +17,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED_RESOURCES = {
     "azure-native:resources:ResourceGroup": 1,
-    "azure-native:managedidentity:UserAssignedIdentity": 2,
+    "azure-native:managedidentity:UserAssignedIdentity": 3,
     "azure-native:storage:StorageAccount": 1,
+    "azure-native:storage:BlobServiceProperties": 1,
     "azure-native:storage:BlobContainer": 4,
     "azure-native:storage:ManagementPolicy": 1,
     "azure-native:eventhub:Namespace": 1,
     "azure-native:eventhub:EventHub": 1,
     "azure-native:eventhub:ConsumerGroup": 1,
     "azure-native:streamanalytics:StreamingJob": 1,
+    "azure-native:streamanalytics:Input": 1,
+    "azure-native:streamanalytics:Output": 1,
+    "pulumi-python:dynamic/batchscoring:StreamJobRun": 1,
     "azure-native:containerregistry:Registry": 1,
     "docker:index/image:Image": 2,
     "azure-native:batch:BatchAccount": 1,
     "azure-native:batch:Pool": 1,
     "azure-native:containerinstance:ContainerGroup": 1,
     "azure-native:logic:Workflow": 1,
-    "azure-native:authorization:RoleDefinition": 2,
+    "azure-native:authorization:RoleDefinition": 1,
     "azure-native:authorization:RoleAssignment": 13,
 }
 
@@ -55,7 +59,11 @@ def test_every_resource_of_the_topology_is_declared(deploy: Deploy) -> None:
             "Registry",
             "BatchCompute",
             "Scheduler",
+            "AccessPolicy",  # one per identity: scorer, submitter, stream job, scheduler
             "AccessPolicy",
+            "AccessPolicy",
+            "AccessPolicy",
+            "StreamJobIO",
         )
     )
 

@@ -17,6 +17,9 @@ from infra.scheduler import (
 )
 
 GROUP_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/submitter"
+TRIGGER_IDENTITY = (
+    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/scheduler"
+)
 RETRIED = {408, 429} | set(range(500, 600))  # what a Logic Apps retry policy resends
 
 
@@ -71,7 +74,7 @@ def simulate(definition: dict[str, Any], status_code: int) -> Run:
 
 @pytest.fixture
 def definition() -> dict[str, Any]:
-    return workflow_definition(Recurrence(), GROUP_ID)
+    return workflow_definition(Recurrence(), GROUP_ID, TRIGGER_IDENTITY)
 
 
 def test_a_started_group_is_a_successful_run(definition: dict[str, Any]) -> None:
@@ -109,6 +112,9 @@ def test_the_condition_reads_the_start_action_and_runs_only_after_it_succeeded(d
 
 
 def test_the_definition_is_pure_and_serialisable() -> None:
-    first, second = workflow_definition(Recurrence(), GROUP_ID), workflow_definition(Recurrence(), GROUP_ID)
+    first, second = (
+        workflow_definition(Recurrence(), GROUP_ID, TRIGGER_IDENTITY),
+        workflow_definition(Recurrence(), GROUP_ID, TRIGGER_IDENTITY),
+    )
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert first["triggers"]["schedule"]["recurrence"]["schedule"] == {"minutes": [20]}

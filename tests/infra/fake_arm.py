@@ -1,0 +1,278 @@
+"""A fake Azure Resource Manager serving one Stream Analytics job, behind azure-core's real pipeline.
+
+Only the HTTP layer is replaced (a requests adapter inside azure-core's RequestsTransport, as in
+tests/workloads/fake_batch.py), so `StreamJobClient` runs its real policies (retry, bearer token) and the real
+ARMPolling against canned ARM answers:
+
+* start/stop answer 202 with a ``Location`` header (and ``Azure-AsyncOperation`` when asked); polling that URL answers
+  202 ``polls`` times, then 200 once the operation is done (or the ARM error when it failed);
+* meanwhile the job is Starting/Stopping and a start/stop sent then is refused with 409 Conflict;
+* a start can end Failed a number of times first (RBAC grants not yet in effect);
+* 403 for denied operations, 404 for any other job, and transient 429/503 answers on demand.
+
+Every request is recorded (method, path, query, body). Waits go to a `FakeClock`: nothing sleeps for real.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import requests
+import urllib3
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import RequestsTransport
+from requests.adapters import BaseAdapter
+
+from infra.stream_job import ARM_ENDPOINT, StreamJobClient
+
+SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
+GROUP = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-batchscoring-dev"
+JOB_ID = f"{GROUP}/providers/Microsoft.StreamAnalytics/streamingjobs/asa-batchscoring-dev"
+INPUT_ID = f"{JOB_ID}/inputs/readings"
+OUTPUT_ID = f"{JOB_ID}/outputs/aggregates"
+OPERATIONS = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.StreamAnalytics/locations/westeurope"
+LAST_OUTPUT = "2026-11-25T14:55:00Z"
+TRANSITIONAL = {"Starting", "Stopping", "Restarting", "Scaling"}
+NOT_VALID_STATE = "The Stream Analytics job is not in a valid state to perform this operation."
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+
+@dataclass
+class Operation:
+    action: str  # start | stop
+    polls_left: int
+    fails: bool
+    done: bool = False
+
+
+@dataclass
+class FakeClock:
+    """`time.monotonic` and `time.sleep` for the client: sleeping only moves the clock and is recorded."""
+
+    now: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fake-arm-token", int((datetime.now(UTC) + timedelta(hours=1)).timestamp()))
+
+
+class FakeTransport(RequestsTransport):
+    """RequestsTransport whose `sleep` (used by RetryPolicy and LRO polling) goes to the fake clock."""
+
+    def __init__(self, session: requests.Session, clock: FakeClock) -> None:
+        super().__init__(session=session, session_owner=False)
+        self._clock = clock
+
+    def sleep(self, duration: float) -> None:
+        self._clock.sleep(duration)
+
+
+@dataclass
+class FakeArm(BaseAdapter):
+    """One job's state machine; fields are the scenario knobs, `calls` what the client sent."""
+
+    state: str = "Created"
+    last_output_event_time: str | None = None
+    polls: int = 1  # 202 answers from the operation URL before the operation is done
+    failed_starts: int = 0  # the next N starts end with the job Failed
+    conflicts: int = 0  # the next N start/stop requests are refused with 409 whatever the state
+    settle_after: int = 0  # GETs of the job after which a transitional state settles...
+    settles_to: str | None = None  # ...into this state
+    denied: set[str] = field(default_factory=set)  # "read", "start", "stop": answered 403
+    async_operation: bool = False  # also send Azure-AsyncOperation (polled first, then the Location)
+    transient: list[int] = field(default_factory=list)  # statuses answered (one each) before anything else
+    clock: FakeClock = field(default_factory=FakeClock)
+    calls: list[Call] = field(default_factory=list)
+    operations: dict[str, Operation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    # --- transport plumbing --------------------------------------------------------------------------------------
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        url = urlparse(str(request.url))
+        raw = request.body
+        body = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
+        call = Call(str(request.method), url.path, parse_qs(url.query), body)
+        self.calls.append(call)
+        if self.transient:
+            status = self.transient.pop(0)
+            return self._response(request, status, _error("Throttled", "try again"), {"Retry-After": "1"})
+        status, payload, headers = self._route(call)
+        return self._response(request, status, payload, headers)
+
+    def close(self) -> None:
+        pass
+
+    def _response(
+        self, request: requests.PreparedRequest, status: int, payload: Any, extra: dict[str, str] | None = None
+    ) -> requests.Response:
+        content = json.dumps(payload).encode() if payload is not None else b""
+        headers = {"Content-Type": "application/json; charset=utf-8", "Content-Length": str(len(content))}
+        headers |= extra or {}
+        response = requests.Response()
+        response.status_code = status
+        response._content = content
+        response.headers.update(headers)
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(content), headers=headers, status=status, preload_content=False
+        )
+        response.url = str(request.url)
+        response.request = request
+        return response
+
+    def client(self, **kwargs: Any) -> StreamJobClient:
+        """A real StreamJobClient wired to this fake, its clock and sleep; `kwargs` override the bounds."""
+        session = requests.Session()
+        session.mount("https://", self)
+        options: dict[str, Any] = {"polling_interval": 10.0, "retry_backoff_factor": 0.0, "log": lambda _msg: None}
+        options |= kwargs
+        return StreamJobClient(
+            FakeCredential(),
+            transport=FakeTransport(session, self.clock),
+            sleep=self.clock.sleep,
+            clock=self.clock,
+            **options,
+        )
+
+    # --- ARM ------------------------------------------------------------------------------------------------------
+
+    def _route(self, call: Call) -> tuple[int, Any, dict[str, str]]:
+        path = call.path.rstrip("/")
+        if path.lower() == JOB_ID.lower() and call.method == "GET":
+            return self._get_job()
+        if path.lower() == f"{JOB_ID}/start".lower() and call.method == "POST":
+            return self._start(call.body or {})
+        if path.lower() == f"{JOB_ID}/stop".lower() and call.method == "POST":
+            return self._stop()
+        if path.startswith(f"{OPERATIONS}/") and call.method == "GET":
+            return self._poll(path.rsplit("/", 2)[-2], path.rsplit("/", 1)[-1])
+        return 404, _error("ResourceNotFound", f"The Resource '{path}' was not found."), {}
+
+    def _get_job(self) -> tuple[int, Any, dict[str, str]]:
+        if "read" in self.denied:
+            return 403, _denied("read"), {}
+        if self.settles_to is not None and self.state in TRANSITIONAL:
+            self.settle_after -= 1
+            if self.settle_after <= 0:
+                self.state, self.settles_to = self.settles_to, None
+        properties = {"jobState": self.state, "lastOutputEventTime": self.last_output_event_time}
+        return 200, {"id": JOB_ID, "name": JOB_ID.rsplit("/", 1)[-1], "properties": properties}, {}
+
+    def _start(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if "start" in self.denied:
+            return 403, _denied("start/action"), {}
+        if refused := self._conflict():
+            return refused
+        if self.state in {"Running", "Degraded"}:
+            return 409, _error("Conflict", NOT_VALID_STATE), {}
+        if body.get("outputStartMode") == "LastOutputEventTime" and not self.last_output_event_time:
+            return 400, _error("BadRequest", "LastOutputEventTime needs a job that has produced output."), {}
+        fails = self.failed_starts > 0
+        self.failed_starts -= int(fails)
+        self.state = "Starting"
+        return self._accept(Operation("start", self.polls, fails))
+
+    def _stop(self) -> tuple[int, Any, dict[str, str]]:
+        if "stop" in self.denied:
+            return 403, _denied("stop/action"), {}
+        if refused := self._conflict():
+            return refused
+        self.state = "Stopping"
+        return self._accept(Operation("stop", self.polls, fails=False))
+
+    def _conflict(self) -> tuple[int, Any, dict[str, str]] | None:
+        if self.conflicts > 0 or self.state in TRANSITIONAL:
+            self.conflicts = max(0, self.conflicts - 1)
+            return 409, _error("Conflict", NOT_VALID_STATE), {}
+        return None
+
+    def _accept(self, operation: Operation) -> tuple[int, Any, dict[str, str]]:
+        op_id = f"op-{len(self.operations) + 1}"
+        self.operations[op_id] = operation
+        headers = {"Location": self.location_url(op_id)}
+        if self.async_operation:
+            headers["Azure-AsyncOperation"] = self.async_operation_url(op_id)
+        return 202, None, headers
+
+    @staticmethod
+    def location_url(op_id: str) -> str:
+        return f"{ARM_ENDPOINT}{OPERATIONS}/operationResults/{op_id}?api-version=2020-03-01"
+
+    @staticmethod
+    def async_operation_url(op_id: str) -> str:
+        return f"{ARM_ENDPOINT}{OPERATIONS}/asyncOperations/{op_id}?api-version=2020-03-01"
+
+    def _poll(self, kind: str, op_id: str) -> tuple[int, Any, dict[str, str]]:
+        operation = self.operations[op_id]
+        if not operation.done and operation.polls_left > 0:
+            operation.polls_left -= 1
+            if kind == "asyncOperations":
+                return 200, {"status": "InProgress"}, {}
+            return 202, None, {"Location": self.location_url(op_id)}
+        self._finish(operation)
+        failure = _error("StreamingJobFailedToStart", "Input 'readings': authentication failed (403 from Event Hubs).")
+        if kind == "asyncOperations":
+            return 200, {"status": "Failed", **failure} if operation.fails else {"status": "Succeeded"}, {}
+        return (400, failure, {}) if operation.fails else (200, None, {})
+
+    def _finish(self, operation: Operation) -> None:
+        if operation.done:
+            return
+        operation.done = True
+        if operation.action == "start":
+            self.state = "Failed" if operation.fails else "Running"
+        else:
+            self.state = "Stopped"
+
+    # --- what the tests look at -----------------------------------------------------------------------------------
+
+    def of(self, method: str, suffix: str = "") -> list[Call]:
+        return [c for c in self.calls if c.method == method and c.path.endswith(suffix)]
+
+    def trace(self) -> list[str]:
+        """The calls as short labels: 'GET job', 'POST start', 'GET operationResults/op-1', ..."""
+        labels = []
+        for call in self.calls:
+            if call.path.startswith(OPERATIONS):
+                labels.append(f"{call.method} {call.path.removeprefix(OPERATIONS + '/')}")
+            elif call.path.lower().startswith(JOB_ID.lower()):
+                rest = call.path[len(JOB_ID) :].strip("/")
+                labels.append(f"{call.method} {rest or 'job'}")
+            else:
+                labels.append(f"{call.method} {call.path}")
+        return labels
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _denied(action: str) -> dict[str, Any]:
+    return _error(
+        "AuthorizationFailed",
+        f"The client 'deployer' does not have authorization to perform action "
+        f"'Microsoft.StreamAnalytics/streamingjobs/{action}' over scope '{JOB_ID}'.",
+    )
