@@ -4,8 +4,9 @@ Pulumi (azure-native) creates and updates the ``StreamingJob`` resource but neve
 created ``Created`` and stays idle until someone calls *Start*. This module supplies the two pieces that do:
 
 * :class:`StreamJobRun`, a dynamic resource declared after the job's input, output and role grants. Its ``create``
-  and ``update`` make sure the job runs; its ``delete`` stops it, so ``pulumi destroy`` stops the job before its
-  input and output are deleted.
+  and ``update`` make sure the job runs (its ``diff`` asks for an update whenever it finds the job idle, so every
+  ``pulumi up`` leaves it running, also after a failed restart); its ``delete`` stops it, so ``pulumi destroy``
+  stops the job before its input and output are deleted.
 * :func:`lifecycle_hooks`, resource hooks bound to the job and to its ``Input``/``Output`` sub-resources: before an
   update that touches more than tags they stop the job (Azure does not let a running job's inputs/outputs change),
   after the update they start it again.
@@ -609,8 +610,14 @@ class StreamJobRunProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.CreateResult(f"{job_id}/run", {"job_id": job_id, "last_action": str(outcome)})
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        # Never a replacement: "running" is not something to recreate. A different job is an update (start it).
-        return pulumi.dynamic.DiffResult(changes=_olds.get("job_id") != _news.get("job_id"), replaces=[])
+        """Never a replacement: "running" is not something to recreate. An update (start it) for another job, or
+        when the job is found idle: stopped by hand, failed, or left stopped by an update whose restart failed;
+        `pulumi up` is what leaves the job running."""
+        job_id = str(_news["job_id"])
+        if _olds.get("job_id") != job_id:
+            return pulumi.dynamic.DiffResult(changes=True, replaces=[])
+        status = _with_client(lambda client: client.get(job_id))
+        return pulumi.dynamic.DiffResult(changes=status.idle, replaces=[])
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
         job_id = str(_news["job_id"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from infra.stream_job import START_HOOK_NAME, STOP_HOOK_NAME
 from tests.infra.conftest import Deploy, Mocks, Recorded
 
 ASSIGNMENT = "azure-native:authorization:RoleAssignment"
@@ -100,3 +101,14 @@ def test_the_stream_job_starts_only_after_its_input_and_output(deploy: Deploy) -
     run = mocks.one("pulumi-python:dynamic/batchscoring:StreamJobRun", "stream-run")
     for part in ("batchscoring-stream-input", "batchscoring-stream-output"):
         assert next(r.urn for r in mocks.resources if r.name == part) in run.dependencies
+
+
+def test_the_job_its_input_and_output_carry_the_stop_and_start_hooks(deploy: Deploy) -> None:
+    """Engine-side: an update of any of them is wrapped in stop (before) and start (after) by infra/stream_job.py."""
+    mocks = deploy().mocks
+    expected = {"before_update": [STOP_HOOK_NAME], "after_update": [START_HOOK_NAME]}
+    for typ in ("StreamingJob", "Input", "Output"):
+        assert mocks.one(f"azure-native:streamanalytics:{typ}").hooks == expected
+    # Nothing else is stopped or started by a hook.
+    hooked = [r.name for r in mocks.resources if r.hooks]
+    assert sorted(hooked) == ["batchscoring-ingestion-job", "batchscoring-stream-input", "batchscoring-stream-output"]

@@ -358,12 +358,19 @@ def test_delete_of_a_job_already_gone_succeeds(arm: FakeArm) -> None:
     assert arm.of("POST") == []
 
 
-def test_diff_never_replaces_and_updates_only_for_another_job() -> None:
+def test_diff_never_replaces_and_updates_for_another_job_or_an_idle_one(arm: FakeArm) -> None:
     provider = StreamJobRunProvider()
+    arm.state = "Running"
     same = provider.diff("x", {"job_id": JOB_ID, "last_action": "stopped"}, {"job_id": JOB_ID})
     other = provider.diff("x", {"job_id": JOB_ID}, {"job_id": JOB_ID.replace("asa-", "asa2-")})
     assert (same.changes, same.replaces) == (False, [])
     assert (other.changes, other.replaces) == (True, [])
+    # Stopped by hand, or left stopped by a failed restart: the next `pulumi up` starts it again.
+    for idle in ("Stopped", "Failed", "Created"):
+        arm.state = idle
+        assert provider.diff("x", {"job_id": JOB_ID}, {"job_id": JOB_ID}).changes is True
+    arm.state = "Starting"
+    assert provider.diff("x", {"job_id": JOB_ID}, {"job_id": JOB_ID}).changes is False
 
 
 def test_the_provider_pickles_without_clients_or_credentials() -> None:
