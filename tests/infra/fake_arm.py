@@ -15,7 +15,6 @@ Every request is recorded (method, path, query, body). Waits go to a `FakeClock`
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,12 +22,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import requests
-import urllib3
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
 from infra.stream_job import ARM_ENDPOINT, StreamJobClient
+from tests.fake_http import json_response
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 GROUP = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-batchscoring-dev"
@@ -129,19 +128,7 @@ class FakeArm(BaseAdapter):
     def _response(
         self, request: requests.PreparedRequest, status: int, payload: Any, extra: dict[str, str] | None = None
     ) -> requests.Response:
-        content = json.dumps(payload).encode() if payload is not None else b""
-        headers = {"Content-Type": "application/json; charset=utf-8", "Content-Length": str(len(content))}
-        headers |= extra or {}
-        response = requests.Response()
-        response.status_code = status
-        response._content = content
-        response.headers.update(headers)
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(content), headers=headers, status=status, preload_content=False
-        )
-        response.url = str(request.url)
-        response.request = request
-        return response
+        return json_response(request, status, payload, extra)
 
     def client(self, **kwargs: Any) -> StreamJobClient:
         """A real StreamJobClient wired to this fake, its clock and sleep; `kwargs` override the bounds."""

@@ -7,7 +7,6 @@ SDK parses canned service responses.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +15,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import requests
-import urllib3
 from azure.batch import BatchClient
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
+
+from tests.fake_http import json_response
 
 ENDPOINT = "https://acct.westeurope.batch.azure.com"
 Handler = Callable[["Call"], tuple[int, Any]]
@@ -60,20 +60,10 @@ class FakeBatchService(BaseAdapter):
             status, payload = 404, {"code": "NotFound", "message": {"value": f"no fake for {call.method} {call.path}"}}
         else:
             status, payload = handler(call)
-        content = json.dumps(payload).encode() if payload is not None else b""
-        headers = {"Content-Type": "application/json; odata=minimalmetadata", "Content-Length": str(len(content))}
+        headers = {"Content-Type": "application/json; odata=minimalmetadata"}
         if status == 429:
             headers["Retry-After"] = "0"
-        response = requests.Response()
-        response.status_code = status
-        response._content = content
-        response.headers.update(headers)
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(content), headers=headers, status=status, preload_content=False
-        )
-        response.url = str(request.url)
-        response.request = request
-        return response
+        return json_response(request, status, payload, headers)
 
     def close(self) -> None:
         pass
