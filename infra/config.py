@@ -9,6 +9,7 @@ the settle time), checked on the raw values so that they never wait for the othe
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -225,6 +226,18 @@ class PlatformConfig(BaseModel):
     def _window_tiles_hour(cls, value: int) -> int:
         if 60 % value:
             raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
+        return value
+
+    @field_validator("vnet_address_space")
+    @classmethod
+    def _address_space_fits_the_subnets(cls, value: str) -> str:
+        """Four equal subnets are cut from it (infra/network.py); Azure reserves 5 addresses in each."""
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"must be a network address with its prefix, e.g. 10.40.0.0/16 ({exc})") from None
+        if not 16 <= network.prefixlen <= 24:
+            raise ValueError(f"prefix must be /16 to /24, got /{network.prefixlen}")
         return value
 
     @field_validator("subnet_id")

@@ -68,6 +68,8 @@ def test_prod_is_bigger_and_protected() -> None:
         ({"softDeleteDays": 366}, "batchscoring:softDeleteDays: Input should be less than or equal to 365"),
         ({"poolImage": "ubuntu"}, "batchscoring:poolImage: String should match pattern"),
         ({"adminIpRanges": ["10.0.0.0"]}, "batchscoring:adminIpRanges.0: String should match pattern"),
+        ({"vnetAddressSpace": "10.40.0.1/16"}, "batchscoring:vnetAddressSpace: must be a network address"),
+        ({"vnetAddressSpace": "10.40.0.0/26"}, "batchscoring:vnetAddressSpace: prefix must be /16 to /24, got /26"),
         (
             {
                 "privateNetwork": True,
