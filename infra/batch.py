@@ -97,8 +97,8 @@ class BatchCompute(pulumi.ComponentResource):
                     image_reference=args.image.image_reference(),
                     node_agent_sku_id=args.image.node_agent,
                     # The OS disk, and Docker's images and layers under /var/lib/docker with it, on the VM's local
-                    # cache/temp disk: no managed disk to pay for, faster pulls ("Ephemeral OS disk nodes for Azure
-                    # Batch pools"). Needs a size whose cache or temp disk holds the image, e.g. Standard_D8ds_v5.
+                    # cache disk: no managed disk to pay for, faster pulls. Batch's only placement is CacheDisk
+                    # (DiffDiskPlacement, Batch API), so the size needs a cache disk larger than the image.
                     os_disk=batch.OSDiskArgs(
                         ephemeral_os_disk_settings=batch.DiffDiskSettingsArgs(
                             placement=batch.DiffDiskPlacement.CACHE_DISK
@@ -126,7 +126,9 @@ class BatchCompute(pulumi.ComponentResource):
             target_node_communication_mode=batch.NodeCommunicationMode.SIMPLIFIED,
             opts=pulumi.ResourceOptions(
                 parent=self.account,
-                depends_on=list(args.node_grants),
+                # Nodes start running as the scorer once the pool exists: its grants first, and in a private
+                # network the private endpoints (storage, registry, Batch node management) and their DNS records.
+                depends_on=[*args.node_grants, *(args.network.ready if args.network else [])],
                 custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="30m"),
             ),
         )

@@ -185,8 +185,8 @@ class PlatformConfig(BaseModel):
     ephemeral_os_disk: Annotated[
         bool,
         Field(
-            description="OS disk and Docker's data on the VM's local cache disk; needs a vmSize with one large "
-            "enough for the image (e.g. Standard_D8ds_v5).",
+            description="OS disk, and Docker's images with it, on the VM's local cache disk (Batch's only ephemeral "
+            "placement); needs a vmSize with a cache disk larger than the image (az vm list-skus: CachedDiskBytes).",
         ),
     ] = False
     subnet_id: Annotated[
@@ -313,14 +313,15 @@ def _one_network_mode(private_network: bool, subnet_id: str | None) -> str | Non
     return None
 
 
-def _ephemeral_disk_needs_local_disk(ephemeral_os_disk: bool, vm_size: str) -> str | None:
-    """From the v4 series on, only sizes with a 'd' after the family and vCPUs have a local disk (Standard_D8ds_v5
-    has, Standard_D8s_v5 has not: "Azure virtual machine sizes naming conventions"); older ones are not judged."""
-    match = re.fullmatch(r"Standard_([A-Z]+)(\d+)([a-z]*)_v(\d+)", vm_size)
-    if ephemeral_os_disk and match and int(match.group(4)) >= 4 and "d" not in match.group(3):
+def _private_registry_reachable_by_deployer(
+    private_network: bool, registry_sku: str, admin_ip_ranges: list[str]
+) -> str | None:
+    """A Premium registry in private mode denies every public address but these, and `pulumi up` pushes the images
+    from the deployer's machine: with none listed, the deployment would fail half-way at the first push."""
+    if private_network and registry_sku == "Premium" and not admin_ip_ranges:
         return (
-            f"{NAMESPACE}:ephemeralOsDisk: {vm_size} has no local disk; pick a size with one "
-            "(e.g. Standard_D8ds_v5) or set ephemeralOsDisk to false"
+            f"{NAMESPACE}:adminIpRanges: privateNetwork with registrySku Premium denies the registry to every "
+            "public address but these, and `pulumi up` pushes the images from yours: list your public CIDR"
         )
     return None
 
@@ -329,7 +330,7 @@ CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...]
     (("min_nodes", "max_nodes"), _nodes_in_order),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
     (("private_network", "subnet_id"), _one_network_mode),
-    (("ephemeral_os_disk", "vm_size"), _ephemeral_disk_needs_local_disk),
+    (("private_network", "registry_sku", "admin_ip_ranges"), _private_registry_reachable_by_deployer),
 )
 
 

@@ -7,10 +7,10 @@
 | scorer, submitter | AcrPull | registry |
 | submitter (container group) | Storage Blob Data Reader | models, aggregates containers |
 | submitter | Storage Blob Data Contributor | logs container (manifests, job records) |
-| submitter | Batch job submitter (custom) | Batch account |
+| submitter | Azure Batch Job Submitter (built in) | Batch account |
 | Stream Analytics | Event Hubs Data Receiver | the event hub |
 | Stream Analytics | Storage Blob Data Contributor | aggregates container |
-| Logic App | start container group (custom) | the submitter container group |
+| scheduler (Logic App) | start container group (custom) | the submitter container group |
 """
 
 from __future__ import annotations

@@ -3,12 +3,18 @@
 The ASA query is generated from the same feature definition the local aggregator uses
 (``workloads.common.aggregates``), and its blob output writes the same hour folders
 (``workloads.common.layout.ASA_PATH_PATTERN``): the cloud and the local pipeline cannot drift apart.
+
+The azure-native ``StreamingJob`` is create-only (``ignore_changes`` on everything mutable): azure-native updates a
+job with a full PUT that fails once its inputs/outputs live apart (pulumi-azure-native#688) and fails on a running
+job (#785). Its inputs, outputs, query, streaming units, event policies and tags are owned by ``StreamJobDeployment``
+(``infra/stream_job.py``), which writes them over ARM with the job stopped and starts it again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 from pulumi_azure_native import eventhub, streamanalytics
@@ -21,6 +27,18 @@ from workloads.common.layout import ASA_PATH_PATTERN, Container
 INPUT_ALIAS = "readings"
 OUTPUT_ALIAS = "aggregates"
 ASA_MAX_OUT_OF_ORDER_SECONDS = 599  # the service's upper bound
+TRANSFORMATION_NAME = "aggregate"
+# Every StreamingJob input that may change after creation: owned by StreamJobDeployment, ignored by azure-native.
+JOB_IGNORED_CHANGES = (
+    "transformation",
+    "eventsLateArrivalMaxDelayInSeconds",
+    "eventsOutOfOrderMaxDelayInSeconds",
+    "eventsOutOfOrderPolicy",
+    "outputErrorPolicy",
+    "compatibilityLevel",
+    "sku",
+    "tags",
+)
 
 
 @dataclass
@@ -90,11 +108,25 @@ class Ingestion(pulumi.ComponentResource):
         )
         late = int(args.aggregation.late_tolerance.total_seconds())
         self.query = asa_query(args.aggregation, INPUT_ALIAS, OUTPUT_ALIAS)
+        self.streaming_units = args.streaming_units
+        # The job's mutable settings, in ARM shape (Streaming Jobs - Update): the job is created with them, and
+        # StreamJobDeployment PATCHes them when they change (the job ignores later changes, see below).
+        self.settings: dict[str, Any] = {
+            "eventsLateArrivalMaxDelayInSeconds": late,
+            "eventsOutOfOrderMaxDelayInSeconds": min(late, ASA_MAX_OUT_OF_ORDER_SECONDS),
+            "eventsOutOfOrderPolicy": streamanalytics.EventsOutOfOrderPolicy.DROP.value,
+            "outputErrorPolicy": streamanalytics.OutputErrorPolicy.STOP.value,
+            "tags": tags,
+        }
         # Declared without inputs and outputs: they authenticate as the job's own (system-assigned) identity,
         # whose grants can only exist once the job does (StreamJobIO adds them after the grants). No
         # `outputStartMode` either: on a create it starts the job at once ("This property should only be
         # utilized when it is desired that the job be started immediately upon creation", StreamingJob
         # outputStartMode, api 2020-03-01), i.e. before its inputs, outputs and rights exist.
+        # Create-only: azure-native would apply a later change with a full PUT that the service refuses
+        # (pulumi-azure-native#688: "The streaming job should have at least one input defined", #785: the job
+        # runs). StreamJobDeployment applies changes to these instead. `sku` and `compatibilityLevel` are not
+        # managed after creation at all: changing them means a new job.
         self.job = streamanalytics.StreamingJob(
             f"{name}-job",
             resource_group_name=args.resource_group_name,
@@ -102,15 +134,15 @@ class Ingestion(pulumi.ComponentResource):
             identity=streamanalytics.IdentityArgs(type="SystemAssigned"),
             sku=streamanalytics.SkuArgs(name=streamanalytics.SkuName.STANDARD),
             compatibility_level=streamanalytics.CompatibilityLevel.COMPATIBILITY_LEVEL_1_2,
-            events_late_arrival_max_delay_in_seconds=late,
-            events_out_of_order_max_delay_in_seconds=min(late, ASA_MAX_OUT_OF_ORDER_SECONDS),
-            events_out_of_order_policy=streamanalytics.EventsOutOfOrderPolicy.DROP,
-            output_error_policy=streamanalytics.OutputErrorPolicy.STOP,
+            events_late_arrival_max_delay_in_seconds=self.settings["eventsLateArrivalMaxDelayInSeconds"],
+            events_out_of_order_max_delay_in_seconds=self.settings["eventsOutOfOrderMaxDelayInSeconds"],
+            events_out_of_order_policy=self.settings["eventsOutOfOrderPolicy"],
+            output_error_policy=self.settings["outputErrorPolicy"],
             transformation=streamanalytics.TransformationArgs(
-                name="aggregate", query=self.query, streaming_units=args.streaming_units
+                name=TRANSFORMATION_NAME, query=self.query, streaming_units=args.streaming_units
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, hooks=stream_job.lifecycle_hooks()),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=list(JOB_IGNORED_CHANGES)),
         )
         self.resource_group_name = args.resource_group_name
         self.job_principal_id = self.job.identity.apply(lambda i: i.principal_id if i else "")
@@ -132,57 +164,40 @@ class StreamJobIOArgs:
 
 
 class StreamJobIO(pulumi.ComponentResource):
-    """The job's input and output, and its running state: all after the job identity's grants exist.
+    """The job's input, output, query and settings, applied after the job identity's grants exist, and the job running.
 
-    `StreamJobRun` starts the job once both are in place (and stops it first on `pulumi destroy`, before they
-    are deleted); the lifecycle hooks on the job, input and output stop it before an update and start it again
-    after (infra/stream_job.py).
+    All of it is one ``StreamJobDeployment`` (infra/stream_job.py): it PUTs the input and output over ARM (retrying
+    while the grants propagate, pulumi-azure-native#2607), then the query, and starts the job; on a later change it
+    stops the job, writes what changed and starts it again; on ``pulumi destroy`` it stops the job first.
     """
 
     def __init__(self, name: str, args: StreamJobIOArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("batchscoring:infra:StreamJobIO", name, None, opts)
-        ingestion, job = args.ingestion, args.ingestion.job
-        after_grants = pulumi.ResourceOptions(
-            parent=self, depends_on=list(args.grants), hooks=stream_job.lifecycle_hooks()
+        ingestion = args.ingestion
+        query, streaming_units, settings = ingestion.query, ingestion.streaming_units, ingestion.settings
+
+        def definition(names: dict[str, str]) -> dict[str, Any]:
+            return {
+                "inputs": {
+                    INPUT_ALIAS: stream_job.event_hub_input(names["namespace"], names["hub"], names["consumers"])
+                },
+                "outputs": {
+                    OUTPUT_ALIAS: stream_job.blob_output(names["account"], Container.AGGREGATES.value, ASA_PATH_PATTERN)
+                },
+                "transformation": stream_job.transformation(TRANSFORMATION_NAME, query, streaming_units),
+                "settings": settings,
+            }
+
+        names = pulumi.Output.all(
+            namespace=ingestion.namespace.name,
+            hub=ingestion.hub.name,
+            consumers=ingestion.consumer_group.name,
+            account=args.storage_account_name,
         )
-        self.input = streamanalytics.Input(
-            f"{name}-input",
-            input_name=INPUT_ALIAS,
-            job_name=job.name,
-            resource_group_name=ingestion.resource_group_name,
-            properties=streamanalytics.StreamInputPropertiesArgs(
-                type="Stream",
-                datasource=streamanalytics.EventHubV2StreamInputDataSourceArgs(
-                    type="Microsoft.EventHub/EventHub",
-                    authentication_mode=streamanalytics.AuthenticationMode.MSI,
-                    service_bus_namespace=ingestion.namespace.name,
-                    event_hub_name=ingestion.hub.name,
-                    consumer_group_name=ingestion.consumer_group.name,
-                ),
-                serialization=streamanalytics.JsonSerializationArgs(
-                    type="Json", encoding=streamanalytics.Encoding.UTF8
-                ),
-            ),
-            opts=after_grants,
-        )
-        self.output = streamanalytics.Output(
-            f"{name}-output",
-            output_name=OUTPUT_ALIAS,
-            job_name=job.name,
-            resource_group_name=ingestion.resource_group_name,
-            datasource=streamanalytics.BlobOutputDataSourceArgs(
-                type="Microsoft.Storage/Blob",
-                authentication_mode=streamanalytics.AuthenticationMode.MSI,
-                storage_accounts=[streamanalytics.StorageAccountArgs(account_name=args.storage_account_name)],
-                container=Container.AGGREGATES.value,
-                path_pattern=ASA_PATH_PATTERN,
-            ),
-            serialization=streamanalytics.ParquetSerializationArgs(type="Parquet"),
-            opts=after_grants,
-        )
-        self.run = stream_job.StreamJobRun(
+        self.run = stream_job.StreamJobDeployment(
             f"{name}-run",
-            job_id=job.id,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.input, self.output, *args.grants]),
+            job_id=ingestion.job.id,
+            definition=names.apply(definition),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.grants)),
         )
-        self.register_outputs({"input": self.input.name, "output": self.output.name})
+        self.register_outputs({"job_id": self.run.job_id, "last_action": self.run.last_action})

@@ -53,6 +53,9 @@ class PrivateNetwork(pulumi.ComponentResource):
         super().__init__("batchscoring:infra:PrivateNetwork", name, None, opts)
         tags = {**args.tags, "component": "network"}
         self._args, self._name = args, name
+        # Every private endpoint with its DNS record: what must exist before a workload in the VNet starts, or it
+        # resolves a service's public name to its public address, which the firewall denies.
+        self.ready: list[pulumi.Resource] = []
         child = pulumi.ResourceOptions(parent=self)
         nat_ip = network.PublicIPAddress(
             f"{name}-nat-ip",
@@ -153,7 +156,7 @@ class PrivateNetwork(pulumi.ComponentResource):
             tags={**self._args.tags, "component": "network"},
             opts=pulumi.ResourceOptions(parent=parent),
         )
-        network.PrivateDnsZoneGroup(
+        dns = network.PrivateDnsZoneGroup(
             f"{self._name}-{name}-dns",
             private_dns_zone_group_name="default",
             private_endpoint_name=endpoint.name,
@@ -163,4 +166,5 @@ class PrivateNetwork(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=endpoint),
         )
+        self.ready += [endpoint, dns]
         return endpoint

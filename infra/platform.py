@@ -224,6 +224,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     config.schedule_frequency, config.schedule_interval, config.time_zone, config.schedule_minute
                 ),
                 subnet_id=self.network.subnet_id("submitter") if self.network else None,
+                network_ready=self.network.ready if self.network else (),
                 tags=tags,
             ),
             child,

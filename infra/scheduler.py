@@ -125,6 +125,7 @@ class SchedulerArgs:
     environment: dict[str, pulumi.Input[str]]
     recurrence: Recurrence
     subnet_id: pulumi.Input[str] | None = None  # private network: the group runs in this delegated subnet
+    network_ready: Sequence[pulumi.Resource] = ()  # private network: endpoints and DNS records it resolves through
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -162,7 +163,7 @@ class Scheduler(pulumi.ComponentResource):
             subnet_ids=[containerinstance.ContainerGroupSubnetIdArgs(id=args.subnet_id)] if args.subnet_id else None,
             tags=tags,
             # ACI runs the group once when it is created: its image pull and blob access need the grants first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.identity_grants)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.identity_grants, *args.network_ready]),
         )
         self.access = AccessPolicy(
             f"{name}-access",

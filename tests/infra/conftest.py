@@ -57,7 +57,8 @@ class Recorded:
     urn: str = ""
     dependencies: frozenset[str] = frozenset()  # URNs: explicit depends_on (components expanded) and inputs' sources
     protect: bool = False
-    hooks: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"before_update": ["stream-job-stop..."]}
+    hooks: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"before_update": ["some-hook"]}
+    ignore_changes: list[str] = field(default_factory=list)  # the input properties the engine leaves alone
 
 
 def _azure_name(args: pulumi.runtime.MockResourceArgs) -> str:
@@ -119,7 +120,7 @@ class Mocks(pulumi.runtime.Mocks):
 
 class RecordingMonitor(MockMonitor):
     """The mock engine, also keeping what the program asked of the engine for each resource: its dependencies,
-    `protect` and hooks. Mocks see only inputs; ordering and life-cycle hooks are engine-side facts."""
+    `protect`, hooks and `ignore_changes`. Mocks see only inputs; ordering and life-cycle options are engine-side."""
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method name)
         response = super().RegisterResource(request)
@@ -137,6 +138,7 @@ class RecordingMonitor(MockMonitor):
             for kind in ("before_create", "after_create", "before_update", "after_update", "before_delete")
             if getattr(request.hooks, kind)
         }
+        recorded.ignore_changes = list(request.ignoreChanges)
         return response
 
 

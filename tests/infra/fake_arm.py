@@ -8,6 +8,13 @@ ARMPolling against canned ARM answers:
   202 ``polls`` times, then 200 once the operation is done (or the ARM error when it failed);
 * meanwhile the job is Starting/Stopping and a start/stop sent then is refused with 409 Conflict;
 * a start can end Failed a number of times first (RBAC grants not yet in effect);
+* inputs, outputs and transformations are PUT (201 created, 200 replaced) and inputs/outputs DELETEd (200, 204 when
+  gone); the job is PATCHed (its properties merged, its tags replaced); all of them as in the 2020-03-01 REST spec;
+* an input/output PUT can be refused a number of times first as Stream Analytics refuses an identity whose role
+  assignment has not propagated (400 "Stream Analytics job has validation errors: Access to EventHub ... is not
+  authorized", pulumi-azure-native#2607);
+* a PUT/PATCH/DELETE while the job is not idle is refused (400): the docs say a running job's inputs/outputs cannot
+  change (and pulumi-azure-native#785 shows updates failing), the exact answer is our assumption;
 * 403 for denied operations, 404 for any other job, and transient 429/503 answers on demand.
 
 Every request is recorded (method, path, query, body). Waits go to a `FakeClock`: nothing sleeps for real.
@@ -16,6 +23,7 @@ Every request is recorded (method, path, query, body). Waits go to a `FakeClock`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +34,7 @@ from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
-from infra.stream_job import ARM_ENDPOINT, StreamJobClient
+from infra.stream_job_client import ARM_ENDPOINT, StreamJobClient
 from tests.fake_http import json_response
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
@@ -34,6 +42,8 @@ GROUP = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-batchscoring-dev"
 JOB_ID = f"{GROUP}/providers/Microsoft.StreamAnalytics/streamingjobs/asa-batchscoring-dev"
 INPUT_ID = f"{JOB_ID}/inputs/readings"
 OUTPUT_ID = f"{JOB_ID}/outputs/aggregates"
+IDLE = {"Created", "Stopped", "Failed"}
+SUB_RESOURCES = {"inputs", "outputs", "transformations"}
 OPERATIONS = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.StreamAnalytics/locations/westeurope"
 LAST_OUTPUT = "2026-11-25T14:55:00Z"
 TRANSITIONAL = {"Starting", "Stopping", "Restarting", "Scaling"}
@@ -98,7 +108,14 @@ class FakeArm(BaseAdapter):
     conflicts: int = 0  # the next N start/stop requests are refused with 409 whatever the state
     settle_after: int = 0  # GETs of the job after which a transitional state settles...
     settles_to: str | None = None  # ...into this state
-    denied: set[str] = field(default_factory=set)  # "read", "start", "stop": answered 403
+    denied: set[str] = field(default_factory=set)  # "read", "start", "stop", "write": answered 403
+    input_grant_failures: int = 0  # the next N input PUTs are refused as not authorized (RBAC not propagated)
+    output_grant_failures: int = 0  # the same for output PUTs
+    properties: dict[str, Any] = field(default_factory=dict)  # the job's settings, as PATCHed
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> properties, as PUT
+    outputs: dict[str, Any] = field(default_factory=dict)
+    transformations: dict[str, Any] = field(default_factory=dict)
     async_operation: bool = False  # also send Azure-AsyncOperation (polled first, then the Location)
     transient: list[int] = field(default_factory=list)  # statuses answered (one each) before anything else
     clock: FakeClock = field(default_factory=FakeClock)
@@ -130,19 +147,22 @@ class FakeArm(BaseAdapter):
     ) -> requests.Response:
         return json_response(request, status, payload, extra)
 
-    def client(self, **kwargs: Any) -> StreamJobClient:
-        """A real StreamJobClient wired to this fake, its clock and sleep; `kwargs` override the bounds."""
+    def transport(self) -> FakeTransport:
         session = requests.Session()
         session.mount("https://", self)
-        options: dict[str, Any] = {"polling_interval": 10.0, "retry_backoff_factor": 0.0, "log": lambda _msg: None}
+        return FakeTransport(session, self.clock)
+
+    def client(self, **kwargs: Any) -> StreamJobClient:
+        """A real StreamJobClient wired to this fake, its clock and sleep; `kwargs` override the bounds (and the
+        credential: pass ``credential=None`` to have the client choose one from the environment)."""
+        options: dict[str, Any] = {
+            "credential": FakeCredential(),
+            "polling_interval": 10.0,
+            "retry_backoff_factor": 0.0,
+            "log": lambda _msg: None,
+        }
         options |= kwargs
-        return StreamJobClient(
-            FakeCredential(),
-            transport=FakeTransport(session, self.clock),
-            sleep=self.clock.sleep,
-            clock=self.clock,
-            **options,
-        )
+        return StreamJobClient(transport=self.transport(), sleep=self.clock.sleep, clock=self.clock, **options)
 
     # --- ARM ------------------------------------------------------------------------------------------------------
 
@@ -150,6 +170,15 @@ class FakeArm(BaseAdapter):
         path = call.path.rstrip("/")
         if path.lower() == JOB_ID.lower() and call.method == "GET":
             return self._get_job()
+        if path.lower() == JOB_ID.lower() and call.method == "PATCH":
+            return self._write(lambda: self._patch(call.body or {}))
+        kind, _, name = (
+            path[len(JOB_ID) + 1 :].partition("/") if path.lower().startswith(JOB_ID.lower() + "/") else ("", "", "")
+        )
+        if kind in SUB_RESOURCES and name and "/" not in name and call.method in ("PUT", "DELETE"):
+            if call.method == "DELETE":
+                return self._write(lambda: self._delete(kind, name))
+            return self._write(lambda: self._put(kind, name, (call.body or {}).get("properties")))
         if path.lower() == f"{JOB_ID}/start".lower() and call.method == "POST":
             return self._start(call.body or {})
         if path.lower() == f"{JOB_ID}/stop".lower() and call.method == "POST":
@@ -167,6 +196,42 @@ class FakeArm(BaseAdapter):
                 self.state, self.settles_to = self.settles_to, None
         properties = {"jobState": self.state, "lastOutputEventTime": self.last_output_event_time}
         return 200, {"id": JOB_ID, "name": JOB_ID.rsplit("/", 1)[-1], "properties": properties}, {}
+
+    def _write(self, action: Callable[[], tuple[int, Any, dict[str, str]]]) -> tuple[int, Any, dict[str, str]]:
+        if "write" in self.denied:
+            return 403, _denied("write"), {}
+        if self.state not in IDLE:
+            return 400, _error("BadRequest", f"The streaming job is {self.state}: stop it before changing it."), {}
+        return action()
+
+    def _patch(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        self.properties |= body.get("properties") or {}
+        if "tags" in body:
+            self.tags = dict(body["tags"])
+        return 200, {"id": JOB_ID, "properties": {"jobState": self.state, **self.properties}, "tags": self.tags}, {}
+
+    def _put(self, kind: str, name: str, properties: Any) -> tuple[int, Any, dict[str, str]]:
+        if not isinstance(properties, dict):
+            return 400, _error("BadRequest", "The request body must have 'properties'."), {}
+        if kind == "inputs" and self.input_grant_failures > 0:
+            self.input_grant_failures -= 1
+            return 400, _not_authorized(properties), {}
+        if kind == "outputs" and self.output_grant_failures > 0:
+            self.output_grant_failures -= 1
+            return 400, _not_authorized(properties), {}
+        store: dict[str, Any] = getattr(self, kind)
+        created = name not in store
+        store[name] = properties
+        body = {
+            "id": f"{JOB_ID}/{kind}/{name}",
+            "name": name,
+            "type": f"Microsoft.StreamAnalytics/streamingjobs/{kind}",
+        }
+        return (201 if created else 200), {**body, "properties": properties}, {"ETag": f"etag-{len(self.calls)}"}
+
+    def _delete(self, kind: str, name: str) -> tuple[int, Any, dict[str, str]]:
+        store: dict[str, Any] = getattr(self, kind)
+        return (200, None, {}) if store.pop(name, None) is not None else (204, None, {})
 
     def _start(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         if "start" in self.denied:
@@ -255,6 +320,21 @@ class FakeArm(BaseAdapter):
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+def _not_authorized(properties: dict[str, Any]) -> dict[str, Any]:
+    """Stream Analytics' refusal of a data source its managed identity may not use yet (pulumi-azure-native#2607)."""
+    source = properties.get("datasource", {}).get("properties", {})
+    target = (
+        f"EventHub sb://{source.get('serviceBusNamespace')}.servicebus.windows.net/{source.get('eventHubName')}"
+        if "eventHubName" in source
+        else f"storage container {source.get('container')}"
+    )
+    return _error(
+        "BadRequest",
+        f"Stream Analytics job has validation errors: Access to {target} is not authorized.  "
+        "Exception Attempted to perform an unauthorized operation.",
+    )
 
 
 def _denied(action: str) -> dict[str, Any]:

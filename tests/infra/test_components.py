@@ -19,6 +19,7 @@ SECRET_SIG, SECRET_MARK = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac
 STORAGE, CONTAINER = "azure-native:storage:StorageAccount", "azure-native:storage:BlobContainer"
 POOL, ACCOUNT = "azure-native:batch:Pool", "azure-native:batch:BatchAccount"
 JOB, WORKFLOW = "azure-native:streamanalytics:StreamingJob", "azure-native:logic:Workflow"
+DEPLOYMENT = "pulumi-python:dynamic/batchscoring:StreamJobDeployment"
 GROUP, IMAGE = "azure-native:containerinstance:ContainerGroup", "docker:index/image:Image"
 ASSIGNMENT, IDENTITY = "azure-native:authorization:RoleAssignment", "azure-native:managedidentity:UserAssignedIdentity"
 
@@ -73,31 +74,67 @@ def test_event_hubs_use_entra_id_only(deploy: Deploy) -> None:
 
 
 def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: Deploy) -> None:
-    mocks = deploy(windowMinutes=10, lateToleranceSeconds=120).mocks
+    mocks = deploy(windowMinutes=10, lateToleranceSeconds=120, streamingUnits=3).mocks
     job = mocks.inputs(JOB)
     config = parse_config({"windowMinutes": 10, "lateToleranceSeconds": 120})
-    assert job["transformation"]["query"] == asa_query(config.aggregation, INPUT_ALIAS, OUTPUT_ALIAS)
-    assert "TumblingWindow(second, 600)" in job["transformation"]["query"]
+    query = asa_query(config.aggregation, INPUT_ALIAS, OUTPUT_ALIAS)
+    assert "TumblingWindow(second, 600)" in query
+    # The job is created with the query and settings, then only the deployment changes them (create-only job,
+    # infra/ingestion.py). No inputs, outputs or start mode on the job, which would start it at creation.
+    assert job["transformation"] == {"name": "aggregate", "query": query, "streamingUnits": 3}
     assert job["identity"]["type"] == "SystemAssigned"
     assert job["eventsLateArrivalMaxDelayInSeconds"] == 120 and job["eventsOutOfOrderPolicy"] == "Drop"
-    # Inputs and outputs are their own resources, created once the job's identity has its grants; no start mode
-    # on the job, which would start it at creation (tests/infra/test_ordering.py, infra/stream_job.py).
     assert "inputs" not in job and "outputs" not in job and "outputStartMode" not in job
-    source = mocks.inputs("azure-native:streamanalytics:Input")
-    datasource = source["properties"]["datasource"]
-    assert source["inputName"] == INPUT_ALIAS and datasource["authenticationMode"] == "Msi"
-    assert source["jobName"] == mocks.one(JOB).outputs["name"]
-    assert datasource["type"] == "Microsoft.EventHub/EventHub"
-    assert datasource["consumerGroupName"] == "stream-analytics"
-    sink = mocks.inputs("azure-native:streamanalytics:Output")
-    assert sink["outputName"] == OUTPUT_ALIAS
-    assert sink["datasource"]["container"] == "aggregates"
-    assert sink["datasource"]["pathPattern"] == ASA_PATH_PATTERN
-    assert sink["datasource"]["authenticationMode"] == "Msi"
-    assert sink["serialization"]["type"] == "Parquet"
+
+    # Everything mutable is the dynamic resource's definition, in ARM shape (infra/stream_job.py).
+    run = mocks.inputs(DEPLOYMENT)
+    assert run["job_id"] == f"/mock/{JOB}/batchscoring-ingestion-job"
+    definition = run["definition"]
+    assert sorted(definition) == ["inputs", "outputs", "settings", "transformation"]
+    assert definition["transformation"] == {"name": "aggregate", "query": query, "streamingUnits": 3}
+    assert definition["transformation"]["query"] == job["transformation"]["query"]
+    namespace, hub = mocks.one("azure-native:eventhub:Namespace"), mocks.one("azure-native:eventhub:EventHub")
+    assert definition["inputs"] == {
+        INPUT_ALIAS: {
+            "type": "Stream",
+            "datasource": {
+                "type": "Microsoft.EventHub/EventHub",
+                "properties": {
+                    "serviceBusNamespace": namespace.outputs["name"],
+                    "eventHubName": hub.outputs["name"],
+                    "consumerGroupName": "stream-analytics",
+                    "authenticationMode": "Msi",
+                },
+            },
+            "serialization": {"type": "Json", "properties": {"encoding": "UTF8"}},
+        }
+    }
+    (sink_name,) = definition["outputs"]
+    sink = definition["outputs"][sink_name]
+    assert sink_name == OUTPUT_ALIAS
+    assert sink["datasource"] == {
+        "type": "Microsoft.Storage/Blob",
+        "properties": {
+            "storageAccounts": [{"accountName": mocks.inputs(STORAGE)["accountName"]}],
+            "container": "aggregates",
+            "pathPattern": ASA_PATH_PATTERN,
+            "authenticationMode": "Msi",
+        },
+    }
+    assert sink["serialization"] == {"type": "Parquet", "properties": {}}
     # The settle rule (infra/config.py, OUTPUT_DELAY_MINUTES) relies on Parquet's documented default batching
     # window of 1 minute: a longer timeWindow here would delay an hour's last window past the settle time.
     assert "timeWindow" not in sink and "sizeWindow" not in sink
+    assert definition["settings"] == {
+        "eventsLateArrivalMaxDelayInSeconds": 120,
+        "eventsOutOfOrderMaxDelayInSeconds": 120,
+        "eventsOutOfOrderPolicy": "Drop",
+        "outputErrorPolicy": "Stop",
+        "tags": job["tags"],
+    }
+    # The job is created with exactly the settings the deployment keeps applying.
+    for key, value in definition["settings"].items():
+        assert job[key] == value, key
 
 
 def test_registry_has_no_admin_user_and_images_come_from_the_repo(deploy: Deploy) -> None:

@@ -54,7 +54,7 @@ def test_prod_is_bigger_and_protected() -> None:
     # The dev stack stays simple and cheap; prod keeps data through zone and region loss, deletes and overwrites.
     assert (dev.storage_redundancy, dev.blob_versioning, dev.private_network) == ("LRS", False, False)
     assert (prod.storage_redundancy, prod.soft_delete_days, prod.blob_versioning) == ("GZRS", 30, True)
-    assert prod.private_network and prod.registry_sku == "Premium" and prod.ephemeral_os_disk
+    assert prod.private_network and prod.registry_sku == "Premium" and prod.admin_ip_ranges
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,10 @@ def test_prod_is_bigger_and_protected() -> None:
             },
             "batchscoring:subnetId: not used with privateNetwork",
         ),
-        ({"ephemeralOsDisk": True}, "batchscoring:ephemeralOsDisk: Standard_D2s_v5 has no local disk"),
+        (
+            {"privateNetwork": True, "registrySku": "Premium"},
+            "batchscoring:adminIpRanges: privateNetwork with registrySku Premium denies the registry",
+        ),
         (
             {"latenessMinutes": 9},
             "batchscoring:latenessMinutes: 9 minutes do not cover lateToleranceSeconds (300 s) plus the stream "

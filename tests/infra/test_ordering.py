@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra.stream_job import START_HOOK_NAME, STOP_HOOK_NAME
 from tests.infra.conftest import Deploy, Mocks, Recorded
 
 ASSIGNMENT = "azure-native:authorization:RoleAssignment"
@@ -62,7 +61,10 @@ def edges(mocks: Mocks) -> dict[str, dict[str, list[str]]]:
     return found
 
 
-@pytest.mark.parametrize("stack,overrides", [("dev", {}), ("prod", {"privateNetwork": True, "registrySku": "Premium"})])
+@pytest.mark.parametrize(
+    "stack,overrides",
+    [("dev", {}), ("prod", {"privateNetwork": True, "registrySku": "Premium", "adminIpRanges": ["203.0.113.0/24"]})],
+)
 def test_every_consumer_of_an_identity_waits_for_all_its_grants(
     deploy: Deploy, stack: str, overrides: dict[str, object]
 ) -> None:
@@ -78,11 +80,8 @@ def test_every_consumer_of_an_identity_waits_for_all_its_grants(
         ],
         "batchscoring-identities-submitter": ["batchscoring-scheduler-submitter"],
         "batchscoring-identities-scheduler": ["batchscoring-scheduler-workflow"],
-        "batchscoring-ingestion-job": [
-            "batchscoring-stream-input",
-            "batchscoring-stream-output",
-            "batchscoring-stream-run",
-        ],
+        # The job's inputs and outputs are written by its deployment (infra/stream_job.py), after the grants.
+        "batchscoring-ingestion-job": ["batchscoring-stream-run"],
     }
 
 
@@ -96,19 +95,58 @@ def test_a_consumer_missing_one_grant_is_caught(deploy: Deploy) -> None:
         edges(mocks)
 
 
-def test_the_stream_job_starts_only_after_its_input_and_output(deploy: Deploy) -> None:
-    mocks = deploy().mocks
-    run = mocks.one("pulumi-python:dynamic/batchscoring:StreamJobRun", "stream-run")
-    for part in ("batchscoring-stream-input", "batchscoring-stream-output"):
-        assert next(r.urn for r in mocks.resources if r.name == part) in run.dependencies
+DEPLOYMENT = "pulumi-python:dynamic/batchscoring:StreamJobDeployment"
 
 
-def test_the_job_its_input_and_output_carry_the_stop_and_start_hooks(deploy: Deploy) -> None:
-    """Engine-side: an update of any of them is wrapped in stop (before) and start (after) by infra/stream_job.py."""
+def test_the_stream_job_deployment_waits_for_the_job_its_grants_and_everything_it_names(deploy: Deploy) -> None:
+    """Its create PUTs the input and output (as the job's identity) and the query: all of these must exist first."""
     mocks = deploy().mocks
-    expected = {"before_update": [STOP_HOOK_NAME], "after_update": [START_HOOK_NAME]}
-    for typ in ("StreamingJob", "Input", "Output"):
-        assert mocks.one(f"azure-native:streamanalytics:{typ}").hooks == expected
-    # Nothing else is stopped or started by a hook.
-    hooked = [r.name for r in mocks.resources if r.hooks]
-    assert sorted(hooked) == ["batchscoring-ingestion-job", "batchscoring-stream-input", "batchscoring-stream-output"]
+    run = mocks.one(DEPLOYMENT, "stream-run")
+    parts = [
+        mocks.one("azure-native:streamanalytics:StreamingJob"),
+        mocks.one("azure-native:eventhub:EventHub"),
+        mocks.one("azure-native:eventhub:ConsumerGroup"),
+        mocks.one("azure-native:storage:StorageAccount"),
+        mocks.one(ASSIGNMENT, "stream-access-read-events"),
+        mocks.one(ASSIGNMENT, "stream-access-write-aggregates"),
+    ]
+    missing = [r.name for r in parts if r.urn not in run.dependencies]
+    assert not missing, f"the stream job deployment may run before {missing}"
+
+
+def test_the_job_is_create_only_and_nothing_carries_hooks(deploy: Deploy) -> None:
+    """Engine-side: azure-native never updates the job (its full PUT fails, pulumi-azure-native#688/#785); the
+    deployment owns every property that may change. No resource hooks are left to stop or start the job."""
+    mocks = deploy().mocks
+    job = mocks.one("azure-native:streamanalytics:StreamingJob")
+    assert sorted(job.ignore_changes) == sorted(
+        [
+            "transformation",
+            "eventsLateArrivalMaxDelayInSeconds",
+            "eventsOutOfOrderMaxDelayInSeconds",
+            "eventsOutOfOrderPolicy",
+            "outputErrorPolicy",
+            "compatibilityLevel",
+            "sku",
+            "tags",
+        ]
+    )
+    # Every job input that is not create-only is one azure-native would update with its failing full PUT.
+    create_only = {"resourceGroupName", "location", "identity", "jobName"}
+    assert set(job.inputs) - create_only <= set(job.ignore_changes), "a job input azure-native would update"
+    assert [r.name for r in mocks.resources if r.hooks] == []
+    assert not mocks.of_type("azure-native:streamanalytics:Input")
+    assert not mocks.of_type("azure-native:streamanalytics:Output")
+
+
+def test_in_a_private_network_workloads_start_after_every_private_endpoint_and_its_dns(deploy: Deploy) -> None:
+    mocks = deploy(stack="prod", privateNetwork=True, registrySku="Premium", adminIpRanges=["203.0.113.0/24"]).mocks
+    ready = [
+        r
+        for r in mocks.resources
+        if r.typ in ("azure-native:network:PrivateEndpoint", "azure-native:network:PrivateDnsZoneGroup")
+    ]
+    assert len(ready) == 8  # blob, registry, batchAccount, nodeManagement: an endpoint and a DNS group each
+    for consumer in (mocks.one("azure-native:batch:Pool"), mocks.one("azure-native:containerinstance:ContainerGroup")):
+        missing = [r.name for r in ready if r.urn not in consumer.dependencies]
+        assert not missing, f"{consumer.name} may start before {missing}"

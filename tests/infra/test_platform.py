@@ -26,9 +26,7 @@ EXPECTED_RESOURCES = {
     "azure-native:eventhub:EventHub": 1,
     "azure-native:eventhub:ConsumerGroup": 1,
     "azure-native:streamanalytics:StreamingJob": 1,
-    "azure-native:streamanalytics:Input": 1,
-    "azure-native:streamanalytics:Output": 1,
-    "pulumi-python:dynamic/batchscoring:StreamJobRun": 1,
+    "pulumi-python:dynamic/batchscoring:StreamJobDeployment": 1,  # the job's inputs, outputs, query and settings
     "azure-native:containerregistry:Registry": 1,
     "docker:index/image:Image": 2,
     "azure-native:batch:BatchAccount": 1,
@@ -98,7 +96,25 @@ def test_names_include_the_stack_so_stacks_do_not_collide(deploy: Deploy) -> Non
         ({"vmSize": "Standard_D8s_v5"}, {"batchscoring-batch-pool": {"vmSize"}}),
         ({"maxNodes": 9}, {"batchscoring-batch-pool": {"scaleSettings"}}),
         ({"scheduleInterval": 2}, {"batchscoring-scheduler-workflow": {"definition"}}),
-        ({"windowMinutes": 15}, {"batchscoring-ingestion-job": {"transformation"}}),
+        # The job's own input changes too, but it is create-only (ignore_changes): the deployment applies it.
+        (
+            {"windowMinutes": 15},
+            {"batchscoring-ingestion-job": {"transformation"}, "batchscoring-stream-run": {"definition"}},
+        ),
+        (
+            {"lateToleranceSeconds": 60},
+            {
+                "batchscoring-ingestion-job": {
+                    "eventsLateArrivalMaxDelayInSeconds",
+                    "eventsOutOfOrderMaxDelayInSeconds",
+                },
+                "batchscoring-stream-run": {"definition"},
+            },
+        ),
+        (
+            {"streamingUnits": 3},
+            {"batchscoring-ingestion-job": {"transformation"}, "batchscoring-stream-run": {"definition"}},
+        ),
         ({"chunkSize": 10}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"reconcileHours": 6}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"trustedTypes": ["sklearn.tree._tree.Tree"]}, {"batchscoring-scheduler-submitter": {"containers"}}),

@@ -107,7 +107,7 @@ def test_components_images_and_dynamic_resources_are_left_out() -> None:
         [
             Recorded("batchscoring:infra:Storage", "storage", {}),
             Recorded("docker:index/image:Image", "scorer", {"imageName": "x"}),
-            Recorded("pulumi-python:dynamic/batchscoring:StreamJobRun", "run", {}),
+            Recorded("pulumi-python:dynamic/batchscoring:StreamJobDeployment", "run", {}),
         ]
     )
     assert template["resources"] == []

@@ -1,33 +1,42 @@
-"""The stream job's run life cycle against a fake ARM: start modes, waits, LRO polling, retries, hooks, provider."""
+"""The stream job's deployment against a fake ARM: inputs/outputs/query/settings over ARM, start modes, waits, LRO
+polling, retries (grants propagating, conflicts, throttling), the dynamic provider and the deployer's credential."""
 
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import dill
 import pulumi
 import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 from pulumi.dynamic.dynamic import serialize_provider
 
-from infra import stream_job
-from infra.stream_job import (
-    START_HOOK_NAME,
-    STOP_HOOK_NAME,
+from infra import stream_job, stream_job_client
+from infra.stream_job import StreamJobDeployment, StreamJobDeploymentProvider
+from infra.stream_job_client import (
+    ARM_SP_SOURCE,
+    DEFAULT_SOURCE,
     Outcome,
     StreamJobAccessDeniedError,
     StreamJobError,
+    StreamJobGrantsNotEffectiveError,
     StreamJobNotFoundError,
-    StreamJobRun,
-    StreamJobRunProvider,
     StreamJobStartFailedError,
     StreamJobTimeoutError,
+    deployer_credential,
     job_id_from_resource_id,
-    needs_stop,
 )
 from tests.infra.fake_arm import GROUP, INPUT_ID, JOB_ID, LAST_OUTPUT, OUTPUT_ID, FakeArm
+
+ROOT = Path(__file__).resolve().parents[2]
+PATH_PATTERN = "{datetime:yyyy}/{datetime:MM}/{datetime:dd}/{datetime:HH}"
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +51,7 @@ def no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def arm(monkeypatch: pytest.MonkeyPatch) -> FakeArm:
-    """A fake ARM that the hooks and the dynamic provider also reach (through the module's client factory)."""
+    """A fake ARM that the dynamic provider also reaches (through the module's client factory)."""
     fake = FakeArm()
     monkeypatch.setattr(stream_job, "client_factory", fake.client)
     return fake
@@ -241,29 +250,457 @@ def test_throttling_and_server_errors_are_retried_by_the_pipeline(arm: FakeArm) 
     assert arm.clock.sleeps[:2] == [1.0, 1.0]  # Retry-After honoured, on the fake clock
 
 
-# --- hooks -------------------------------------------------------------------------------------------------------
+# --- the definition and the ARM bodies ---------------------------------------------------------------------------
 
-QUERY_V1 = {"name": "aggregate", "query": "SELECT 1", "streamingUnits": 1}
-JOB_INPUTS = {"jobName": "asa-batchscoring-dev", "resourceGroupName": "rg", "transformation": QUERY_V1, "tags": {}}
+SETTINGS = {
+    "eventsLateArrivalMaxDelayInSeconds": 300,
+    "eventsOutOfOrderMaxDelayInSeconds": 300,
+    "eventsOutOfOrderPolicy": "Drop",
+    "outputErrorPolicy": "Stop",
+    "tags": {"component": "ingestion"},
+}
+DEFINITION: dict[str, Any] = {
+    "inputs": {"readings": stream_job.event_hub_input("evh-batchscoring-dev", "readings", "stream-analytics")},
+    "outputs": {"aggregates": stream_job.blob_output("stbatchscoringdev", "aggregates", PATH_PATTERN)},
+    "transformation": stream_job.transformation("aggregate", "SELECT 1", 1),
+    "settings": SETTINGS,
+}
+# What Inputs/Outputs/Transformations - Create Or Replace (api 2020-03-01) must receive, written out in full.
+INPUT_BODY = {
+    "properties": {
+        "type": "Stream",
+        "datasource": {
+            "type": "Microsoft.EventHub/EventHub",
+            "properties": {
+                "serviceBusNamespace": "evh-batchscoring-dev",
+                "eventHubName": "readings",
+                "consumerGroupName": "stream-analytics",
+                "authenticationMode": "Msi",
+            },
+        },
+        "serialization": {"type": "Json", "properties": {"encoding": "UTF8"}},
+    }
+}
+OUTPUT_BODY = {
+    "properties": {
+        "datasource": {
+            "type": "Microsoft.Storage/Blob",
+            "properties": {
+                "storageAccounts": [{"accountName": "stbatchscoringdev"}],
+                "container": "aggregates",
+                "pathPattern": PATH_PATTERN,
+                "authenticationMode": "Msi",
+            },
+        },
+        "serialization": {"type": "Parquet", "properties": {}},
+    }
+}
+TRANSFORMATION_BODY = {"properties": {"query": "SELECT 1", "streamingUnits": 1}}
+
+
+def changed(**parts: Any) -> dict[str, Any]:
+    """DEFINITION with some top-level parts replaced."""
+    return {**DEFINITION, **parts}
+
+
+def props(definition: dict[str, Any] = DEFINITION, job_id: str = JOB_ID) -> dict[str, Any]:
+    return {"job_id": job_id, "definition": definition}
+
+
+def writes(arm: FakeArm) -> list[str]:
+    """The calls that change or start/stop the job, in order (no GETs, no LRO polls)."""
+    return [label for label in arm.trace() if not label.startswith("GET")]
+
+
+def position(labels: list[str], label: str) -> int:
+    assert label in labels, f"{label!r} not in {labels}"
+    return labels.index(label)
+
+
+# --- create -------------------------------------------------------------------------------------------------------
+
+
+def test_create_puts_input_output_and_transformation_then_starts_with_job_start_time(arm: FakeArm) -> None:
+    result = StreamJobDeploymentProvider().create(props())
+    assert writes(arm) == [
+        "PUT inputs/readings",
+        "PUT outputs/aggregates",
+        "PUT transformations/aggregate",
+        "POST start",
+    ]
+    puts = {c.path.removeprefix(JOB_ID + "/"): c for c in arm.of("PUT")}
+    assert puts["inputs/readings"].body == INPUT_BODY
+    assert puts["outputs/aggregates"].body == OUTPUT_BODY
+    assert puts["transformations/aggregate"].body == TRANSFORMATION_BODY
+    assert all(c.query == {"api-version": ["2020-03-01"]} for c in arm.calls if "operationResults" not in c.path)
+    assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "JobStartTime"}]
+    assert arm.state == "Running"
+    assert arm.inputs == {"readings": INPUT_BODY["properties"]}
+    assert arm.outputs == {"aggregates": OUTPUT_BODY["properties"]}
+    # Created with its settings by azure-native: nothing to PATCH.
+    assert arm.of("PATCH") == []
+    assert result.id == f"{JOB_ID}/deployment"
+    assert result.outs is not None
+    assert result.outs["job_id"] == JOB_ID and result.outs["definition"] == DEFINITION
+    assert result.outs["last_action"].endswith("started:JobStartTime")
+
+
+def test_create_sends_integers_although_the_engine_hands_numbers_back_as_floats(arm: FakeArm) -> None:
+    as_floats = changed(
+        transformation={"name": "aggregate", "query": "SELECT 1", "streamingUnits": 1.0},
+        settings={**SETTINGS, "eventsLateArrivalMaxDelayInSeconds": 300.0},
+    )
+    result = StreamJobDeploymentProvider().create(props(as_floats))
+    (put,) = arm.of("PUT", "/transformations/aggregate")
+    assert put.body == TRANSFORMATION_BODY and type(put.body["properties"]["streamingUnits"]) is int
+    assert result.outs is not None and result.outs["definition"] == DEFINITION
+
+
+def test_create_retries_the_authorization_refusal_until_the_grant_is_in_effect(arm: FakeArm) -> None:
+    arm.input_grant_failures = 2  # the role assignment was created a moment ago (pulumi-azure-native#2607)
+    StreamJobDeploymentProvider().create(props())
+    assert writes(arm) == [
+        "PUT inputs/readings",  # 400 not authorized
+        "PUT inputs/readings",  # 400 not authorized
+        "PUT inputs/readings",
+        "PUT outputs/aggregates",
+        "PUT transformations/aggregate",
+        "POST start",
+    ]
+    backoffs = [s for s in arm.clock.sleeps if s != 10.0]  # not the LRO polling interval
+    assert backoffs == [30.0, 60.0]
+    assert arm.state == "Running"
 
 
 @pytest.mark.parametrize(
-    ("new", "stop"),
+    ("failing", "grant"),
     [
-        ({**JOB_INPUTS, "tags": {"owner": "data"}}, False),
-        (dict(JOB_INPUTS), False),
-        ({**JOB_INPUTS, "transformation": {**QUERY_V1, "query": "SELECT 2"}}, True),
-        ({**JOB_INPUTS, "transformation": {**QUERY_V1, "streamingUnits": 3}}, True),
-        ({**JOB_INPUTS, "outputErrorPolicy": "Drop"}, True),
+        ("input", "Azure Event Hubs Data Receiver on event hub 'readings' (namespace 'evh-batchscoring-dev')"),
+        ("output", "Storage Blob Data Contributor on container 'aggregates' of storage account 'stbatchscoringdev'"),
     ],
-    ids=["tags-only", "unchanged", "query", "streaming-units", "new-property"],
 )
-def test_only_changes_beyond_tags_need_a_stop(new: dict[str, Any], stop: bool) -> None:
-    assert needs_stop(JOB_INPUTS, new) is stop
+def test_a_grant_that_never_takes_effect_gives_up_within_the_bound_naming_it(
+    arm: FakeArm, monkeypatch: pytest.MonkeyPatch, failing: str, grant: str
+) -> None:
+    setattr(arm, f"{failing}_grant_failures", 1000)
+    monkeypatch.setattr(stream_job, "client_factory", lambda: arm.client(grant_timeout=300.0))
+    with pytest.raises(StreamJobGrantsNotEffectiveError) as raised:
+        StreamJobDeploymentProvider().create(props())
+    message = str(raised.value)
+    for needed in (grant, "not authorized", "up to 10 minutes", "RBAC", "pulumi up", "asa-batchscoring-dev"):
+        assert needed in message
+    attempts = len(arm.of("PUT", f"/{failing}s/{'readings' if failing == 'input' else 'aggregates'}"))
+    assert f"{attempts} attempt(s)" in message and 3 <= attempts <= 6
+    assert arm.clock.now <= 300.0
+    assert arm.of("PUT", "/transformations/aggregate") == [] and arm.of("POST", "/start") == []
 
 
-def test_unknown_old_inputs_count_as_a_change() -> None:
-    assert needs_stop(None, JOB_INPUTS)
+def test_the_deployer_lacking_rights_is_not_retried_and_names_its_identity(arm: FakeArm) -> None:
+    arm.denied = {"write"}
+    with pytest.raises(StreamJobAccessDeniedError) as raised:
+        StreamJobDeploymentProvider().create(props())
+    assert len(arm.of("PUT")) == 1  # AuthorizationFailed is ARM refusing the deployer: waiting does not help
+    message = str(raised.value)
+    assert "write input 'readings'" in message and "AuthorizationFailed" in message
+    assert "the credential passed to StreamJobClient" in message and "Contributor" in message
+
+
+def test_create_on_a_job_that_already_runs_stops_it_first(arm: FakeArm) -> None:
+    """Adopting a running job (state lost, or a job started by hand): its inputs cannot change while it runs."""
+    arm.state, arm.last_output_event_time = "Running", LAST_OUTPUT
+    StreamJobDeploymentProvider().create(props())
+    labels = writes(arm)
+    assert labels[0] == "POST stop" and labels[-1] == "POST start"
+    assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "LastOutputEventTime"}]
+
+
+def test_the_fake_refuses_changes_while_the_job_runs(arm: FakeArm) -> None:
+    """What the stop before every change is for (pulumi-azure-native#785)."""
+    arm.state = "Running"
+    with arm.client() as client, pytest.raises(StreamJobError, match="stop it before changing it"):
+        client.put_transformation(JOB_ID, "aggregate", TRANSFORMATION_BODY["properties"])
+
+
+# --- update -------------------------------------------------------------------------------------------------------
+
+
+def running_with_output(arm: FakeArm) -> FakeArm:
+    arm.state, arm.last_output_event_time = "Running", LAST_OUTPUT
+    return arm
+
+
+def test_update_with_a_changed_query_stops_puts_only_the_transformation_and_restarts(arm: FakeArm) -> None:
+    running_with_output(arm)
+    new = changed(transformation=stream_job.transformation("aggregate", "SELECT 2", 1))
+    result = StreamJobDeploymentProvider().update(f"{JOB_ID}/deployment", props(), props(new))
+    labels = writes(arm)
+    assert labels == ["POST stop", "PUT transformations/aggregate", "POST start"]
+    assert (
+        position(labels, "POST stop")
+        < position(labels, "PUT transformations/aggregate")
+        < position(labels, "POST start")
+    )
+    (put,) = arm.of("PUT")
+    assert put.body == {"properties": {"query": "SELECT 2", "streamingUnits": 1}}
+    assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "LastOutputEventTime"}]
+    assert arm.state == "Running"
+    assert result.outs == {
+        "job_id": JOB_ID,
+        "definition": new,
+        "last_action": "stopped; put transformation aggregate; started:LastOutputEventTime",
+    }
+
+
+def test_update_with_more_streaming_units_puts_the_transformation(arm: FakeArm) -> None:
+    running_with_output(arm)
+    new = changed(transformation=stream_job.transformation("aggregate", "SELECT 1", 3))
+    StreamJobDeploymentProvider().update("x", props(), props(new))
+    assert [c.body for c in arm.of("PUT")] == [{"properties": {"query": "SELECT 1", "streamingUnits": 3}}]
+
+
+def test_update_with_changed_late_arrival_settings_patches_only_those(arm: FakeArm) -> None:
+    running_with_output(arm)
+    settings = {**SETTINGS, "eventsLateArrivalMaxDelayInSeconds": 60, "eventsOutOfOrderMaxDelayInSeconds": 60}
+    StreamJobDeploymentProvider().update("x", props(), props(changed(settings=settings)))
+    assert writes(arm) == ["POST stop", "PATCH job", "POST start"]
+    (patch,) = arm.of("PATCH")
+    assert patch.path == JOB_ID and patch.query == {"api-version": ["2020-03-01"]}
+    assert patch.body == {
+        "properties": {"eventsLateArrivalMaxDelayInSeconds": 60, "eventsOutOfOrderMaxDelayInSeconds": 60}
+    }
+    assert arm.properties == {"eventsLateArrivalMaxDelayInSeconds": 60, "eventsOutOfOrderMaxDelayInSeconds": 60}
+    assert arm.of("PUT") == []
+
+
+def test_a_tags_change_patches_the_tags_beside_the_properties(arm: FakeArm) -> None:
+    running_with_output(arm)
+    tags = {"component": "ingestion", "owner": "data"}
+    StreamJobDeploymentProvider().update("x", props(), props(changed(settings={**SETTINGS, "tags": tags})))
+    assert [c.body for c in arm.of("PATCH")] == [{"tags": tags}]
+    assert arm.tags == tags
+
+
+def test_update_of_an_input_puts_it_and_a_removed_output_is_deleted(arm: FakeArm) -> None:
+    running_with_output(arm)
+    arm.outputs = {"aggregates": OUTPUT_BODY["properties"], "old": OUTPUT_BODY["properties"]}
+    old = changed(outputs={**DEFINITION["outputs"], "old": OUTPUT_BODY["properties"]})
+    new = changed(inputs={"readings": stream_job.event_hub_input("evh-batchscoring-dev", "readings", "other")})
+    StreamJobDeploymentProvider().update("x", props(old), props(new))
+    assert writes(arm) == ["POST stop", "PUT inputs/readings", "DELETE outputs/old", "POST start"]
+    assert arm.of("PUT")[0].body["properties"]["datasource"]["properties"]["consumerGroupName"] == "other"
+    assert sorted(arm.outputs) == ["aggregates"]
+
+
+def test_update_with_nothing_changed_but_the_job_idle_only_starts_it(arm: FakeArm) -> None:
+    arm.state, arm.last_output_event_time = "Failed", LAST_OUTPUT
+    result = StreamJobDeploymentProvider().update("x", props(), props())
+    assert writes(arm) == ["POST start"]
+    assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "LastOutputEventTime"}]
+    assert result.outs is not None and result.outs["last_action"] == "started:LastOutputEventTime"
+
+
+def test_update_for_a_new_job_writes_the_whole_definition(arm: FakeArm) -> None:
+    """azure-native replaced the job (a new id): the new one has no inputs, outputs or query of ours yet."""
+    old_job = JOB_ID.replace("asa-", "asa-old-")
+    StreamJobDeploymentProvider().update("x", props(job_id=old_job), props())
+    assert writes(arm) == [
+        "PUT inputs/readings",
+        "PUT outputs/aggregates",
+        "PUT transformations/aggregate",
+        "POST start",
+    ]
+
+
+def test_a_stop_that_fails_leaves_the_definition_unapplied(arm: FakeArm) -> None:
+    """The update fails, Pulumi keeps the old definition in state, and the next `pulumi up` tries again."""
+    arm.state, arm.denied = "Running", {"stop"}
+    new = changed(transformation=stream_job.transformation("aggregate", "SELECT 2", 1))
+    with pytest.raises(StreamJobAccessDeniedError, match="stop"):
+        StreamJobDeploymentProvider().update("x", props(), props(new))
+    assert arm.of("PUT") == [] and arm.state == "Running"
+
+
+# --- diff ---------------------------------------------------------------------------------------------------------
+
+
+def test_diff_reads_the_job_only_when_the_definition_is_unchanged(arm: FakeArm) -> None:
+    provider = StreamJobDeploymentProvider()
+    arm.state = "Running"
+    olds = {**props(), "last_action": "started:JobStartTime", "__provider": "..."}
+    same = provider.diff("x", olds, props())
+    assert (same.changes, same.replaces) == (False, [])
+    assert arm.trace() == ["GET job"]
+    # Stopped by hand, failed, or left stopped by a failed update: the next `pulumi up` starts it again.
+    for idle in ("Stopped", "Failed", "Created"):
+        arm.state = idle
+        assert provider.diff("x", olds, props()).changes is True
+    arm.state = "Starting"
+    assert provider.diff("x", olds, props()).changes is False
+
+
+@pytest.mark.parametrize(
+    "news",
+    [
+        props(changed(transformation=stream_job.transformation("aggregate", "SELECT 2", 1))),
+        props(changed(settings={**SETTINGS, "outputErrorPolicy": "Drop"})),
+        props(changed(outputs={})),
+        props(job_id=JOB_ID.replace("asa-", "asa2-")),
+        props(changed(inputs="04da6b54-80e4-46f7-96ec-b56ff0331ba9")),  # unknown during a preview
+    ],
+    ids=["query", "setting", "outputs", "other-job", "unknown"],
+)
+def test_diff_updates_for_any_change_without_asking_arm_and_never_replaces(arm: FakeArm, news: dict[str, Any]) -> None:
+    result = StreamJobDeploymentProvider().diff("x", props(), news)
+    assert (result.changes, result.replaces) == (True, [])
+    assert arm.calls == []
+
+
+def test_diff_compares_numbers_as_the_program_wrote_them(arm: FakeArm) -> None:
+    arm.state = "Running"
+    as_floats = changed(transformation={"name": "aggregate", "query": "SELECT 1", "streamingUnits": 1.0})
+    assert StreamJobDeploymentProvider().diff("x", props(as_floats), props()).changes is False
+
+
+# --- delete -------------------------------------------------------------------------------------------------------
+
+
+def test_delete_stops_the_job(arm: FakeArm) -> None:
+    arm.state = "Running"
+    StreamJobDeploymentProvider().delete(f"{JOB_ID}/deployment", {**props(), "last_action": "started:JobStartTime"})
+    assert writes(arm) == ["POST stop"]
+    assert arm.state == "Stopped"
+
+
+def test_delete_of_a_job_already_gone_succeeds(arm: FakeArm) -> None:
+    gone = f"{GROUP}/providers/Microsoft.StreamAnalytics/streamingjobs/asa-gone"
+    StreamJobDeploymentProvider().delete(f"{gone}/deployment", props(job_id=gone))
+    assert arm.of("POST") == []
+
+
+# --- pickling: the provider runs in Pulumi's provider process ----------------------------------------------------
+
+
+def test_the_provider_pickles_by_reference_and_loads_in_a_separate_process() -> None:
+    provider = StreamJobDeploymentProvider()
+    assert vars(provider) == {}
+    serialized = serialize_provider(provider)
+    raw = base64.b64decode(serialized)
+    assert b"infra.stream_job" in raw and b"StreamJobDeploymentProvider" in raw
+    assert b"ensure_running" not in raw and b"FakeArm" not in raw  # a reference, not the code (nor a client)
+    # What Pulumi's provider process does with the serialized provider (pulumi/dynamic/__main__.py: dill.loads of
+    # the base64 text), in a fresh interpreter started like it: in the project directory, nothing imported.
+    script = (
+        "import base64, sys, dill\n"
+        "provider = dill.loads(base64.b64decode(sys.stdin.read()))\n"
+        "print(type(provider).__module__, type(provider).__qualname__)\n"
+        "result = provider.diff('x', {'job_id': 'j', 'definition': {}}, {'job_id': 'j', 'definition': {'a': 1}})\n"
+        "print(result.changes, result.replaces)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=serialized, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["infra.stream_job StreamJobDeploymentProvider", "True []"]
+
+
+# --- the deployer's credential ------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Stands in for an azure-identity credential class and records how it was built."""
+
+    built: list[tuple[str, dict[str, Any]]]
+
+    def __init__(self, name: str, built: list[tuple[str, dict[str, Any]]]) -> None:
+        self.name, self.built = name, built
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.built.append((self.name, kwargs))
+        return self
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    built: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(stream_job_client, "ClientSecretCredential", Recorder("ClientSecretCredential", built))
+    monkeypatch.setattr(stream_job_client, "DefaultAzureCredential", Recorder("DefaultAzureCredential", built))
+    for name in (*stream_job_client.AZURE_SP_VARIABLES, *stream_job_client.ARM_SP_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    return built
+
+
+ARM_ENV = {"ARM_CLIENT_ID": "app-1", "ARM_TENANT_ID": "tenant-1", "ARM_CLIENT_SECRET": "s3cret"}
+
+
+def test_azure_natives_service_principal_variables_are_used_when_azure_identitys_are_unset(
+    credentials: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ARM_ENV.items():
+        monkeypatch.setenv(name, value)
+    found = deployer_credential()
+    assert credentials == [
+        ("ClientSecretCredential", {"tenant_id": "tenant-1", "client_id": "app-1", "client_secret": "s3cret"})
+    ]
+    assert found.source == ARM_SP_SOURCE
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # az login, managed or workload identity
+        {**ARM_ENV, "AZURE_CLIENT_ID": "app-2"},  # azure-identity's own variables win
+        {"ARM_CLIENT_ID": "app-1", "ARM_TENANT_ID": "tenant-1"},  # no secret: not a service principal login
+    ],
+    ids=["nothing", "azure-variables", "incomplete-arm"],
+)
+def test_otherwise_default_azure_credential_is_used(
+    credentials: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = deployer_credential()
+    assert credentials == [("DefaultAzureCredential", {})]
+    assert found.source == DEFAULT_SOURCE
+
+
+def test_a_403_names_the_identity_variables_the_provider_used(
+    arm: FakeArm, credentials: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ARM_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(stream_job_client, "ClientSecretCredential", lambda **_: FakeCredential())
+    arm.denied = {"read"}
+    with arm.client(credential=None) as client, pytest.raises(StreamJobAccessDeniedError) as raised:
+        client.get(JOB_ID)
+    assert "ARM_CLIENT_ID/ARM_TENANT_ID/ARM_CLIENT_SECRET" in str(raised.value)
+
+
+class FakeCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fake-arm-token", int(time.time()) + 3600)
+
+
+class NoCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+
+def test_no_token_at_all_says_which_identity_variables_to_set(arm: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        stream_job,
+        "client_factory",
+        lambda: arm.client(credential=NoCredential(), credential_source=DEFAULT_SOURCE),
+    )
+    with pytest.raises(StreamJobAccessDeniedError) as raised:
+        StreamJobDeploymentProvider().create(props())
+    message = str(raised.value)
+    assert "Could not get an ARM token" in message
+    assert "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET" in message and "ARM_CLIENT_ID" in message
+    assert arm.calls == []
+
+
+# --- ids -------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -284,101 +721,6 @@ def test_the_job_id_is_derived_from_job_input_and_output_ids(resource_id: str) -
 def test_other_ids_are_refused(resource_id: str) -> None:
     with pytest.raises(ValueError, match="not a Stream Analytics job"):
         job_id_from_resource_id(resource_id)
-
-
-def hook_args(resource_id: str, old: dict[str, Any], new: dict[str, Any]) -> pulumi.ResourceHookArgs:
-    return pulumi.ResourceHookArgs(
-        urn="urn:pulumi:dev::batchscoring::azure-native:streamanalytics:Input::readings",
-        id=resource_id,
-        name="readings",
-        type="azure-native:streamanalytics:Input",
-        old_inputs=old,
-        new_inputs=new,
-        old_outputs=old,
-    )
-
-
-def test_a_tags_only_change_does_not_stop_the_job(arm: FakeArm) -> None:
-    arm.state = "Running"
-    stream_job.stop_before_update(hook_args(JOB_ID, JOB_INPUTS, {**JOB_INPUTS, "tags": {"cost": "x"}}))
-    assert arm.calls == []
-    assert arm.state == "Running"
-
-
-def test_a_query_change_stops_the_job_before_the_update(arm: FakeArm) -> None:
-    arm.state = "Running"
-    new = {**JOB_INPUTS, "transformation": {**QUERY_V1, "query": "SELECT 2"}}
-    stream_job.stop_before_update(hook_args(JOB_ID, JOB_INPUTS, new))
-    assert [c.path for c in arm.of("POST")] == [f"{JOB_ID}/stop"]
-    assert arm.state == "Stopped"
-
-
-def test_an_input_change_stops_the_parent_job(arm: FakeArm) -> None:
-    arm.state = "Running"
-    old = {"inputName": "readings", "properties": {"consumerGroupName": "a"}}
-    stream_job.stop_before_update(hook_args(INPUT_ID, old, {**old, "properties": {"consumerGroupName": "b"}}))
-    assert [c.path for c in arm.of("POST")] == [f"{JOB_ID}/stop"]
-
-
-def test_after_the_update_the_job_is_started_again(arm: FakeArm) -> None:
-    arm.state, arm.last_output_event_time = "Stopped", LAST_OUTPUT
-    stream_job.start_after_update(hook_args(OUTPUT_ID, {}, {}))
-    assert [(c.path, c.body) for c in arm.of("POST")] == [
-        (f"{JOB_ID}/start", {"outputStartMode": "LastOutputEventTime"})
-    ]
-    assert arm.state == "Running"
-
-
-# --- the dynamic provider ----------------------------------------------------------------------------------------
-
-
-def test_create_starts_the_job(arm: FakeArm) -> None:
-    result = StreamJobRunProvider().create({"job_id": JOB_ID})
-    assert result.outs == {"job_id": JOB_ID, "last_action": "started:JobStartTime"}
-    assert result.id == f"{JOB_ID}/run"
-    assert arm.state == "Running"
-
-
-def test_update_makes_sure_the_job_runs(arm: FakeArm) -> None:
-    arm.state, arm.last_output_event_time = "Failed", LAST_OUTPUT
-    result = StreamJobRunProvider().update(f"{JOB_ID}/run", {"job_id": JOB_ID}, {"job_id": JOB_ID})
-    assert result.outs == {"job_id": JOB_ID, "last_action": "started:LastOutputEventTime"}
-
-
-def test_delete_stops_the_job(arm: FakeArm) -> None:
-    arm.state = "Running"
-    StreamJobRunProvider().delete(f"{JOB_ID}/run", {"job_id": JOB_ID, "last_action": "already_running"})
-    assert [c.path for c in arm.of("POST")] == [f"{JOB_ID}/stop"]
-    assert arm.state == "Stopped"
-
-
-def test_delete_of_a_job_already_gone_succeeds(arm: FakeArm) -> None:
-    gone = f"{GROUP}/providers/Microsoft.StreamAnalytics/streamingjobs/asa-gone"
-    StreamJobRunProvider().delete(f"{gone}/run", {"job_id": gone})
-    assert arm.of("POST") == []
-
-
-def test_diff_never_replaces_and_updates_for_another_job_or_an_idle_one(arm: FakeArm) -> None:
-    provider = StreamJobRunProvider()
-    arm.state = "Running"
-    same = provider.diff("x", {"job_id": JOB_ID, "last_action": "stopped"}, {"job_id": JOB_ID})
-    other = provider.diff("x", {"job_id": JOB_ID}, {"job_id": JOB_ID.replace("asa-", "asa2-")})
-    assert (same.changes, same.replaces) == (False, [])
-    assert (other.changes, other.replaces) == (True, [])
-    # Stopped by hand, or left stopped by a failed restart: the next `pulumi up` starts it again.
-    for idle in ("Stopped", "Failed", "Created"):
-        arm.state = idle
-        assert provider.diff("x", {"job_id": JOB_ID}, {"job_id": JOB_ID}).changes is True
-    arm.state = "Starting"
-    assert provider.diff("x", {"job_id": JOB_ID}, {"job_id": JOB_ID}).changes is False
-
-
-def test_the_provider_pickles_without_clients_or_credentials() -> None:
-    provider = StreamJobRunProvider()
-    assert vars(provider) == {}
-    restored = dill.loads(base64.b64decode(serialize_provider(provider)))
-    assert isinstance(restored, StreamJobRunProvider)
-    assert vars(restored) == {}
 
 
 # --- Pulumi wiring (mock engine) ---------------------------------------------------------------------------------
@@ -403,37 +745,21 @@ def mocks() -> Iterator[Mocks]:
     yield recorded
 
 
-def named(hooks: list[Any] | None) -> list[pulumi.ResourceHook]:
-    """The hooks, checked to be named `ResourceHook`s (the engine reports them by name)."""
-    assert hooks and all(isinstance(hook, pulumi.ResourceHook) for hook in hooks)
-    return list(hooks)
-
-
-def test_lifecycle_hooks_are_named_and_registered_once_per_program(mocks: Mocks) -> None:
-    @pulumi.runtime.test
-    def program() -> None:
-        binding = stream_job.lifecycle_hooks()
-        assert stream_job.lifecycle_hooks() is binding  # the job and its inputs/outputs share one registration
-        before, after = named(binding.before_update), named(binding.after_update)
-        assert [(h.name, h.callback) for h in before] == [(STOP_HOOK_NAME, stream_job.stop_before_update)]
-        assert [(h.name, h.callback) for h in after] == [(START_HOOK_NAME, stream_job.start_after_update)]
-        assert binding.before_create is None and binding.before_delete is None
-
-    program()
-
-
-def test_stream_job_run_is_a_dynamic_resource_taking_the_job_id(mocks: Mocks) -> None:
+def test_stream_job_deployment_is_a_dynamic_resource_taking_the_job_id_and_definition(mocks: Mocks) -> None:
     @pulumi.runtime.test
     def program() -> pulumi.Output[None]:
-        run = StreamJobRun("ingest-run", job_id=pulumi.Output.from_input(JOB_ID))
+        run = StreamJobDeployment(
+            "ingest-run", job_id=pulumi.Output.from_input(JOB_ID), definition=pulumi.Output.from_input(DEFINITION)
+        )
 
-        def check(job_id: str) -> None:
+        def check(values: list[Any]) -> None:
             (recorded,) = mocks.resources
-            assert recorded.typ == "pulumi-python:dynamic/batchscoring:StreamJobRun"
+            assert recorded.typ == "pulumi-python:dynamic/batchscoring:StreamJobDeployment"
             assert recorded.inputs["job_id"] == JOB_ID
+            assert recorded.inputs["definition"] == DEFINITION
             assert "__provider" in recorded.inputs
-            assert job_id == JOB_ID
+            assert values == [JOB_ID, DEFINITION]
 
-        return run.job_id.apply(check)
+        return pulumi.Output.all(run.job_id, run.definition).apply(check)
 
     program()
