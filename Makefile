@@ -12,7 +12,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 export BC_SKIP_MAPPING := TRUE
 export CKV_SKIP_PACKAGE_UPDATE_CHECK := TRUE
 
-.PHONY: setup setup-checkov demo test lint scan bench clean
+.PHONY: setup setup-checkov demo test lint scan bench bench-fleet clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -53,6 +53,11 @@ scan: $(PY_STAMP) $(CHECKOV_STAMP) ## checkov over an ARM export of each stack's
 
 bench: setup
 	$(BIN)/python -m benchmarks.scoring $(ARGS)
+
+# (a) reference style, (b) naive skops loop, (c) our scorer on Azurite, (d) our kernel, per fleet size;
+# a table per size and build/bench/fleet.json. ARGS="--pairs 1000 --scorer-max-pairs 1000" passes options.
+bench-fleet: setup
+	$(BIN)/python -m benchmarks.fleet --pairs 1000 10000 100000 --out build/bench/fleet.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build node_modules .azurite .pytest_cache .mypy_cache .ruff_cache
