@@ -1,13 +1,39 @@
-"""A canned JSON answer as a `requests` response: what the fake Azure services behind azure-core return."""
+"""What the fake Azure services behind azure-core share: the recorded call, a token, and a canned JSON answer."""
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import requests
 import urllib3
+from azure.core.credentials import AccessToken
+
+
+@dataclass
+class Call:
+    """One request as a fake service saw it: the JSON body decoded (the SDKs send str or bytes, never a stream)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+    @classmethod
+    def of(cls, request: requests.PreparedRequest) -> Call:
+        url = urlparse(str(request.url))
+        raw = request.body
+        body = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
+        return cls(str(request.method), url.path, parse_qs(url.query), body)
+
+
+class FakeCredential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fake-token", int((datetime.now(UTC) + timedelta(hours=1)).timestamp()))
 
 
 def json_response(

@@ -22,20 +22,16 @@ Every request is recorded (method, path, query, body). Waits go to a `FakeClock`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import requests
-from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
 from infra.stream_job_client import ARM_ENDPOINT, StreamJobClient
-from tests.fake_http import json_response
+from tests.fake_http import Call, FakeCredential, json_response
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 GROUP = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-batchscoring-dev"
@@ -48,14 +44,6 @@ OPERATIONS = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.StreamAnalytics
 LAST_OUTPUT = "2026-11-25T14:55:00Z"
 TRANSITIONAL = {"Starting", "Stopping", "Restarting", "Scaling"}
 NOT_VALID_STATE = "The Stream Analytics job is not in a valid state to perform this operation."
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
 
 
 @dataclass
@@ -79,11 +67,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-
-
-class FakeCredential:
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("fake-arm-token", int((datetime.now(UTC) + timedelta(hours=1)).timestamp()))
 
 
 class FakeTransport(RequestsTransport):
@@ -128,10 +111,7 @@ class FakeArm(BaseAdapter):
     # --- transport plumbing --------------------------------------------------------------------------------------
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        url = urlparse(str(request.url))
-        raw = request.body
-        body = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
-        call = Call(str(request.method), url.path, parse_qs(url.query), body)
+        call = Call.of(request)
         self.calls.append(call)
         if self.transient:
             status = self.transient.pop(0)

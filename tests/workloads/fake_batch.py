@@ -7,36 +7,19 @@ SDK parses canned service responses.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import requests
 from azure.batch import BatchClient
-from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 
-from tests.fake_http import json_response
+from tests.fake_http import Call, FakeCredential, json_response
 
 ENDPOINT = "https://acct.westeurope.batch.azure.com"
 Handler = Callable[["Call"], tuple[int, Any]]
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
-
-
-class FakeCredential:
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("fake-token", int((datetime.now(UTC) + timedelta(hours=1)).timestamp()))
 
 
 @dataclass
@@ -50,10 +33,7 @@ class FakeBatchService(BaseAdapter):
         super().__init__()
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        url = urlparse(str(request.url))
-        raw = request.body  # the SDK sends JSON as str or bytes, never a stream
-        body = json.loads(raw) if isinstance(raw, str | bytes) and raw else None
-        call = Call(str(request.method), url.path, parse_qs(url.query), body)
+        call = Call.of(request)
         self.calls.append(call)
         handler = self.handlers.get((call.method, call.path))
         if handler is None:
