@@ -100,7 +100,6 @@ class ArmType:
     nests: tuple[Nest, ...] = ()
     scope: tuple[str, ...] = ()
     addressing: frozenset[str] = frozenset()  # inputs that locate the resource or echo read-only fields
-    properties_input: str | None = None  # an input that already holds ARM's `properties`
 
 
 TRACKED = frozenset({"location", "tags"})
@@ -206,23 +205,6 @@ ARM_TYPES: dict[str, ArmType] = {
             Nest("functions[].properties.binding", ("type",)),
             Nest("functions[].properties", ("type",)),
         ),
-    ),
-    "azure-native:streamanalytics:Input": ArmType(
-        "Microsoft.StreamAnalytics/streamingjobs/inputs",
-        "2020-03-01",
-        "{jobName}/{inputName}",
-        top_level=frozenset(),
-        nests=(Nest("properties.datasource", ("type",)), Nest("properties.serialization", ("type",))),
-        addressing=frozenset({"name"}),
-        properties_input="properties",
-    ),
-    "azure-native:streamanalytics:Output": ArmType(
-        "Microsoft.StreamAnalytics/streamingjobs/outputs",
-        "2020-03-01",
-        "{jobName}/{outputName}",
-        top_level=frozenset(),
-        nests=(Nest("datasource", ("type",)), Nest("serialization", ("type",))),
-        addressing=frozenset({"name"}),
     ),
     "azure-native:containerregistry:Registry": ArmType(
         "Microsoft.ContainerRegistry/registries",
@@ -366,13 +348,12 @@ def to_arm_resource(resource: RecordedResource) -> dict[str, Any]:
     top = {key: body.pop(key) for key in list(body) if key in arm.top_level}
     if isinstance(top.get("identity"), dict):
         top["identity"] = _identity(top["identity"])
-    properties = body.pop(arm.properties_input, {}) if arm.properties_input else {}
     entry: dict[str, Any] = {
         "type": arm.type,
         "apiVersion": arm.api_version,
         "name": _name(arm, resource),
         **top,
-        "properties": {**body, **properties},
+        "properties": body,
     }
     if scope := "/".join(str(resource.inputs[key]) for key in arm.scope if resource.inputs.get(key)):
         entry["scope"] = scope

@@ -95,6 +95,26 @@ def _trust(trust_pickle: bool, trusted_types: str) -> Trust:
     return Trust(pickle=trust_pickle, types=tuple(sorted(set(types))))
 
 
+def _settings(
+    stack: str,
+    chunk_size: int,
+    lateness_minutes: int,
+    claim_timeout_minutes: int,
+    trust_pickle: bool,
+    trusted_types: str,
+    **extra: int,
+) -> ReconcileSettings:
+    """The reconcile and run commands' shared settings, validated (bad values raise ValueError: exit 2)."""
+    return ReconcileSettings(
+        stack=validate_stack(stack),
+        chunk_size=chunk_size,
+        settle=timedelta(minutes=lateness_minutes),
+        claim_timeout=timedelta(minutes=claim_timeout_minutes),
+        trust=_trust(trust_pickle, trusted_types),
+        **extra,
+    )
+
+
 def _open_backend(name: BackendName, settings: StorageSettings, workers: int, stack: ExitStack) -> Backend:
     """The backend, validated from its settings here (bad settings exit 2, before anything runs); a local
     pool is shut down when ``stack`` closes."""
@@ -187,13 +207,8 @@ def reconcile(
     finish revisions submitted earlier; print one line per hour saying what was done and why."""
     with bad_input():
         storage = StorageSettings.from_env()
-        settings = ReconcileSettings(
-            stack=validate_stack(stack),
-            chunk_size=chunk_size,
-            hours=hours,
-            settle=timedelta(minutes=lateness_minutes),
-            claim_timeout=timedelta(minutes=claim_timeout_minutes),
-            trust=_trust(trust_pickle, trusted_types),
+        settings = _settings(
+            stack, chunk_size, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types, hours=hours
         )
         service = storage.client()
     with ExitStack() as resources:
@@ -232,13 +247,7 @@ def run(
                 f"hour {format_hour(when)} is not complete until {complete_at(when, settle):%Y-%m-%dT%H:%M}Z "
                 f"(its windows may still be written; settle time {lateness_minutes} min): nothing scored"
             )
-        settings = ReconcileSettings(
-            stack=validate_stack(stack),
-            chunk_size=chunk_size,
-            settle=settle,
-            claim_timeout=timedelta(minutes=claim_timeout_minutes),
-            trust=_trust(trust_pickle, trusted_types),
-        )
+        settings = _settings(stack, chunk_size, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types)
         service = storage.client()
     with ExitStack() as resources:
         with bad_input():
