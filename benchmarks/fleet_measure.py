@@ -411,7 +411,7 @@ def _pack_extras(
         # A stand-in digest: the pack's size and decode time do not depend on it.
         digest = hashlib.sha256(str(pair).encode()).hexdigest()
         groups.setdefault(shard_of(pair.device_id, shards), []).append(
-            PackEntry(pair.device_id, pair.sensor, digest, model)
+            PackEntry(pair.device_id, pair.sensor, digest, tuple(f"f{i}" for i in range(model.n_features)), model)
         )
     packs = [write_pack(entries) for entries in groups.values()]
     gc.collect()

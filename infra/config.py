@@ -33,6 +33,7 @@ from pydantic.fields import FieldInfo
 
 from infra.autoscale import AutoscaleSpec
 from workloads.common.aggregates import AggregationSpec
+from workloads.common.shards import MAX_SHARD_COUNT
 
 NAMESPACE = "batchscoring"
 VM_SIZE = re.compile(r"^Standard_[A-Z][A-Za-z0-9_-]*$")
@@ -111,7 +112,23 @@ class PlatformConfig(BaseModel):
     time_zone: Annotated[
         str, Field(min_length=1, max_length=64, description="Windows time zone name of the trigger, e.g. UTC.")
     ] = "UTC"
-    chunk_size: Annotated[int, Field(ge=1, le=10_000, description="Device/sensor pairs per Batch task.")] = 50
+    chunk_size: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100_000,
+            description="Most device/sensor pairs per Batch task; a shard with more becomes several tasks.",
+        ),
+    ] = 1000
+    shard_count: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_SHARD_COUNT,
+            description="Shards an hour's pairs are split into by a hash of the device id; a task never spans "
+            "two, and each has one model pack. About pairs / chunkSize; the trainer must use the same count.",
+        ),
+    ] = 16
     lateness_minutes: Annotated[
         int,
         Field(

@@ -208,6 +208,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     envvars.STACK: stack,
                     envvars.BACKEND: "batch",
                     envvars.CHUNK_SIZE: str(config.chunk_size),
+                    envvars.SHARD_COUNT: str(config.shard_count),
                     envvars.LATENESS_MINUTES: str(config.lateness_minutes),
                     envvars.RECONCILE_HOURS: str(config.reconcile_hours),
                     envvars.BATCH_ACCOUNT_URL: self.batch.account_endpoint,

@@ -31,7 +31,10 @@ def test_blob_layout_is_time_partitioned() -> None:
     pair = Pair("dev-1", "temp")
     assert layout.hour_prefix(HOUR) == "2026/11/25/10/"
     assert layout.local_aggregate_blob(HOUR) == "2026/11/25/10/local-aggregator.parquet"
-    assert layout.prediction_blob(HOUR, "job", pair) == "2026/11/25/10/job/dev-1/temp.parquet"
+    assert layout.prediction_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/task-00001.parquet"
+    assert layout.task_input_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/inputs/task-00001.parquet"
+    assert layout.pack_blob("s00007-of-00064") == "packs/s00007-of-00064.npz"
+    assert layout.pair_from_model_blob(layout.pack_blob("s00007-of-00064")) is None  # never taken for a model
     assert layout.hour_state_blob(HOUR) == "2026/11/25/10/hour.json"
     assert layout.run_log_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/tasks/task-00001.jsonl"
     assert layout.manifest_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/manifests/task-00001.json"

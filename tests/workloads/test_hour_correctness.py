@@ -43,6 +43,7 @@ runner = CliRunner()
 PAIRS = [Pair(f"dev-{d}", s) for d in range(5) for s in ("temp", "hum")]
 NOW = HOUR + timedelta(hours=1, minutes=20)
 AGGREGATE_GET = r"/aggregates/2026/11/25/10/.*\.parquet$"
+TASK_INPUT_GET = r"/logs/2026/11/25/10/[^/]+/inputs/task-\d+\.parquet$"  # a task's rows, cut by the submitter
 
 
 @pytest.fixture
@@ -67,13 +68,13 @@ class FaultsAfterPlanning(LocalBackend):
         return super().submit(plan, manifests)
 
 
-# 1. A failed aggregate read inside a task fails the task (retried), never "no data".
+# 1. A failed read of its inputs inside a task fails the task (retried), never "no data".
 def test_a_transient_read_failure_in_a_task_is_retried_not_taken_for_no_data(
     faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
 ) -> None:
     service = faulty_service
     publish_data_and_models(service, PAIRS)
-    rule = Rule(AGGREGATE_GET, times=3)  # the SDK's three attempts of the first task run all get 503
+    rule = Rule(TASK_INPUT_GET, times=3)  # the SDK's three attempts of the first task run all get 503
     with FaultsAfterPlanning(faulty_settings, fault_proxy, rule, max_task_retries=1) as backend:
         result = reconciler(service, backend, chunk_size=100).hour(HOUR, NOW)
     assert rule.hits == 3
@@ -86,13 +87,13 @@ def test_a_persistent_read_failure_fails_the_hour_which_stays_due(
 ) -> None:
     service = faulty_service
     publish_data_and_models(service, PAIRS)
-    rule = Rule(AGGREGATE_GET)
+    rule = Rule(TASK_INPUT_GET)
     with FaultsAfterPlanning(faulty_settings, fault_proxy, rule, max_task_retries=1) as backend:
         failed = reconciler(service, backend).hour(HOUR, NOW)
     assert failed.status is AttemptStatus.FAILED and failed.record is not None
     assert failed.record.no_data == 0 and set(failed.record.task_errors) == {"task-00000", "task-00001", "task-00002"}
-    assert "could not read 1 aggregate blob(s): aggregates/2026/11/25/10/local-aggregator.parquet" in str(
-        failed.record.task_errors
+    assert "could not read 1 task input blob(s): logs/2026/11/25/10/score-dev-2026112510-r001/inputs/task-00000" in (
+        str(failed.record.task_errors)
     )
     assert read_hour_predictions(service, HOUR).empty  # a failed revision never becomes the hour's outputs
     fault_proxy.clear()
@@ -247,7 +248,7 @@ def test_force_with_another_chunking_replaces_outputs_and_counts_once(
         predictions.device_id + "/" + predictions.sensor
     )
     names = [b.name for b in service.get_container_client(str(Container.PREDICTIONS)).list_blobs()]
-    assert len(names) == 9  # the old revision's blobs, the failed pair's included, are gone
+    assert len(names) == 2 and all("/score-dev-2026112510-r002/" in n for n in names)  # r001's blobs are gone
     summary = json.loads(runner.invoke(submitter, ["report", "--hour", "2026-11-25T10", "--json"]).stdout)[0]
     assert (summary["pairs_ok"], summary["pairs_failed"], summary["revisions"]) == (9, 1, 2)
 
@@ -307,7 +308,7 @@ def test_a_dropped_connection_in_a_worker_process_is_reported_as_text(
 ) -> None:
     service = faulty_service
     publish_data_and_models(service, PAIRS[:2])
-    rule = Rule(AGGREGATE_GET, fault="drop")
+    rule = Rule(TASK_INPUT_GET, fault="drop")
     backend = FaultsAfterPlanning(faulty_settings, fault_proxy, rule, max_task_retries=0)
     backend._executor.shutdown()
     with LocalBackend(faulty_settings, workers=1, max_task_retries=0) as real:
@@ -315,7 +316,7 @@ def test_a_dropped_connection_in_a_worker_process_is_reported_as_text(
         result = reconciler(service, backend).hour(HOUR, NOW)
     assert result.status is AttemptStatus.FAILED and result.record is not None
     error = result.record.task_errors["task-00000"]
-    assert "pickle" not in error and "could not read 1 aggregate blob(s)" in error
+    assert "pickle" not in error and "could not read 1 task input blob(s)" in error
 
 
 def test_a_bad_connection_string_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,15 +41,19 @@ def random_model(rng: np.random.Generator, index: int) -> CompiledModel:
     )
 
 
+def entry(device_id: str, sensor: str, digest: str, model: CompiledModel) -> PackEntry:
+    return PackEntry(device_id, sensor, digest, tuple(f"f{i}" for i in range(model.n_features)), model)
+
+
 def sample_entries(count: int = 40, seed: int = 0) -> list[PackEntry]:
     rng = np.random.default_rng(seed)
     entries = [
-        PackEntry(f"dev-{i // 4:04d}", SENSORS[i % 4], sha(f"model {i}"), random_model(rng, i)) for i in range(count)
+        entry(f"dev-{i // 4:04d}", SENSORS[i % 4], sha(f"model {i}"), random_model(rng, i)) for i in range(count)
     ]
     train = rng.normal(size=(100, 5)) * 4 + 20
     fitted = compile_model(make_pipeline(StandardScaler(), OneClassSVM(nu=0.05, gamma=0.1)).fit(train))
     assert fitted is not None
-    entries.append(PackEntry("plant.7_line-3", "flow", sha("fitted"), fitted))
+    entries.append(entry("plant.7_line-3", "flow", sha("fitted"), fitted))
     return entries
 
 
@@ -75,7 +79,12 @@ def test_round_trip_is_bit_for_bit() -> None:
     assert len(packed) == len(entries)
     for entry in entries:
         got = packed[(entry.device_id, entry.sensor)]
-        assert (got.device_id, got.sensor, got.model_sha256) == (entry.device_id, entry.sensor, entry.model_sha256)
+        assert (got.device_id, got.sensor, got.model_sha256, got.features) == (
+            entry.device_id,
+            entry.sensor,
+            entry.model_sha256,
+            entry.features,
+        )
         assert_identical(got.model, entry.model)
         assert not got.model.support_vectors.flags.writeable  # a pack's models cannot be altered in place
     fitted = entries[-1]
@@ -101,13 +110,17 @@ def test_numpy_loads_a_pack_without_pickle() -> None:
 
 
 def test_write_rejects_duplicates_and_bad_entries() -> None:
-    entry = sample_entries(1)[0]
+    first = sample_entries(1)[0]
     with pytest.raises(ValueError, match="appears twice"):
-        write_pack([entry, entry])
+        write_pack([first, first])
     with pytest.raises(ValueError, match="sha256"):
-        PackEntry("dev-1", "temperature", "ABC", entry.model)
+        PackEntry("dev-1", "temperature", "ABC", first.features, first.model)
     with pytest.raises(ValueError, match="device id"):
-        PackEntry("../dev", "temperature", sha("x"), entry.model)
+        PackEntry("../dev", "temperature", sha("x"), first.features, first.model)
+    with pytest.raises(ValueError, match="features"):
+        PackEntry("dev-1", "temperature", sha("x"), ("a,b", "c"), first.model)
+    with pytest.raises(ValueError, match="features named for a model"):
+        PackEntry("dev-1", "temperature", sha("x"), first.features[:-1], first.model)
 
 
 def test_a_pack_is_read_back_in_another_process(tmp_path: Path) -> None:
@@ -182,6 +195,9 @@ MUTATIONS: dict[str, tuple[Any, str]] = {
     "short sha": (lambda a: {**a, "model_sha256": a["model_sha256"][:, :31]}, "model_sha256"),
     "numeric ids": (lambda a: {**a, "device_id": np.arange(len(a["device_id"]))}, "unicode strings"),
     "bad device id": (lambda a: {**a, "device_id": np.r_[["../x"], a["device_id"][1:]]}, "invalid device id"),
+    "empty features": (lambda a: {**a, "features": np.r_[[""], a["features"][1:]]}, "invalid features"),
+    "feature count": (lambda a: {**a, "features": np.r_[["f0"], a["features"][1:]]}, "features named for a model"),
+    "missing features": (lambda a: {k: v for k, v in a.items() if k != "features"}, "missing members"),
     "duplicate pair": (
         lambda a: {
             **a,

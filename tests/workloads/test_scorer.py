@@ -69,10 +69,13 @@ def test_bad_pairs_are_logged_and_skipped_while_good_ones_are_scored(
     assert (report.task.ok, report.task.failed, report.task.no_data) == (3, 4, 1)
     assert all(p.timings_ms["total"] > 0 for p in report.pairs if p.status is not PairStatus.NO_DATA)
 
-    # Only scored pairs have predictions: a failed pair leaves nothing half-written.
-    assert blob_names(service, Container.PREDICTIONS) == sorted(
-        prediction_blob(HOUR, "job-1", p) for p in [*GOOD, SOME_NAN]
-    )
+    # One blob for the task, holding only scored pairs: a failed pair leaves nothing half-written.
+    assert blob_names(service, Container.PREDICTIONS) == [prediction_blob(HOUR, "job-1", "task-00000")]
+    written = read_predictions(service, HOUR, "job-1")
+    assert set(zip(written.device_id, written.sensor, strict=True)) == {
+        (p.device_id, p.sensor) for p in [*GOOD, SOME_NAN]
+    }
+    assert len(written) == 12 + 12 + 9
 
     # The run log holds exactly the same lines, one per pair plus the task line.
     data = (
@@ -90,13 +93,14 @@ def test_predictions_equal_sklearn_predict_on_the_same_rows(service: BlobService
     score_task(service, manifest(GOOD))
     models = service.get_container_client(str(Container.MODELS))
     predictions = service.get_container_client(str(Container.PREDICTIONS))
+    written = from_parquet(predictions.download_blob(prediction_blob(HOUR, "job-1", "task-00000")).readall())
     for pair in GOOD:
         model = sio.loads(models.download_blob(model_blob(pair)).readall())
         rows = expected[(expected.device_id == pair.device_id) & (expected.sensor == pair.sensor)].sort_values(
             "window_end"
         )
         x = rows[list(DEFAULT_MODEL_FEATURES)].to_numpy()
-        got = from_parquet(predictions.download_blob(prediction_blob(HOUR, "job-1", pair)).readall())
+        got = written[(written.device_id == pair.device_id) & (written.sensor == pair.sensor)]
         assert list(got["window_end"]) == list(rows["window_end"])
         np.testing.assert_array_equal(got["is_anomaly"].to_numpy(), model.predict(x) == -1)
         np.testing.assert_array_equal(got["score"].to_numpy(), model.decision_function(x))

@@ -84,7 +84,7 @@ def test_reconciling_twice_scores_once_and_force_replaces_the_hour(
         assert (forced.reason, forced.job_id) == (Reason.FORCED, "score-dev-2026112510-r002")
     assert len(read_hour_predictions(service, HOUR)) == 10 * 12
     predictions = [b.name for b in service.get_container_client(str(Container.PREDICTIONS)).list_blobs()]
-    assert len(predictions) == 10 and all("/score-dev-2026112510-r002/" in n for n in predictions)
+    assert len(predictions) == 4 and all("/score-dev-2026112510-r002/task-" in n for n in predictions)  # one per task
     record = read_record(service, HOUR, "score-dev-2026112510-r002")
     assert record is not None and record.status is JobStatus.COMPLETED and record.revision == 2
     logs = [b.name for b in service.get_container_client(str(Container.LOGS)).list_blobs()]

@@ -68,11 +68,11 @@ def fingerprint(blobs: Sequence[InputBlob]) -> str:
 class InputReadError(Exception):
     """Aggregate blobs that could not be downloaded: the hour's inputs are incomplete."""
 
-    def __init__(self, errors: dict[str, str]) -> None:
+    def __init__(self, errors: dict[str, str], container: str = "aggregates", kind: str = "aggregate") -> None:
         self.errors = dict(sorted(errors.items()))
-        shown = "; ".join(f"aggregates/{name}: {error}" for name, error in list(self.errors.items())[:3])
+        shown = "; ".join(f"{container}/{name}: {error}" for name, error in list(self.errors.items())[:3])
         more = f" (and {len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
-        super().__init__(f"could not read {len(self.errors)} aggregate blob(s): {shown}{more}")
+        super().__init__(f"could not read {len(self.errors)} {kind} blob(s): {shown}{more}")
 
 
 @dataclass

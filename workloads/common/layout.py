@@ -57,8 +57,22 @@ def prediction_prefix(hour: datetime, job_id: str) -> str:
     return f"{hour_prefix(hour)}{validate_job_id(job_id)}/"
 
 
-def prediction_blob(hour: datetime, job_id: str, pair: Pair) -> str:
-    return f"{prediction_prefix(hour, job_id)}{pair.device_id}/{pair.sensor}.parquet"
+def prediction_blob(hour: datetime, job_id: str, task_id: str) -> str:
+    """One blob per task, all its pairs' rows: blob operations grow with tasks, not pairs. A retried
+    task replaces it in one Put Blob, so readers see all of a task's rows or none."""
+    return f"{prediction_prefix(hour, job_id)}{validate_task_id(task_id)}.parquet"
+
+
+PACK_FOLDER = "packs"
+
+
+def pack_blob(shard: str) -> str:
+    """A shard's model pack (``models`` container), beside the per-pair models it is compiled from.
+
+    ``shard`` is a name such as ``s00007-of-00064``; a device id is never ``packs`` with a two-part
+    path, so packs and ``{device}/{sensor}/model.skops`` cannot collide.
+    """
+    return f"{PACK_FOLDER}/{shard}.npz"
 
 
 def hour_state_blob(hour: datetime) -> str:
@@ -76,6 +90,12 @@ def job_record_blob(hour: datetime, job_id: str) -> str:
 
 def manifest_blob(hour: datetime, job_id: str, task_id: str) -> str:
     return f"{job_prefix(hour, job_id)}manifests/{validate_task_id(task_id)}.json"
+
+
+def task_input_blob(hour: datetime, job_id: str, task_id: str) -> str:
+    """The rows one task scores (``logs`` container), cut from the hour by the submitter, so a task
+    reads its own pairs' share whatever the fleet's size."""
+    return f"{job_prefix(hour, job_id)}inputs/{validate_task_id(task_id)}.parquet"
 
 
 def run_log_blob(hour: datetime, job_id: str, task_id: str) -> str:

@@ -7,7 +7,8 @@ model's checksum, so a pair whose model was replaced on its own is never scored 
 
 Format: an ``.npz`` archive (a zip of ``.npy`` arrays, readable by ``numpy.load(..., allow_pickle=False)``)
 holding only numeric, boolean and fixed-width unicode arrays, so reading it cannot execute code.
-Per pair: kernel code, gamma, coef0, degree, intercept, support-vector count, feature count and
+Per pair: device id, sensor, the model's input features in order (comma-joined), kernel code, gamma,
+coef0, degree, intercept, support-vector count, feature count and
 whether there is a mean / scale; the variable-length parts (support vectors, dual coefficients,
 means, scales) are concatenated in pair order, and each pair's offsets are the running sums of its
 counts (stored counts, derived offsets: the two cannot disagree). The sha256 is stored as 32 raw bytes.
@@ -46,10 +47,11 @@ from workloads.common.fastpath import KERNELS, CompiledModel, check_values
 from workloads.common.pairs import validate_part
 
 FORMAT_NAME: Final = "batchscoring.model-pack"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2: features per entry
 MAX_FEATURES: Final = 65536  # far beyond any model here; bounds count x feature products on read
 
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
+_FEATURE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)  # the zip epoch: no wall-clock time in the bytes
 
 # Member name -> (dtype, ndim); "U" stands for any little-endian fixed-width unicode.
@@ -69,7 +71,7 @@ _PER_PAIR: Final[dict[str, np.dtype]] = {
     "has_scale": _BOOL,
 }
 _CONCATENATED: Final = ("support_vectors", "dual_coef", "mean", "scale")
-_STRINGS: Final = ("device_id", "sensor")
+_STRINGS: Final = ("device_id", "sensor", "features")
 _MEMBERS: Final = frozenset({"format", "version", "model_sha256", *_PER_PAIR, *_CONCATENATED, *_STRINGS})
 
 
@@ -79,11 +81,13 @@ class PackError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class PackEntry:
-    """One pair's compiled model and the sha256 of the per-pair model file it was compiled from."""
+    """One pair's compiled model, the aggregate columns it reads (in order) and the sha256 of the
+    per-pair model file it was compiled from."""
 
     device_id: str
     sensor: str
     model_sha256: str
+    features: tuple[str, ...]
     model: CompiledModel
 
     def __post_init__(self) -> None:
@@ -93,6 +97,12 @@ class PackEntry:
             raise ValueError(f"invalid model sha256 {self.model_sha256!r}: expected 64 lowercase hex digits")
         if not isinstance(self.model, CompiledModel):
             raise ValueError(f"model must be a CompiledModel, got {type(self.model).__name__}")
+        if not isinstance(self.features, tuple) or not all(
+            isinstance(f, str) and _FEATURE.fullmatch(f) for f in self.features
+        ):
+            raise ValueError(f"invalid features {self.features!r}: expected a tuple of column names")
+        if len(self.features) != self.model.n_features:
+            raise ValueError(f"{len(self.features)} features named for a model of {self.model.n_features}")
 
 
 def write_pack(entries: Sequence[PackEntry]) -> bytes:
@@ -112,6 +122,7 @@ def write_pack(entries: Sequence[PackEntry]) -> bytes:
         "version": np.array(FORMAT_VERSION, dtype=_I8),
         "device_id": np.array([e.device_id for e in ordered], dtype=str),
         "sensor": np.array([e.sensor for e in ordered], dtype=str),
+        "features": np.array([",".join(e.features) for e in ordered], dtype=str),
         "model_sha256": np.array([bytes.fromhex(e.model_sha256) for e in ordered], dtype="S32")
         .view(_U1)
         .reshape(len(ordered), 32),
@@ -146,6 +157,7 @@ def read_pack(data: bytes) -> dict[tuple[str, str], PackEntry]:
     count = _check_layout(arrays)
     device_ids: list[str] = arrays["device_id"].tolist()
     sensors: list[str] = arrays["sensor"].tolist()
+    features: list[str] = arrays["features"].tolist()
     digests = arrays["model_sha256"].tobytes().hex()
     hashes = [digests[64 * i : 64 * (i + 1)] for i in range(count)]
     kernels, degrees = arrays["kernel"].tolist(), arrays["degree"].tolist()
@@ -170,6 +182,7 @@ def read_pack(data: bytes) -> dict[tuple[str, str], PackEntry]:
                 device_id=key[0],
                 sensor=key[1],
                 model_sha256=hashes[i],
+                features=tuple(features[i].split(",")),
                 model=CompiledModel(
                     kernel=KERNELS[kernels[i]],
                     gamma=gammas[i],

@@ -41,6 +41,7 @@ class PairLog(_TaskLine):
     dropped_rows: int = 0
     model_sha256: str | None = None
     reason: str | None = None  # stable code: missing_model, corrupt_model, bad_features, bad_data...
+    path: Literal["pack", "model"] | None = None  # scored from the shard's model pack or the pair's own model
     error: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
@@ -62,6 +63,9 @@ class TaskLog(_TaskLine):
     duplicate_rows: int = 0
     conflicting_rows: int = 0
     models_cached: int = 0
+    pack: str | None = None  # the shard's model pack: "used", "missing", "unreadable: ...", None without a shard
+    pack_pairs: int = 0  # pairs scored from the pack (compiled fast path)
+    model_pairs: int = 0  # pairs scored with their own model: not in the pack, stale in it, or a borderline row
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 

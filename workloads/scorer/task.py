@@ -1,9 +1,13 @@
-"""One scorer task: a chunk of pairs for one hour, in one process.
+"""One scorer task: a chunk of pairs of one shard for one hour, in one process.
 
-The aggregate blobs the plan listed are read once per task; models are fetched concurrently (round
-trips, not maths, bound the task) and kept in a per-process cache; each pair's predictions are one
-blob under the job's own folder, so a retried task overwrites them and readers, who follow the hour's
-state to the current job, never see a mix of revisions.
+The task reads its own rows (one blob the submitter cut from the hour) and its shard's model pack
+(one blob), scores every pair whose pack entry was compiled from the model the plan saw in one
+vectorised pass (``fastpath.score_many``), and scores the rest with their own models: pairs the pack
+lacks, entries that are stale because a model was replaced on its own, models the fast path does not
+cover, and pairs with a row too close to the decision threshold for the fast path to vouch for its
+flag. All of the task's predictions are one blob under the job's folder and its run log another, so a
+task costs a handful of blob operations whatever its size, a retried task overwrites both, and
+readers, who follow the hour's state to the current job, never see a mix of revisions.
 
 A task that cannot read its inputs fails (after writing a run log that says why), so that Batch
 retries it and the hour is not closed on incomplete data; a pair that cannot be scored is logged and
@@ -13,6 +17,7 @@ skipped.
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import time
 from collections.abc import Sequence
@@ -20,18 +25,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from workloads.common.aggregates import KEYS, WINDOW_END
+from workloads.common.aggregates import AGGREGATE_COLUMNS, KEYS, WINDOW_END
+from workloads.common.fastpath import score_many
 from workloads.common.frames import to_parquet
 from workloads.common.hour_inputs import HourAggregates, InputReadError, read_hour_aggregates
-from workloads.common.layout import Container, prediction_blob, run_log_blob
+from workloads.common.layout import Container, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
+from workloads.common.model_pack import PackEntry, read_pack
 from workloads.common.modelstore import ModelCache, ModelError, load_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, to_jsonl
-from workloads.scorer.scoring import feature_matrix, predictions_table, score_rows
+from workloads.scorer.scoring import PREDICTION_SCHEMA, feature_matrix, predictions_table, score_rows
 
 
 @dataclass(frozen=True)
@@ -52,39 +63,56 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
 
-class _PairScorer:
-    """Scores one pair and turns every failure into a log line instead of an exception."""
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
 
-    def __init__(
-        self, service: BlobServiceClient, manifest: TaskManifest, options: ScorerOptions, cache: ModelCache
-    ) -> None:
+
+@dataclass(frozen=True)
+class TaskRows:
+    """The task's rows sorted by pair and window, and where each pair's rows are."""
+
+    frame: pd.DataFrame
+    spans: dict[Pair, tuple[int, int]]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, pairs: Sequence[Pair]) -> TaskRows:
+        wanted = {(p.device_id, p.sensor): p for p in pairs}
+        frame = frame.sort_values([*KEYS, WINDOW_END], kind="stable").reset_index(drop=True)
+        codes, uniques = pd.MultiIndex.from_frame(frame[list(KEYS)]).factorize()
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.empty(0, np.int64)
+        ends = np.r_[starts[1:], len(codes)]
+        spans = {}
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            pair = wanted.get(uniques[codes[start]])
+            if pair is not None:
+                spans[pair] = (start, end)
+        return cls(frame, spans)
+
+    def rows(self, pair: Pair) -> pd.DataFrame:
+        start, end = self.spans[pair]
+        return self.frame.iloc[start:end]
+
+
+class _PairScorer:
+    """Scores one pair with its own model and turns every failure into a log line, not an exception."""
+
+    def __init__(self, models: ContainerClient, manifest: TaskManifest, options: ScorerOptions, cache: ModelCache):
+        self.models = models
+        self.manifest = manifest
         # Trust is what the manifest grants (the operator's choice for the run) plus what this
         # invocation adds on its own command line.
-        self.models: ContainerClient = service.get_container_client(str(Container.MODELS))
-        self.predictions: ContainerClient = service.get_container_client(str(Container.PREDICTIONS))
-        self.manifest = manifest
-        self.options = options
+        self.trust_pickle = options.trust_pickle or manifest.trust_pickle
+        self.trusted_types = (*options.trusted_types, *manifest.trusted_types)
         self.cache = cache
 
-    def __call__(self, pair: Pair, rows: pd.DataFrame | None) -> PairLog:
-        base = {
-            "job_id": self.manifest.job_id,
-            "task_id": self.manifest.task_id,
-            "hour": self.manifest.hour,
-            "device_id": pair.device_id,
-            "sensor": pair.sensor,
-        }
-        if rows is None or rows.empty:
-            return PairLog(**base, status=PairStatus.NO_DATA, reason="no_data")
+    def __call__(self, pair: Pair, rows: pd.DataFrame) -> tuple[PairLog, pa.Table | None]:
+        base = _base(self.manifest, pair)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         try:
             loaded = load_model(
-                self.models,
-                pair,
-                cache=self.cache,
-                trust_pickle=self.options.trust_pickle or self.manifest.trust_pickle,
-                trusted_types=(*self.options.trusted_types, *self.manifest.trusted_types),
+                self.models, pair, cache=self.cache, trust_pickle=self.trust_pickle, trusted_types=self.trusted_types
             )
             timings["load"] = _ms(started)
             step = time.perf_counter()
@@ -94,49 +122,156 @@ class _PairScorer:
             scores, flags = score_rows(loaded.estimator, matrix)
             table = predictions_table(pair, rows[WINDOW_END], finite, scores, flags, loaded.metadata.sha256)
             timings["score"] = _ms(step)
-            step = time.perf_counter()
-            self.predictions.upload_blob(
-                prediction_blob(self.manifest.hour, self.manifest.job_id, pair), to_parquet(table), overwrite=True
-            )
-            timings["write"] = _ms(step)
-        except ModelError as exc:
-            return PairLog(
-                **base,
-                status=PairStatus.FAILED,
-                reason=exc.reason,
-                error=str(exc),
-                rows=len(rows),
-                timings_ms={**timings, "total": _ms(started)},
-            )
         except Exception as exc:  # the contract: one bad pair never sinks the task
-            return PairLog(
-                **base,
-                status=PairStatus.FAILED,
-                reason="error",
-                error=f"{type(exc).__name__}: {exc}",
-                rows=len(rows),
-                timings_ms={**timings, "total": _ms(started)},
+            reason, error = (exc.reason, str(exc)) if isinstance(exc, ModelError) else ("error", _error_text(exc))
+            timings["total"] = _ms(started)
+            failed = PairLog(
+                **base, status=PairStatus.FAILED, reason=reason, error=error, rows=len(rows), timings_ms=timings
             )
+            return failed, None
         timings["total"] = _ms(started)
-        return PairLog(
+        done = PairLog(
             **base,
             status=PairStatus.OK,
+            path="model",
             rows=table.num_rows,
             anomalies=int(flags.sum()),
             dropped_rows=int((~finite).sum()),
             model_sha256=loaded.metadata.sha256,
             timings_ms=timings,
         )
+        return done, table
 
 
-def group_rows(frame: pd.DataFrame, pairs: Sequence[Pair]) -> dict[Pair, pd.DataFrame]:
-    """The chunk's rows per pair, in window order; pairs without rows are absent."""
-    wanted = [(p.device_id, p.sensor) for p in pairs]
-    mask = pd.MultiIndex.from_frame(frame[list(KEYS)]).isin(wanted)
-    subset = frame.loc[mask].sort_values([*KEYS, WINDOW_END])
+def _base(manifest: TaskManifest, pair: Pair) -> dict[str, object]:
     return {
-        Pair(str(d), str(s)): rows.reset_index(drop=True) for (d, s), rows in subset.groupby(list(KEYS), sort=False)
+        "job_id": manifest.job_id,
+        "task_id": manifest.task_id,
+        "hour": manifest.hour,
+        "device_id": pair.device_id,
+        "sensor": pair.sensor,
     }
+
+
+@dataclass
+class _PackScored:
+    logs: list[PairLog]
+    table: pa.Table | None
+    leftover: list[Pair]  # for the per-pair path
+
+
+def _score_from_pack(manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[str, str], PackEntry]) -> _PackScored:
+    """Every pair with a current pack entry, in one vectorised pass; the rest is left over."""
+    chosen: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray]] = []  # pair, entry, row numbers, finite
+    matrices: dict[tuple[str, ...], np.ndarray | None] = {}
+    leftover: list[Pair] = []
+    logs: list[PairLog] = []
+    for pair, (start, end) in rows.spans.items():
+        entry = pack.get((pair.device_id, pair.sensor))
+        if entry is None or manifest.models.get(str(pair)) != entry.model_sha256:
+            leftover.append(pair)
+            continue
+        if entry.features not in matrices:
+            present = all(f in rows.frame.columns for f in entry.features)
+            matrices[entry.features] = (
+                rows.frame[list(entry.features)].to_numpy(dtype="float64", na_value=np.nan) if present else None
+            )
+        matrix = matrices[entry.features]
+        if matrix is None:  # the per-pair path explains what is missing
+            leftover.append(pair)
+            continue
+        finite = np.isfinite(matrix[start:end]).all(axis=1)
+        if not finite.any():
+            logs.append(
+                PairLog(
+                    **_base(manifest, pair),
+                    status=PairStatus.FAILED,
+                    reason="bad_data",
+                    error=f"none of the {end - start} window(s) has finite features",
+                    rows=end - start,
+                )
+            )
+            continue
+        chosen.append((pair, entry, np.arange(start, end)[finite], finite))
+    results = score_many(
+        [entry.model for _, entry, _, _ in chosen],
+        [matrices[entry.features][numbers] for _, entry, numbers, _ in chosen],  # type: ignore[index]
+    )
+    kept: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray, np.ndarray]] = []
+    for (pair, entry, numbers, finite), scored in zip(chosen, results, strict=True):
+        if scored.borderline.any():  # the estimator decides these rows; it scores the whole pair
+            leftover.append(pair)
+            continue
+        kept.append((pair, entry, numbers, scored.scores, scored.flags))
+        logs.append(
+            PairLog(
+                **_base(manifest, pair),
+                status=PairStatus.OK,
+                path="pack",
+                rows=len(numbers),
+                anomalies=int(scored.flags.sum()),
+                dropped_rows=int((~finite).sum()),
+                model_sha256=entry.model_sha256,
+            )
+        )
+    return _PackScored(logs, _pack_table(rows.frame, kept), leftover)
+
+
+def _pack_table(
+    frame: pd.DataFrame, kept: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray, np.ndarray]]
+) -> pa.Table | None:
+    if not kept:
+        return None
+    numbers = np.concatenate([k[2] for k in kept])
+    shas = np.repeat(np.array([k[1].model_sha256 for k in kept], dtype=object), [len(k[2]) for k in kept])
+    ids = pa.Table.from_pandas(frame[[*KEYS, WINDOW_END]], preserve_index=False).take(numbers)
+    return pa.Table.from_arrays(
+        [
+            ids.column("device_id").cast(pa.string()),
+            ids.column("sensor").cast(pa.string()),
+            ids.column(WINDOW_END).cast(pa.timestamp("us", tz="UTC")),
+            pa.array(np.concatenate([k[3] for k in kept]), pa.float64()),
+            pa.array(np.concatenate([k[4] for k in kept]), pa.bool_()),
+            pa.array(shas, pa.string()),
+        ],
+        schema=PREDICTION_SCHEMA,
+    )
+
+
+def read_task_rows(service: BlobServiceClient, manifest: TaskManifest) -> HourAggregates:
+    """The rows the task scores: its own input blob, or (a hand-made manifest) the hour's aggregates.
+
+    Raises InputReadError when they cannot be read: the submitter wrote the task's blob before its
+    manifest, so a missing or undecodable one is a failed read, never "no data".
+    """
+    if manifest.inputs_blob is None:
+        return read_hour_aggregates(service, manifest.hour, manifest.inputs)
+    name = manifest.inputs_blob
+    try:
+        data = service.get_container_client(str(Container.LOGS)).download_blob(name).readall()
+        frame = pq.read_table(io.BytesIO(data)).to_pandas()
+        missing = [c for c in AGGREGATE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"task inputs lack column(s) {missing}")
+    except Exception as exc:
+        raise InputReadError({name: _error_text(exc)}, str(Container.LOGS), "task input") from None
+    return HourAggregates(frame=frame, blobs=[name])
+
+
+def read_shard_pack(
+    service: BlobServiceClient, manifest: TaskManifest
+) -> tuple[dict[tuple[str, str], PackEntry], str | None]:
+    """The shard's pack and what became of it. A missing or unreadable pack costs speed, not results:
+    every pair then takes the per-pair path."""
+    if manifest.shard is None:
+        return {}, None
+    try:
+        data = service.get_container_client(str(Container.MODELS)).download_blob(pack_blob(manifest.shard)).readall()
+        return read_pack(data), "used"
+    except ResourceNotFoundError:
+        return {}, "missing"
+    except Exception as exc:  # PackError, or storage trouble: the per-pair path may still succeed
+        return {}, f"unreadable: {_error_text(exc)}"[:300]
 
 
 def _task_log(
@@ -147,6 +282,7 @@ def _task_log(
     cache: ModelCache,
     timings: dict[str, float],
     error: str | None = None,
+    pack: str | None = None,
 ) -> TaskLog:
     count = {status: sum(p.status is status for p in pair_logs) for status in PairStatus}
     return TaskLog(
@@ -168,6 +304,9 @@ def _task_log(
         duplicate_rows=aggregates.duplicates if aggregates else 0,
         conflicting_rows=aggregates.conflicts if aggregates else 0,
         models_cached=len(cache),
+        pack=pack,
+        pack_pairs=sum(p.path == "pack" for p in pair_logs),
+        model_pairs=sum(p.path == "model" for p in pair_logs),
         timings_ms=timings,
     )
 
@@ -184,7 +323,8 @@ def score_task(
     options: ScorerOptions | None = None,
     cache: ModelCache | None = None,
 ) -> TaskReport:
-    """Score every pair of the manifest and write the run log; pair failures are logged, not raised.
+    """Score every pair of the manifest, write its predictions and then its run log (the run log
+    last: it is what says the task finished); pair failures are logged, not raised.
 
     Raises InputReadError when the inputs cannot be read, after logging the failure.
     """
@@ -192,19 +332,44 @@ def score_task(
     cache = cache if cache is not None else ModelCache()
     started_at, started = datetime.now(UTC), time.perf_counter()
     try:
-        aggregates = read_hour_aggregates(service, manifest.hour, manifest.inputs)
+        aggregates = read_task_rows(service, manifest)
     except InputReadError as exc:
         failed = _task_log(manifest, started_at, [], None, cache, {"total": _ms(started)}, error=str(exc))
         with contextlib.suppress(Exception):  # the storage that failed the read may fail this too
             _write_log(service, failed, [])
         raise
-    read_ms = _ms(started)
-    rows = group_rows(aggregates.frame, manifest.pairs)
-    scorer = _PairScorer(service, manifest, options, cache)
+    timings = {"read_inputs": _ms(started)}
     step = time.perf_counter()
+    pack, pack_status = read_shard_pack(service, manifest)
+    timings["read_pack"] = _ms(step)
+
+    step = time.perf_counter()
+    rows = TaskRows.of(aggregates.frame, manifest.pairs)
+    fast = _score_from_pack(manifest, rows, pack)
+    timings["score_pack"] = _ms(step)
+
+    step = time.perf_counter()
+    scorer = _PairScorer(service.get_container_client(str(Container.MODELS)), manifest, options, cache)
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
-        pair_logs = list(pool.map(lambda p: scorer(p, rows.get(p)), manifest.pairs))
-    score_ms = _ms(step)
-    timings = {"read_aggregates": read_ms, "score_pairs": score_ms, "total": _ms(started)}
-    task = _task_log(manifest, started_at, pair_logs, aggregates, cache, timings)
+        slow = list(pool.map(lambda p: scorer(p, rows.rows(p)), fast.leftover))
+    timings["score_models"] = _ms(step)
+
+    silent = [
+        PairLog(**_base(manifest, p), status=PairStatus.NO_DATA, reason="no_data")
+        for p in manifest.pairs
+        if p not in rows.spans
+    ]
+    pair_logs = sorted([*fast.logs, *(log for log, _ in slow), *silent], key=lambda p: (p.device_id, p.sensor))
+    tables = [t for t in (fast.table, *(table for _, table in slow)) if t is not None]
+    step = time.perf_counter()
+    predictions = service.get_container_client(str(Container.PREDICTIONS))
+    name = prediction_blob(manifest.hour, manifest.job_id, manifest.task_id)
+    if tables:
+        predictions.upload_blob(name, to_parquet(pa.concat_tables(tables)), overwrite=True)
+    else:  # a retry that scored nothing must not leave an earlier attempt's rows behind
+        with contextlib.suppress(ResourceNotFoundError):
+            predictions.delete_blob(name)
+    timings["write"] = _ms(step)
+    timings["total"] = _ms(started)
+    task = _task_log(manifest, started_at, pair_logs, aggregates, cache, timings, pack=pack_status)
     return TaskReport(task=task, pairs=pair_logs, log_blob=_write_log(service, task, pair_logs))

@@ -24,6 +24,7 @@ from workloads.common.console import console
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, complete_at
 from workloads.common.manifest import validate_trusted_type
+from workloads.common.shards import MAX_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_hour, parse_hour
 from workloads.submitter.backend import Backend
@@ -49,7 +50,16 @@ Hour = Annotated[
 ]
 Stack = Annotated[str, typer.Option(envvar=envvars.STACK, help="Stack name; part of the deterministic job id.")]
 ChunkSize = Annotated[
-    int, typer.Option(envvar=envvars.CHUNK_SIZE, min=1, max=10_000, help="Device/sensor pairs per task.")
+    int, typer.Option(envvar=envvars.CHUNK_SIZE, min=1, max=100_000, help="Most device/sensor pairs per task.")
+]
+ShardCount = Annotated[
+    int,
+    typer.Option(
+        envvar=envvars.SHARD_COUNT,
+        min=1,
+        max=MAX_SHARD_COUNT,
+        help="Shards of the fleet (hash of the device id); a task never spans two. Same as the trainer's.",
+    ),
 ]
 Settle = Annotated[
     int,
@@ -78,6 +88,8 @@ ClaimTimeout = Annotated[
     int,
     typer.Option(min=1, max=7 * 24 * 60, help="Minutes after which a revision still in flight counts as abandoned."),
 ]
+DEFAULT_CHUNK_SIZE = ReconcileSettings.chunk_size
+DEFAULT_SHARD_COUNT = ReconcileSettings.shard_count
 DEFAULT_SETTLE = int(SETTLE.total_seconds() // 60)
 DEFAULT_CLAIM_TIMEOUT = int(CLAIM_TIMEOUT.total_seconds() // 60)
 
@@ -98,6 +110,7 @@ def _trust(trust_pickle: bool, trusted_types: str) -> Trust:
 def _settings(
     stack: str,
     chunk_size: int,
+    shard_count: int,
     lateness_minutes: int,
     claim_timeout_minutes: int,
     trust_pickle: bool,
@@ -108,6 +121,7 @@ def _settings(
     return ReconcileSettings(
         stack=validate_stack(stack),
         chunk_size=chunk_size,
+        shard_count=shard_count,
         settle=timedelta(minutes=lateness_minutes),
         claim_timeout=timedelta(minutes=claim_timeout_minutes),
         trust=_trust(trust_pickle, trusted_types),
@@ -192,7 +206,8 @@ def _finish(results: list[HourResult]) -> None:
 @app.command()
 def reconcile(
     stack: Stack = "local",
-    chunk_size: ChunkSize = 50,
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     lateness_minutes: Settle = DEFAULT_SETTLE,
     hours: Annotated[
         int, typer.Option(envvar=envvars.RECONCILE_HOURS, min=1, max=24 * 7, help="How many recent hours to look at.")
@@ -208,7 +223,14 @@ def reconcile(
     with bad_input():
         storage = StorageSettings.from_env()
         settings = _settings(
-            stack, chunk_size, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types, hours=hours
+            stack,
+            chunk_size,
+            shard_count,
+            lateness_minutes,
+            claim_timeout_minutes,
+            trust_pickle,
+            trusted_types,
+            hours=hours,
         )
         service = storage.client()
     with ExitStack() as resources:
@@ -223,7 +245,8 @@ def reconcile(
 def run(
     hour: Hour = None,
     stack: Stack = "local",
-    chunk_size: ChunkSize = 50,
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     lateness_minutes: Settle = DEFAULT_SETTLE,
     backend: BackendOption = BackendName.LOCAL,
     workers: Workers = 2,
@@ -247,7 +270,9 @@ def run(
                 f"hour {format_hour(when)} is not complete until {complete_at(when, settle):%Y-%m-%dT%H:%M}Z "
                 f"(its windows may still be written; settle time {lateness_minutes} min): nothing scored"
             )
-        settings = _settings(stack, chunk_size, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types)
+        settings = _settings(
+            stack, chunk_size, shard_count, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types
+        )
         service = storage.client()
     with ExitStack() as resources:
         with bad_input():
@@ -286,7 +311,11 @@ def _wait(runner: Backend, result: HourResult, poll_seconds: float, timeout_minu
 
 @app.command()
 def plan(
-    hour: Hour = None, stack: Stack = "local", chunk_size: ChunkSize = 50, lateness_minutes: Settle = DEFAULT_SETTLE
+    hour: Hour = None,
+    stack: Stack = "local",
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
+    lateness_minutes: Settle = DEFAULT_SETTLE,
 ) -> None:
     """Print what a revision of the hour would be (tasks, pairs, inputs and their issues) without submitting."""
     with bad_input():
@@ -294,7 +323,7 @@ def plan(
         when = parse_hour(hour) if hour is not None else _last_complete(lateness_minutes)
         validate_stack(stack)
     with run_failures(InputReadError):
-        job = plan_hour(storage.client(), stack, when, chunk_size)
+        job = plan_hour(storage.client(), stack, when, chunk_size, shard_count=shard_count)
     typer.echo(json.dumps(_plan_json(job), indent=2))
 
 

@@ -1,4 +1,10 @@
-"""Planning one revision of an hour: which pairs to score, in which chunks, under which job id."""
+"""Planning one revision of an hour: which pairs to score, in which chunks, under which job id.
+
+Pairs are grouped by the shard of their device (``shards.shard_of``) and chunked within a shard, so
+every task's pairs share one model pack. The hour's rows are read once, here, and cut into one input
+blob per task (``submit.write_inputs``): a task then reads its own pairs' share of the hour, never
+the whole hour, whatever the fleet's size.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common.aggregates import KEYS
 from workloads.common.hour_inputs import InputBlob, fingerprint, list_hour_inputs, read_hour_aggregates
-from workloads.common.layout import Container
+from workloads.common.layout import Container, task_input_blob
 from workloads.common.manifest import TaskManifest
-from workloads.common.model_metadata import list_models
+from workloads.common.model_metadata import ModelFormat, ModelMetadata, list_models
 from workloads.common.pairs import Pair
+from workloads.common.shards import shard_name, shard_of
 from workloads.common.windows import floor_hour
 
 _STACK = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
@@ -50,6 +58,21 @@ def chunk(pairs: Sequence[Pair], size: int) -> list[tuple[Pair, ...]]:
     return [tuple(ordered[i : i + size]) for i in range(0, len(ordered), size)]
 
 
+def shard_chunks(pairs: Sequence[Pair], size: int, shard_count: int) -> list[tuple[str, tuple[Pair, ...]]]:
+    """(shard name, pairs) per task: shards in order, each shard's sorted pairs in chunks of ``size``.
+
+    A task never spans two shards, so it reads one model pack; a shard larger than ``size`` becomes
+    several tasks that share its pack. Each device is hashed once, not once per sensor.
+    """
+    shard_of_device = {device: shard_of(device, shard_count) for device in {p.device_id for p in pairs}}
+    by_shard: dict[int, list[Pair]] = {}
+    for pair in set(pairs):
+        by_shard.setdefault(shard_of_device[pair.device_id], []).append(pair)
+    return [
+        (shard_name(shard, shard_count), part) for shard in sorted(by_shard) for part in chunk(by_shard[shard], size)
+    ]
+
+
 @dataclass(frozen=True)
 class Trust:
     """Model trust the operator grants a run; it travels in every task's manifest."""
@@ -67,6 +90,7 @@ class JobPlan:
     silent_pairs: tuple[Pair, ...]  # a model but no data this hour: worth a look, nothing to score
     inputs: tuple[InputBlob, ...] = ()
     input_issues: dict[str, Any] = field(default_factory=dict)  # corrupt blobs, quarantined rows, duplicates
+    rows: pd.DataFrame | None = field(default=None, repr=False)  # the hour's rows, cut per task on submit
 
     @property
     def pairs(self) -> int:
@@ -83,6 +107,7 @@ def plan_hour(
     hour: datetime,
     chunk_size: int,
     *,
+    shard_count: int = 1,
     revision: int = 1,
     inputs: Sequence[InputBlob] | None = None,
     trust: Trust | None = None,
@@ -100,18 +125,31 @@ def plan_hour(
     aggregates = read_hour_aggregates(service, hour, names)
     keys = aggregates.frame[list(KEYS)].drop_duplicates()
     with_data = {Pair(str(d), str(s)) for d, s in keys.itertuples(index=False)}
-    with_model = set(list_models(service.get_container_client(str(Container.MODELS))))
+    models = list_models(service.get_container_client(str(Container.MODELS)))
     tasks = tuple(
         TaskManifest(
             job_id=job_id,
             task_id=task_id_for(i),
             hour=hour,
             pairs=pairs,
-            inputs=names,
+            inputs_blob=task_input_blob(hour, job_id, task_id_for(i)),
+            shard=shard,
+            models=_checksums(pairs, models),
             trust_pickle=trust.pickle if trust else False,
             trusted_types=trust.types if trust else (),
         )
-        for i, pairs in enumerate(chunk(list(with_data), chunk_size))
+        for i, (shard, pairs) in enumerate(shard_chunks(list(with_data), chunk_size, shard_count))
     )
-    silent = tuple(sorted(with_model - with_data))
-    return JobPlan(job_id, stack, hour, tasks, silent, listed, aggregates.issues())
+    silent = tuple(sorted(set(models) - with_data))
+    return JobPlan(job_id, stack, hour, tasks, silent, listed, aggregates.issues(), aggregates.frame)
+
+
+def _checksums(pairs: Sequence[Pair], models: dict[Pair, ModelMetadata | str]) -> dict[str, str]:
+    """The checksum of each pair's skops model as listed now. Pickled models are left out: they never
+    take the pack's fast path, only the per-pair path that applies the operator's trust options."""
+    found = {}
+    for pair in pairs:
+        metadata = models.get(pair)
+        if isinstance(metadata, ModelMetadata) and metadata.format is ModelFormat.SKOPS:
+            found[str(pair)] = metadata.sha256
+    return found

@@ -45,7 +45,8 @@ from workloads.submitter.submit import new_record, submit_plan
 @dataclass(frozen=True)
 class ReconcileSettings:
     stack: str
-    chunk_size: int = 50
+    chunk_size: int = 1000  # most pairs per task
+    shard_count: int = 1  # tasks never span shards; each shard's model pack serves its tasks
     hours: int = 24  # how far back each run looks
     settle: timedelta = SETTLE  # after an hour's end before it counts as complete
     claim_timeout: timedelta = CLAIM_TIMEOUT  # a revision in flight longer than this is abandoned
@@ -180,6 +181,7 @@ class Reconciler:
                 self.settings.stack,
                 hour,
                 self.settings.chunk_size,
+                shard_count=self.settings.shard_count,
                 revision=revision,
                 inputs=inputs,
                 trust=self.settings.trust,

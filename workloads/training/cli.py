@@ -1,5 +1,9 @@
 """``trainer``: train one model per device/sensor pair on a window of aggregates and publish it.
 
+``trainer train`` fits and publishes models (and, with a shard count, updates the shards' model packs);
+``trainer pack`` rebuilds every shard's model pack from the published models. ``trainer --from ...``
+still means ``trainer train --from ...``, as it did when training was the only command.
+
 Works on Azurite (AZURE_STORAGE_CONNECTION_STRING) and on Azure (AZURE_STORAGE_ACCOUNT_URL, with
 the Storage Blob Data Contributor role on the ``models`` container).
 """
@@ -7,19 +11,56 @@ the Storage Blob Data Contributor role on the ``models`` container).
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from workloads.common import envvars
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
 from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.hour_inputs import InputReadError
+from workloads.common.layout import Container
+from workloads.common.manifest import validate_trusted_type
 from workloads.common.pairs import Pair
+from workloads.common.shards import MAX_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, parse_hour
+from workloads.training.packs import PackUpdate, PackUpdateError, rebuild_packs
 from workloads.training.train import train_and_publish
 
-app = typer.Typer(add_completion=False, help=__doc__)
+
+class _TrainByDefault(TyperGroup):
+    """Runs ``train`` when the first argument is one of its options, so that scripts written when
+    ``train`` was the app's only command (``trainer --from ... --to ...``) keep working."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's vendored click Context
+        if args and args[0].startswith("-") and args[0] not in self.get_help_option_names(ctx):
+            args = ["train", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(add_completion=False, help=__doc__, cls=_TrainByDefault)
+
+ShardCount = Annotated[
+    int | None,
+    typer.Option(
+        envvar=envvars.SHARD_COUNT,
+        min=1,
+        max=MAX_SHARD_COUNT,
+        help="Shards of the fleet, as the submitter uses: update the model packs of the trained pairs' shards. "
+        "Default: leave the packs alone.",
+    ),
+]
+
+
+def _packs_summary(update: PackUpdate) -> dict[str, object]:
+    return {
+        "packs_written": len(update.written),
+        "pack_entries": sum(update.written.values()),
+        "rebuilt_unreadable": update.rebuilt_unreadable,
+        "conflicts_retried": update.conflicts_retried,
+    }
 
 
 @app.command()
@@ -31,6 +72,7 @@ def train(
     ] = ",".join(DEFAULT_MODEL_FEATURES),
     pairs: Annotated[str | None, typer.Option(help="Only these DEVICE/SENSOR pairs (comma-separated).")] = None,
     min_rows: Annotated[int, typer.Option(min=2, help="Fewest usable windows a pair needs to get a model.")] = 24,
+    shard_count: ShardCount = None,
 ) -> None:
     """Fit StandardScaler + OneClassSVM per pair and publish each as a skops file; print a JSON summary."""
     with bad_input():
@@ -43,8 +85,10 @@ def train(
         if unknown or not chosen:
             raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURE_NAMES)}")
         only = [Pair.parse(p) for p in pairs.split(",") if p.strip()] if pairs else None
-    with run_failures(InputReadError):
-        report = train_and_publish(settings.client(), first, stop, features=chosen, min_rows=min_rows, pairs=only)
+    with run_failures(InputReadError, PackUpdateError):
+        report = train_and_publish(
+            settings.client(), first, stop, features=chosen, min_rows=min_rows, pairs=only, shard_count=shard_count
+        )
     typer.echo(
         json.dumps(
             {
@@ -57,12 +101,51 @@ def train(
                 "corrupt_blobs": report.corrupt_blobs,
                 "duplicate_rows": report.duplicate_rows,
                 "conflicting_rows": report.conflicting_rows,
+                "packs": _packs_summary(report.packs) if report.packs is not None else None,
             },
             indent=2,
         )
     )
     if not report.published:
         fail(f"no model published for {format_hour(first)}..{format_hour(stop)}: no pair had enough usable history")
+
+
+@app.command()
+def pack(
+    shard_count: Annotated[
+        int,
+        typer.Option(
+            envvar=envvars.SHARD_COUNT,
+            min=1,
+            max=MAX_SHARD_COUNT,
+            help="Shards of the fleet, as the submitter uses: one pack is written for each.",
+        ),
+    ],
+    trusted_type: Annotated[
+        list[str] | None, typer.Option(help="Extra type skops may load (repeatable), e.g. sklearn.tree._tree.Tree.")
+    ] = None,
+) -> None:
+    """Rebuild every shard's model pack from the published skops models; print a JSON summary.
+
+    Replaces each pack outright (empty where a shard has no compilable model), so run it after
+    changing the shard count, after a pack was reported unreadable, or to drop deleted models.
+    """
+    with bad_input():
+        settings = StorageSettings.from_env()
+        types = tuple(validate_trusted_type(t) for t in trusted_type or ())
+    with run_failures():
+        models = settings.client().get_container_client(str(Container.MODELS))
+        update = rebuild_packs(models, shard_count, trusted_types=types)
+    typer.echo(
+        json.dumps(
+            {
+                "shard_count": shard_count,
+                **_packs_summary(update),
+                "skipped": {str(p): why for p, why in sorted(update.skipped.items())},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

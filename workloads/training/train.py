@@ -3,6 +3,9 @@
 All of the history is read before anything is trained, and every pair is trained before anything is
 published: unreadable history raises (InputReadError) with nothing published, and a pair that cannot
 be trained is skipped with its reason, so a run never publishes half a fleet and then fails.
+
+With a shard count, the shards' model packs are updated after all models are published: the models
+are the source of truth, a pack entry only an accelerator the scorer checks against them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -25,7 +29,9 @@ from workloads.common.hour_inputs import HourAggregates, read_hour_aggregates
 from workloads.common.layout import Container
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
+from workloads.common.shards import shard_name
 from workloads.common.windows import hours
+from workloads.training.packs import PackUpdate, PackUpdateError, pack_entry, update_packs
 
 EstimatorFactory = Callable[[], Any]
 
@@ -48,6 +54,7 @@ class TrainingReport:
     corrupt_blobs: dict[str, str] = field(default_factory=dict)  # blob -> why its rows were left out
     duplicate_rows: int = 0
     conflicting_rows: int = 0
+    packs: PackUpdate | None = None  # None: no shard count given, packs left alone
 
 
 def read_history(
@@ -86,8 +93,16 @@ def train_and_publish(
     min_rows: int = 24,
     pairs: Sequence[Pair] | None = None,
     on_pair: Callable[[Pair], None] | None = None,
+    shard_count: int | None = None,
 ) -> TrainingReport:
-    """Fit a model for every pair with enough history in [start, end), then publish them all."""
+    """Fit a model for every pair with enough history in [start, end), then publish them all.
+
+    With ``shard_count``, then update the packs of the published pairs' shards (an entry per pair,
+    or its old entry removed where the model cannot be compiled). Raises PackUpdateError if that
+    fails: the models stay published and are scored without the packs' help.
+    """
+    if shard_count is not None:
+        shard_name(0, shard_count)  # an invalid count fails here, not after publishing
     report = TrainingReport()
     history = read_history(service, start, end, report)
     wanted = set(pairs) if pairs is not None else None
@@ -108,4 +123,16 @@ def train_and_publish(
         report.published[pair] = metadata.sha256
         if on_pair is not None:
             on_pair(pair)
+    if shard_count is not None:
+        changes = {
+            pair: pack_entry(pair, estimator, report.published[pair], features)
+            for pair, (estimator, _) in trained.items()
+        }
+        try:
+            report.packs = update_packs(models, shard_count, changes)
+        except (AzureError, PackUpdateError) as exc:
+            raise PackUpdateError(
+                f"{len(report.published)} model(s) published, but their model packs were not updated "
+                f"({' '.join(str(exc).split())}); the scorer uses the per-pair models until `trainer pack` runs"
+            ) from exc
     return report

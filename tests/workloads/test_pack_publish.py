@@ -1,0 +1,337 @@
+"""Model packs written by the trainer (``update_packs``) and by ``trainer pack`` (``rebuild_packs``), on Azurite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+from sklearn.ensemble import IsolationForest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+from typer.testing import CliRunner
+
+from tests.workloads.helpers import HOUR, aggregates_for, train_on
+from workloads.aggregator.publish import publish_aggregates
+from workloads.common import fastpath
+from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
+from workloads.common.layout import Container, model_blob, pack_blob
+from workloads.common.model_metadata import list_models
+from workloads.common.model_pack import PackEntry, read_pack, write_pack
+from workloads.common.modelstore import load_model, publish_model
+from workloads.common.pairs import Pair
+from workloads.common.shards import shard_name
+from workloads.training import packs
+from workloads.training.cli import app as trainer
+from workloads.training.packs import PackUpdateError, pack_entry, rebuild_packs, update_packs
+from workloads.training.train import train_and_publish
+
+FEATURES = DEFAULT_MODEL_FEATURES
+SHARDS = 4
+# Devices a, c -> shard 3, b -> shard 1, g -> shard 0 (of 4); shard 2 holds nobody.
+FLEET = [Pair("a", "x"), Pair("a", "y"), Pair("b", "x"), Pair("c", "x"), Pair("g", "x")]
+BY_SHARD = {3: {Pair("a", "x"), Pair("a", "y"), Pair("c", "x")}, 1: {Pair("b", "x")}, 0: {Pair("g", "x")}}
+START, END = HOUR - timedelta(hours=3), HOUR
+runner = CliRunner()
+
+
+def models_of(service: BlobServiceClient) -> ContainerClient:
+    return service.get_container_client(str(Container.MODELS))
+
+
+def shard(index: int, count: int = SHARDS) -> str:
+    return shard_name(index, count)
+
+
+def pack_of(service: BlobServiceClient, index: int, count: int = SHARDS) -> dict[Pair, PackEntry]:
+    data = models_of(service).download_blob(pack_blob(shard(index, count))).readall()
+    return {Pair(*key): entry for key, entry in read_pack(data).items()}
+
+
+def publish_history(service: BlobServiceClient, pairs: list[Pair] = FLEET) -> None:
+    """Three hours of 12 windows per pair before HOUR: 36 usable rows, above the default minimum of 24."""
+    for back in range(1, 4):
+        publish_aggregates(service, aggregates_for(pairs, HOUR - timedelta(hours=back), seed=back))
+
+
+def entry_for(pair: Pair, seed: int = 0) -> PackEntry:
+    """A real compiled model under a made-up checksum, for tests that only move entries around."""
+    entry = pack_entry(pair, train_on(aggregates_for([pair], windows=60, seed=seed)), _sha(f"{pair}{seed}"), FEATURES)
+    assert entry is not None
+    return entry
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_training_writes_each_shard_a_pack_of_its_pairs_that_scores_like_the_models(
+    service: BlobServiceClient,
+) -> None:
+    publish_history(service)
+    report = train_and_publish(service, START, END, shard_count=SHARDS)
+    assert set(report.published) == set(FLEET)
+    assert report.packs is not None
+    assert report.packs.written == {shard(s): len(pairs) for s, pairs in BY_SHARD.items()}
+    assert report.packs.rebuilt_unreadable == {} and report.packs.conflicts_retried == 0
+    with pytest.raises(ResourceNotFoundError):  # nobody in shard 2: no pack written
+        models_of(service).get_blob_client(pack_blob(shard(2))).get_blob_properties()
+
+    published = list_models(models_of(service))
+    rows = aggregates_for(FLEET, HOUR, seed=9)
+    for index, pairs in BY_SHARD.items():
+        pack = pack_of(service, index)
+        assert set(pack) == pairs
+        for pair, entry in pack.items():
+            metadata = published[pair]
+            assert not isinstance(metadata, str)
+            assert entry.model_sha256 == report.published[pair] == metadata.sha256
+            assert entry.features == metadata.features == FEATURES
+            estimator = load_model(models_of(service), pair).estimator
+            x = rows[(rows.device_id == pair.device_id) & (rows.sensor == pair.sensor)][list(FEATURES)].to_numpy()
+            x = np.vstack([x, x * 1.5])  # some anomalous rows too
+            scored = fastpath.score(entry.model, x)
+            np.testing.assert_allclose(scored.scores, estimator.decision_function(x), rtol=0, atol=1e-9)
+            settled = ~scored.borderline
+            np.testing.assert_array_equal(scored.flags[settled], (estimator.predict(x) == -1)[settled])
+
+
+def test_retraining_some_pairs_replaces_their_entries_and_keeps_the_others(service: BlobServiceClient) -> None:
+    publish_history(service)
+    first = train_and_publish(service, START, END, shard_count=SHARDS)
+    retrained = [Pair("a", "y"), Pair("b", "x")]
+    second = train_and_publish(
+        service,
+        START,
+        END,
+        pairs=retrained,
+        factory=lambda: make_pipeline(StandardScaler(), OneClassSVM(nu=0.05, gamma=0.3)),
+        shard_count=SHARDS,
+    )
+    assert second.packs is not None and second.packs.written == {shard(3): 3, shard(1): 1}
+    for index, pairs in BY_SHARD.items():
+        pack = pack_of(service, index)
+        assert set(pack) == pairs
+        for pair, entry in pack.items():
+            expected = second.published[pair] if pair in retrained else first.published[pair]
+            assert entry.model_sha256 == expected
+    assert all(second.published[p] != first.published[p] for p in retrained)
+
+
+def test_a_model_the_fast_path_cannot_compile_gets_no_entry_and_loses_its_old_one(service: BlobServiceClient) -> None:
+    publish_history(service)
+    train_and_publish(service, START, END, shard_count=SHARDS)
+    forests = [Pair("a", "x"), Pair("b", "x")]
+    report = train_and_publish(
+        service,
+        START,
+        END,
+        pairs=forests,
+        factory=lambda: IsolationForest(n_estimators=5, random_state=0),
+        shard_count=SHARDS,
+    )
+    assert set(report.published) == set(forests)  # the models themselves are published all the same
+    assert report.packs is not None and report.packs.written == {shard(3): 2, shard(1): 0}
+    assert set(pack_of(service, 3)) == {Pair("a", "y"), Pair("c", "x")}
+    assert pack_of(service, 1) == {}
+
+    # A new pair whose model does not compile, in a shard whose pack never held it: nothing to write.
+    publish_history(service, [Pair("h", "x")])
+    again = train_and_publish(
+        service, START, END, pairs=[Pair("h", "x")], factory=lambda: IsolationForest(n_estimators=5), shard_count=4
+    )
+    assert again.packs is not None and again.packs.written == {}
+    assert set(pack_of(service, 0)) == {Pair("g", "x")}
+
+
+def test_training_without_a_shard_count_leaves_the_packs_alone(service: BlobServiceClient) -> None:
+    publish_history(service)
+    report = train_and_publish(service, START, END)
+    assert report.packs is None
+    assert [b.name for b in models_of(service).list_blobs(name_starts_with="packs/")] == []
+
+
+def test_an_unreadable_pack_is_rebuilt_from_the_changes_and_reported(service: BlobServiceClient) -> None:
+    publish_history(service)
+    train_and_publish(service, START, END, shard_count=SHARDS)
+    models_of(service).upload_blob(pack_blob(shard(3)), b"not a pack", overwrite=True)
+    report = train_and_publish(service, START, END, pairs=[Pair("a", "x")], shard_count=SHARDS)
+    assert report.packs is not None
+    assert list(report.packs.rebuilt_unreadable) == [shard(3)]
+    assert "not a model pack" in report.packs.rebuilt_unreadable[shard(3)]
+    assert set(pack_of(service, 3)) == {Pair("a", "x")}  # the others fall back to their models until a rebuild
+    assert set(pack_of(service, 1)) == {Pair("b", "x")}
+
+
+def _wrap_reads(monkeypatch: pytest.MonkeyPatch, after_read: Callable[[BlobClient, int], object]) -> None:
+    """Run ``after_read(blob, call number)`` after each pack read, i.e. between a read and its write."""
+    original = packs._read_shard
+    calls = [0]
+    lock = threading.Lock()
+
+    def read(blob: BlobClient) -> tuple[dict[tuple[str, str], PackEntry], str | None, str | None]:
+        result = original(blob)
+        with lock:
+            calls[0] += 1
+            number = calls[0]
+        after_read(blob, number)
+        return result
+
+    monkeypatch.setattr(packs, "_read_shard", read)
+
+
+def test_a_pack_changed_between_read_and_write_is_reread_and_merged(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = Pair("a", "x"), Pair("a", "y"), Pair("c", "x")  # all in shard 3
+    update_packs(models_of(service), SHARDS, {a: entry_for(a)})
+
+    def another_writer(blob: BlobClient, number: int) -> None:
+        if number == 1:  # someone else adds c after our read: our If-Match write must fail
+            current = read_pack(blob.download_blob().readall())
+            blob.upload_blob(write_pack([*current.values(), entry_for(c)]), overwrite=True)
+
+    _wrap_reads(monkeypatch, another_writer)
+    report = update_packs(models_of(service), SHARDS, {b: entry_for(b)})
+    assert report.conflicts_retried == 1 and report.written == {shard(3): 3}
+    assert set(pack_of(service, 3)) == {a, b, c}
+
+
+def test_two_trainers_creating_the_same_pack_both_land(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = Pair("a", "x"), Pair("a", "y")
+    both_read = threading.Barrier(2, timeout=30)
+
+    def wait_for_the_other(_blob: BlobClient, number: int) -> None:
+        if number <= 2:  # both see no pack before either writes: one If-None-Match write must lose
+            both_read.wait()
+
+    _wrap_reads(monkeypatch, wait_for_the_other)
+    entries = {a: entry_for(a), b: entry_for(b)}
+    results = []
+    threads = [
+        threading.Thread(target=lambda p=p: results.append(update_packs(models_of(service), SHARDS, {p: entries[p]})))
+        for p in (a, b)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and sum(r.conflicts_retried for r in results) == 1
+    pack = pack_of(service, 3)
+    assert set(pack) == {a, b} and {p: e.model_sha256 for p, e in pack.items()} == {
+        p: e.model_sha256 for p, e in entries.items()
+    }
+
+
+def test_a_pack_that_keeps_changing_raises_after_bounded_retries(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = Pair("a", "x"), Pair("a", "y")
+    update_packs(models_of(service), SHARDS, {a: entry_for(a)})
+    _wrap_reads(monkeypatch, lambda blob, _n: blob.set_blob_metadata({"touched": "yes"}))  # new etag every time
+    with pytest.raises(PackUpdateError, match="kept changing: 5 conditional writes"):
+        update_packs(models_of(service), SHARDS, {b: entry_for(b)})
+    assert set(pack_of(service, 3)) == {a}
+
+
+def test_a_pack_failure_after_publishing_says_the_models_are_published(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_history(service)
+    _wrap_reads(monkeypatch, lambda blob, _n: blob.set_blob_metadata({"touched": "yes"}) if blob.exists() else None)
+    models_of(service).upload_blob(pack_blob(shard(3)), write_pack([]), overwrite=True)
+    with pytest.raises(PackUpdateError, match=r"5 model\(s\) published, but their model packs were not updated"):
+        train_and_publish(service, START, END, shard_count=SHARDS)
+    assert set(list_models(models_of(service))) == set(FLEET)
+
+
+def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: BlobServiceClient) -> None:
+    models = models_of(service)
+    good = [Pair("a", "x"), Pair("c", "x"), Pair("g", "x")]
+    shas = {p: publish_model(models, p, train_on(aggregates_for([p], windows=60)), FEATURES).sha256 for p in good}
+    pickled, forest = Pair("a", "y"), Pair("b", "x")
+    estimator = train_on(aggregates_for([pickled], windows=60))
+    data = pickle.dumps(estimator)
+    metadata = publish_model(models, pickled, estimator, FEATURES).to_blob_metadata()
+    metadata.update(format="pickle", sha256=hashlib.sha256(data).hexdigest())
+    models.upload_blob(model_blob(pickled), data, overwrite=True, metadata=metadata)
+    x = aggregates_for([forest], windows=60)[list(FEATURES)].to_numpy()
+    publish_model(models, forest, IsolationForest(n_estimators=5, random_state=0).fit(x), FEATURES)
+    # Stale packs: an entry for a model that no longer exists, and one in a shard that will be empty.
+    update_packs(
+        models, SHARDS, {Pair("c", "gone"): entry_for(Pair("c", "gone")), Pair("j", "x"): entry_for(Pair("j", "x"))}
+    )
+    models.upload_blob(pack_blob(shard(1)), b"corrupt", overwrite=True)
+
+    report = rebuild_packs(models, SHARDS)
+    assert report.written == {shard(0): 1, shard(1): 0, shard(2): 0, shard(3): 2}
+    assert set(report.skipped) == {pickled, forest}
+    assert report.skipped[pickled].startswith("pickle:")
+    assert report.skipped[forest].startswith("untrusted_model:")
+    assert {p: e.model_sha256 for p, e in pack_of(service, 3).items()} == {p: shas[p] for p in good[:2]}
+    assert {p: e.model_sha256 for p, e in pack_of(service, 0).items()} == {Pair("g", "x"): shas[Pair("g", "x")]}
+    assert pack_of(service, 1) == {} and pack_of(service, 2) == {}
+
+    trusted = rebuild_packs(models, SHARDS, trusted_types=("sklearn.tree._tree.Tree",))
+    assert trusted.skipped[forest] == "not_compilable: IsolationForest"
+
+
+def test_pack_cli_rebuilds_and_exits_2_on_bad_input_and_1_on_storage_failures(
+    service: BlobServiceClient, azurite: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = Pair("b", "x")
+    sha = publish_model(models_of(service), pair, train_on(aggregates_for([pair], windows=60)), FEATURES).sha256
+    result = runner.invoke(trainer, ["pack", "--shard-count", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary == {
+        "shard_count": 2,
+        "packs_written": 2,
+        "pack_entries": 1,
+        "rebuilt_unreadable": {},
+        "conflicts_retried": 0,
+        "skipped": {},
+    }
+    assert {p: e.model_sha256 for p, e in pack_of(service, 1, 2).items()} == {pair: sha}
+
+    assert runner.invoke(trainer, ["pack", "--shard-count", "0"]).exit_code == 2
+    assert runner.invoke(trainer, ["pack"]).exit_code == 2
+    bad_type = runner.invoke(trainer, ["pack", "--shard-count", "2", "--trusted-type", "not a type"])
+    assert bad_type.exit_code == 2 and "invalid trusted type" in bad_type.output
+    monkeypatch.setenv("SCORING_SHARD_COUNT", "3")
+    assert json.loads(runner.invoke(trainer, ["pack"]).stdout)["packs_written"] == 3
+
+    port, conn = azurite
+    dead = conn.replace(f":{port}/", ":9/")  # the discard port: nothing listens
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", dead)
+    monkeypatch.setenv("AZURE_STORAGE_RETRY_TOTAL", "0")
+    monkeypatch.setenv("AZURE_STORAGE_TIMEOUT_SECONDS", "2")
+    down = runner.invoke(trainer, ["pack", "--shard-count", "2"])
+    assert down.exit_code == 1 and "error:" in down.output
+
+
+def test_trainer_cli_updates_packs_under_both_invocations(service: BlobServiceClient) -> None:
+    publish_history(service)
+    window = ["--from", "2026-11-25T07", "--to", "2026-11-25T10"]
+    legacy = runner.invoke(trainer, [*window, "--shard-count", "4"])  # the form from before `pack` existed
+    assert legacy.exit_code == 0, legacy.output
+    assert json.loads(legacy.stdout)["packs"] == {
+        "packs_written": 3,
+        "pack_entries": 5,
+        "rebuilt_unreadable": {},
+        "conflicts_retried": 0,
+    }
+    plain = runner.invoke(trainer, ["train", *window])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["packs"] is None
+    assert runner.invoke(trainer, ["train", *window, "--shard-count", "0"]).exit_code == 2

@@ -1,0 +1,211 @@
+"""Keeping the per-shard model packs in step with the per-pair models.
+
+A scorer task reads one pack per shard instead of one skops file per pair, so packs are what make a
+large fleet cheap to score. They are only an accelerator: the per-pair models are published first and
+stay the source of truth, and the scorer uses a pack entry only while its ``model_sha256`` equals the
+current model's. A pack that is missing, stale or lost therefore costs speed, never correctness, which
+is why a failure here never unpublishes a model.
+
+Two ways to write packs:
+
+- :func:`update_packs`, after training: read-modify-write of just the shards whose pairs changed.
+  Several trainers (or a trainer and ``trainer pack``) may touch the same shard, so every write is
+  conditional on the version read (If-Match its ETag, or If-None-Match ``*`` for a new pack) and a
+  lost race is re-read and re-applied, never silently overwritten.
+- :func:`rebuild_packs`, ``trainer pack``: compiles every published skops model and replaces every
+  shard's pack outright. It repairs whatever updates could not: a pack rebuilt after it was found
+  unreadable, entries of deleted models, a changed shard count.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobClient, ContainerClient
+
+from workloads.common.fastpath import compile_model
+from workloads.common.layout import pack_blob
+from workloads.common.model_metadata import ModelFormat, list_models
+from workloads.common.model_pack import PackEntry, PackError, read_pack, write_pack
+from workloads.common.modelstore import ModelError, load_model
+from workloads.common.pairs import Pair
+from workloads.common.shards import shard_name, shard_of
+
+MAX_ATTEMPTS: Final = 5
+"""Conditional writes of one shard's pack before giving up (each lost race re-reads the pack)."""
+
+WORKERS: Final = 8
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class PackUpdateError(RuntimeError):
+    """A pack could not be written; the per-pair models are unaffected and still used by the scorer."""
+
+
+@dataclass
+class PackUpdate:
+    """What a pack update or rebuild did, for reports and the CLI summary."""
+
+    written: dict[str, int] = field(default_factory=dict)  # shard name -> entries in the pack now
+    rebuilt_unreadable: dict[str, str] = field(default_factory=dict)  # shard name -> why the old pack was unusable
+    conflicts_retried: int = 0  # conditional writes lost to another writer, then re-read and retried
+    skipped: dict[Pair, str] = field(default_factory=dict)  # rebuild only: pair -> why it has no entry
+
+
+def pack_entry(pair: Pair, estimator: object, metadata_sha256: str, features: Sequence[str]) -> PackEntry | None:
+    """The pack entry of a published model, or None where the fast path does not support the estimator."""
+    model = compile_model(estimator)
+    if model is None:
+        return None
+    return PackEntry(pair.device_id, pair.sensor, metadata_sha256, tuple(features), model)
+
+
+def update_packs(models: ContainerClient, shard_count: int, changes: Mapping[Pair, PackEntry | None]) -> PackUpdate:
+    """Apply ``changes`` to the packs of their shards: an entry replaces the pair's, None removes it.
+
+    Shards are updated concurrently, each with conditional writes (see the module docstring); a shard
+    still losing after :data:`MAX_ATTEMPTS` raises :class:`PackUpdateError`. A pack that exists but
+    cannot be read (:class:`PackError`) is replaced by one holding the changes only, and reported in
+    ``rebuilt_unreadable``: the entries it held for other pairs are lost, so those pairs are scored
+    from their per-pair models until ``trainer pack`` rebuilds the packs.
+    """
+    by_shard: dict[str, dict[Pair, PackEntry | None]] = defaultdict(dict)
+    for pair, entry in changes.items():
+        if entry is not None and (entry.device_id, entry.sensor) != (pair.device_id, pair.sensor):
+            raise ValueError(f"pack entry {entry.device_id}/{entry.sensor} given for pair {pair}")
+        by_shard[shard_name(shard_of(pair.device_id, shard_count), shard_count)][pair] = entry
+    update = PackUpdate()
+    items = sorted(by_shard.items())
+
+    def one(item: tuple[str, dict[Pair, PackEntry | None]]) -> tuple[int | None, str | None, int]:
+        return _update_shard(models.get_blob_client(pack_blob(item[0])), *item)
+
+    outcomes = _map(one, items, WORKERS)
+    for (shard, _), (written, unreadable, conflicts) in zip(items, outcomes, strict=True):
+        if written is not None:
+            update.written[shard] = written
+        if unreadable is not None:
+            update.rebuilt_unreadable[shard] = unreadable
+        update.conflicts_retried += conflicts
+    return update
+
+
+def _read_shard(blob: BlobClient) -> tuple[dict[tuple[str, str], PackEntry], str | None, str | None]:
+    """(entries, etag, why unreadable) of a pack; no pack is empty with no etag, an unreadable one
+    is empty with its etag (so the rewrite is still conditional on the version that was read)."""
+    try:
+        downloader = blob.download_blob()
+        data = downloader.readall()
+    except ResourceNotFoundError:
+        return {}, None, None
+    etag = str(downloader.properties.etag)
+    try:
+        return read_pack(data), etag, None
+    except PackError as exc:
+        return {}, etag, str(exc)
+
+
+def _update_shard(
+    blob: BlobClient, shard: str, changes: Mapping[Pair, PackEntry | None]
+) -> tuple[int | None, str | None, int]:
+    """Read, modify and conditionally write one shard's pack, retrying lost races.
+
+    Returns (entries written or None when nothing needed writing, why the old pack was unreadable,
+    conflicts retried).
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        entries, etag, unreadable = _read_shard(blob)
+        changed = unreadable is not None
+        for pair, entry in changes.items():
+            key = (pair.device_id, pair.sensor)
+            if entry is not None:
+                entries[key], changed = entry, True
+            elif entries.pop(key, None) is not None:
+                changed = True
+        if not changed:
+            return None, None, attempt  # only removals of entries the pack does not hold
+        data = write_pack(list(entries.values()))
+        try:
+            if etag is None:
+                blob.upload_blob(data, overwrite=True)
+            else:
+                blob.upload_blob(data, overwrite=True)
+        except (ResourceModifiedError, ResourceExistsError):
+            continue  # another writer got there first: re-read and re-apply
+        except ResourceNotFoundError:
+            if etag is None:
+                raise  # no container: not a race
+            continue  # the pack read was deleted since: re-read and re-apply
+        return len(entries), unreadable, attempt
+    raise PackUpdateError(
+        f"model pack {pack_blob(shard)} kept changing: {MAX_ATTEMPTS} conditional writes lost to other writers"
+    )
+
+
+def rebuild_packs(
+    models: ContainerClient, shard_count: int, *, trusted_types: Sequence[str] = (), workers: int = WORKERS
+) -> PackUpdate:
+    """Compile every published skops model and replace every shard's pack with them.
+
+    Pickled models are never loaded here (packs exist to avoid running code from model files), and
+    models that cannot be loaded or compiled are left out with the reason in ``skipped``: the scorer
+    falls back to their per-pair models. Every shard gets a pack, empty if need be, so no stale pack
+    outlives the rebuild. Writes are unconditional: a trainer updating a pack at the same time may be
+    overwritten by an older entry, which the scorer then ignores (its checksum no longer matches).
+    """
+    update = PackUpdate()
+    wanted: list[Pair] = []
+    for pair, metadata in sorted(list_models(models).items()):
+        if isinstance(metadata, str):
+            update.skipped[pair] = f"corrupt_model: {metadata}"
+        elif metadata.format is not ModelFormat.SKOPS:
+            update.skipped[pair] = f"{metadata.format.value}: packs are compiled from skops models only"
+        else:
+            wanted.append(pair)
+
+    def compiled(pair: Pair) -> PackEntry | str:
+        try:
+            loaded = load_model(models, pair, trusted_types=trusted_types)
+        except ModelError as exc:
+            return f"{exc.reason}: {exc}"
+        try:
+            entry = pack_entry(pair, loaded.estimator, loaded.metadata.sha256, loaded.metadata.features)
+        except ValueError as exc:  # e.g. metadata naming more features than the model reads
+            return f"invalid_entry: {exc}"
+        return entry if entry is not None else f"not_compilable: {type(loaded.estimator).__name__}"
+
+    shards: dict[str, list[PackEntry]] = {shard_name(s, shard_count): [] for s in range(shard_count)}
+    for pair, result in zip(wanted, _map(compiled, wanted, workers), strict=True):
+        if isinstance(result, str):
+            update.skipped[pair] = result
+        else:
+            shards[shard_name(shard_of(pair.device_id, shard_count), shard_count)].append(result)
+
+    def write(item: tuple[str, list[PackEntry]]) -> int:
+        shard, entries = item
+        models.upload_blob(pack_blob(shard), write_pack(entries), overwrite=True)
+        return len(entries)
+
+    items = list(shards.items())
+    update.written = {shard: written for (shard, _), written in zip(items, _map(write, items, workers), strict=True)}
+    return update
+
+
+def _map(function: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
+    """``function`` over ``items`` on up to ``workers`` threads (storage round trips), results in order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        return list(pool.map(function, items))
