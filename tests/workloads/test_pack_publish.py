@@ -205,6 +205,16 @@ def test_a_pack_changed_between_read_and_write_is_reread_and_merged(
     assert set(pack_of(service, 3)) == {a, b, c}
 
 
+def test_a_pack_deleted_between_read_and_write_is_recreated(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = Pair("a", "x"), Pair("a", "y")
+    update_packs(models_of(service), SHARDS, {a: entry_for(a)})
+    _wrap_reads(monkeypatch, lambda blob, n: blob.delete_blob() if n == 1 else None)
+    report = update_packs(models_of(service), SHARDS, {b: entry_for(b)})
+    assert report.conflicts_retried == 1 and set(pack_of(service, 3)) == {b}
+
+
 def test_two_trainers_creating_the_same_pack_both_land(
     service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,11 +26,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
 
 from workloads.common.fastpath import compile_model
@@ -139,9 +135,9 @@ def _update_shard(
         data = write_pack(list(entries.values()))
         try:
             if etag is None:
-                blob.upload_blob(data, overwrite=True)
+                blob.upload_blob(data, overwrite=False)  # If-None-Match: *
             else:
-                blob.upload_blob(data, overwrite=True)
+                blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceExistsError):
             continue  # another writer got there first: re-read and re-apply
         except ResourceNotFoundError:
@@ -165,6 +161,7 @@ def rebuild_packs(
     outlives the rebuild. Writes are unconditional: a trainer updating a pack at the same time may be
     overwritten by an older entry, which the scorer then ignores (its checksum no longer matches).
     """
+    shards: dict[str, list[PackEntry]] = {shard_name(s, shard_count): [] for s in range(shard_count)}
     update = PackUpdate()
     wanted: list[Pair] = []
     for pair, metadata in sorted(list_models(models).items()):
@@ -186,7 +183,6 @@ def rebuild_packs(
             return f"invalid_entry: {exc}"
         return entry if entry is not None else f"not_compilable: {type(loaded.estimator).__name__}"
 
-    shards: dict[str, list[PackEntry]] = {shard_name(s, shard_count): [] for s in range(shard_count)}
     for pair, result in zip(wanted, _map(compiled, wanted, workers), strict=True):
         if isinstance(result, str):
             update.skipped[pair] = result
