@@ -3,6 +3,10 @@
 Models are skops files: loading one cannot run arbitrary code, and any type outside skops' trusted
 defaults (scikit-learn, numpy, scipy) is refused unless the operator names it. Pickle is accepted
 only with an explicit ``trust_pickle``.
+
+scikit-learn and skops are imported on first use, not with this module: together they take about
+2 s to import on a loaded node, and a scorer task whose pairs are all served by its shard's model
+pack never needs them.
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sklearn
-import skops.io as sio
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError, ResourceNotModifiedError
 from azure.storage.blob import ContainerClient
@@ -52,6 +54,9 @@ def publish_model(
     training_rows: int | None = None,
 ) -> ModelMetadata:
     """Write the model and its metadata in one Put Blob, replacing any previous version atomically."""
+    import sklearn
+    import skops.io as sio
+
     data = sio.dumps(estimator)
     metadata = ModelMetadata(
         format=ModelFormat.SKOPS,
@@ -81,6 +86,8 @@ def deserialise(
         if not trust_pickle:
             raise ModelError("untrusted_model", "model is a pickle; refusing to load it without --trust-pickle")
         return pickle.loads(data)
+    import skops.io as sio
+
     try:
         return sio.loads(data, trusted=list(trusted_types) or None)
     except sio.exceptions.UntrustedTypesFoundException as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ class DemoConfig:
     score_hours: int = 3
     history_hours: int = 24
     chunk_size: int = 25
+    shard_count: int = 4  # the trainer writes one model pack per shard; tasks never span shards
     workers: int = 2
     stack: str = "local"
     bad_pairs: bool = True  # break two models on purpose to show that the hour still completes
@@ -78,13 +80,16 @@ class DemoResult:
 
 
 def break_models(service: BlobServiceClient, pairs: list[Pair]) -> dict[Pair, str]:
-    """Delete one model and corrupt another (metadata kept, bytes changed), as an operator might find them."""
+    """Delete one model and replace another with a broken file (a bad publish: new bytes, their own
+    checksum), as an operator might find them. Either way the pair's pack entry no longer matches the
+    model the planner lists, so the scorer takes the per-pair path and logs why the pair failed."""
     models = service.get_container_client(str(Container.MODELS))
     missing, corrupt = pairs[-1], pairs[-2]
     models.delete_blob(model_blob(missing))
     blob = models.get_blob_client(model_blob(corrupt))
-    metadata = blob.get_blob_properties().metadata
-    blob.upload_blob(b"not a skops file", overwrite=True, metadata=metadata)
+    data = b"not a skops file"
+    metadata = {**blob.get_blob_properties().metadata, "sha256": hashlib.sha256(data).hexdigest()}
+    blob.upload_blob(data, overwrite=True, metadata=metadata)
     return {missing: "missing_model", corrupt: "corrupt_model"}
 
 
@@ -113,7 +118,11 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
     pairs = config.fleet.pairs()
     task = progress.add_task("train + publish models", total=len(pairs))
     training = train_and_publish(
-        service, config.history_start, config.first_score_hour, on_pair=lambda _: progress.advance(task)
+        service,
+        config.history_start,
+        config.first_score_hour,
+        shard_count=config.shard_count,
+        on_pair=lambda _: progress.advance(task),
     )
     result.models = len(training.published)
     if config.bad_pairs and len(pairs) >= 3:
@@ -125,7 +134,8 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
     with LocalBackend(settings, workers=config.workers, options=ScorerOptions()) as backend:
         # The same reconciler as the scheduled path: each hour is scored because it was never scored
         # or because the freshly published aggregates changed its inputs.
-        reconciler = Reconciler(service, backend, ReconcileSettings(stack=config.stack, chunk_size=config.chunk_size))
+        plan = ReconcileSettings(stack=config.stack, chunk_size=config.chunk_size, shard_count=config.shard_count)
+        reconciler = Reconciler(service, backend, plan)
         for hour in score_hours:
             step = time.perf_counter()
             scored = reconciler.hour(hour, datetime.now(UTC))
