@@ -64,9 +64,10 @@ class BenchOptions:
     sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
     reference_sample: int = 30
     naive_max_pairs: int = 10_000
-    scorer_max_pairs: int = 10_000
+    scorer_max_pairs: int = 100_000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    chunk_size: int = 200
+    shard_pairs: int = 2_500  # pairs per shard aimed at: shard count = ceil(pairs / shard_pairs)
+    chunk_size: int = 5_000  # most pairs per task: twice a shard, so a shard is one task
     seed: int = 7
     kernel_min_seconds: float = 1.0
 
@@ -171,13 +172,13 @@ def _storage(connection: str | None, folder: Path) -> Iterator[str]:
         yield started
 
 
-def _publish(connection: str, fleet: SyntheticFleet) -> None:
+def _publish(connection: str, fleet: SyntheticFleet, shard_count: int) -> None:
     from benchmarks.fleet_data import publish_fleet
     from workloads.common.storage import StorageSettings, ensure_containers
 
     service = StorageSettings.model_validate({"connection_string": connection}).client(max_connections=16)
     ensure_containers(service)
-    publish_fleet(service, fleet)
+    publish_fleet(service, fleet, shard_count)
 
 
 def _compare(folder: Path, first: str, second: str) -> dict[str, Any] | None:
@@ -247,6 +248,7 @@ def run_size(
         naive=tuple(naive),
         workers=options.workers,
         chunk_size=options.chunk_size,
+        shard_count=max(1, -(-pairs // options.shard_pairs)),
         kernel_min_seconds=options.kernel_min_seconds,
     )
     spec.save(folder)
@@ -271,7 +273,7 @@ def run_size(
         with _storage(connection, folder) as conn:
             console.log(f"{pairs:,} pairs: publishing the hour's aggregates and {pairs:,} models to Azurite")
             step = time.perf_counter()
-            _publish(conn, fleet)
+            _publish(conn, fleet, spec.shard_count)
             build_s += time.perf_counter() - step
             console.log(f"{pairs:,} pairs: measuring {LABELS['scorer']}")
             measurements["scorer"] = _run_measure("scorer", folder, _child_env(conn))
@@ -433,13 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scorer-max-pairs", type=int, default=defaults.scorer_max_pairs, help="(c) is not run above this"
     )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="local backend worker processes")
-    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size, help="pairs per scorer task")
+    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size, help="most pairs per scorer task")
+    parser.add_argument("--shard-pairs", type=int, default=defaults.shard_pairs, help="pairs per shard aimed at")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--kernel-min-seconds", type=float, default=defaults.kernel_min_seconds)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the fleets' files here")
     args = parser.parse_args(argv)
-    if min(args.pairs) < 1 or args.reference_sample < 1 or args.naive_max_pairs < 1 or args.chunk_size < 1:
-        parser.error("--pairs, --reference-sample, --naive-max-pairs and --chunk-size must be at least 1")
+    if min(*args.pairs, args.reference_sample, args.naive_max_pairs, args.chunk_size, args.shard_pairs) < 1:
+        parser.error("--pairs, --reference-sample, --naive-max-pairs, --chunk-size, --shard-pairs must be at least 1")
     options = BenchOptions(
         sizes=tuple(args.pairs),
         reference_sample=args.reference_sample,
@@ -447,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorer_max_pairs=args.scorer_max_pairs,
         workers=args.workers,
         chunk_size=args.chunk_size,
+        shard_pairs=args.shard_pairs,
         seed=args.seed,
         kernel_min_seconds=args.kernel_min_seconds,
     )

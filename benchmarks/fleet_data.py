@@ -31,6 +31,7 @@ from sklearn.svm import OneClassSVM
 
 from workloads.common.aggregates import AGGREGATE_COLUMNS, FEATURE_NAMES, WINDOW_END
 from workloads.common.layout import Container
+from workloads.common.model_pack import PackEntry
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
 
@@ -244,25 +245,29 @@ def write_pickle_models(fleet: SyntheticFleet, indices: Sequence[int], folder: P
         (folder / f"{index}.pkl").write_bytes(pickle.dumps(fleet.model(index), protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def publish_fleet(service: BlobServiceClient, fleet: SyntheticFleet, threads: int = 8) -> None:
-    """The hour's aggregates and every pair's model, through the project's own publishing code."""
+def publish_fleet(service: BlobServiceClient, fleet: SyntheticFleet, shard_count: int = 1, threads: int = 8) -> None:
+    """The hour's aggregates, every pair's model and the shards' model packs, through the project's own
+    publishing code (as the trainer publishes them)."""
     from workloads.aggregator.publish import publish_aggregates
+    from workloads.training.packs import pack_entry, update_packs
 
     publish_aggregates(service, fleet.frame())
     models = service.get_container_client(str(Container.MODELS))
     start, end = fleet.hour - timedelta(days=1), fleet.hour
 
-    def publish(index: int) -> None:
-        publish_model(
+    def publish(index: int) -> tuple[Pair, PackEntry | None]:
+        pair, model, features = fleet.pair_ids[index], fleet.model(index), fleet.features(index)
+        metadata = publish_model(
             models,
-            fleet.pair_ids[index],
-            fleet.model(index),
-            fleet.features(index),
+            pair,
+            model,
+            features,
             training_start=start,
             training_end=end,
             training_rows=HISTORY_WINDOWS,
         )
+        return pair, pack_entry(pair, model, metadata.sha256, features)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(publish, range(fleet.pairs)):
-            pass
+        entries = dict(pool.map(publish, range(fleet.pairs)))
+    update_packs(models, shard_count, entries)

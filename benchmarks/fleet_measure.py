@@ -60,6 +60,7 @@ class WorkspaceSpec:
     naive: tuple[int, ...]  # the pairs (b) runs on
     workers: int
     chunk_size: int
+    shard_count: int = 1
     kernel_min_seconds: float = 1.0
 
     def fleet(self) -> SyntheticFleet:
@@ -212,7 +213,8 @@ def _run_hour(spec: WorkspaceSpec, settings: Any, hour: datetime, port: int | No
         backend = local.LocalBackend(settings, workers=spec.workers, options=ScorerOptions())
     if spec.workers > 0 and not pools:
         raise RuntimeError("the local backend created no process pool: its workers' blob requests cannot be counted")
-    reconciler = Reconciler(service, backend, ReconcileSettings(stack="bench", chunk_size=spec.chunk_size))
+    plan = ReconcileSettings(stack="bench", chunk_size=spec.chunk_size, shard_count=spec.shard_count)
+    reconciler = Reconciler(service, backend, plan)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     storage_before = azurite_cpu_seconds(port)
     blob_counter.install(counters, role=blob_counter.ROLES.index("driver"))
@@ -271,6 +273,7 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     from benchmarks import blob_counter
     from workloads.common.hour_inputs import list_hour_inputs
     from workloads.common.storage import StorageSettings
+    from workloads.submitter.finalise import read_run_logs
     from workloads.submitter.record import read_record
 
     fleet = spec.fleet()
@@ -279,6 +282,7 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     run = _run_hour(spec, settings, fleet.hour, _azurite_port(connection))
     service = settings.client()
     record = read_record(service, fleet.hour, run.record.job_id) or run.record
+    task_logs, _, _ = read_run_logs(service, record)
     with_predictions = _read_back(folder, service, fleet)
     inputs = list_hour_inputs(service, fleet.hour)
     driver, workers = run.counts["driver"], run.counts["workers"]
@@ -307,6 +311,12 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
         "blob_ops_driver": blob_counter.operations(driver),
         "blob_ops_workers": blob_counter.operations(workers),
         "bytes_read_per_task": round(blob_counter.bytes_received(workers) / tasks),
+        "bytes_read_per_pair": round(blob_counter.bytes_received(workers) / max(1, record.pairs)),
+        "shard_count": spec.shard_count,
+        "pairs_from_pack": sum(log.pack_pairs for log in task_logs.values()),
+        "pairs_from_models": sum(log.model_pairs for log in task_logs.values()),
+        "task_wall_s_max": round(max((t.timings_ms["total"] for t in task_logs.values()), default=0) / 1000, 3),
+        **_scorer_start(connection, record),
         "bytes_read_per_task_by_container": {
             c: round(workers[f"bytes_{c}"] / tasks) for c in blob_counter.CONTAINERS if workers[f"bytes_{c}"]
         },
@@ -316,6 +326,34 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
         "aggregate_blobs_in_hour": len(inputs),
         "note": f"{record.tasks} task(s) of up to {spec.chunk_size} pairs, {spec.workers} worker process(es)",
     }
+
+
+def _scorer_start(connection: str, record: Any) -> dict[str, Any]:
+    """Not part of (c)'s time: one task run again as Batch runs it, a fresh ``scorer`` process, to time
+    its start (process start to the first pair scored: imports, manifest, its rows and pack read).
+    Re-running a task of a finished job rewrites the same outputs."""
+    import subprocess
+    import sys
+
+    if not record.manifests:
+        return {}
+    env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": connection}
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "workloads.scorer.cli", "--manifest", record.manifests[0]],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    wall = time.time() - started
+    if done.returncode != 0:
+        return {"scorer_start": f"failed: {done.stderr.strip()[-300:]}"}
+    summary = json.loads(done.stdout)
+    timings = summary["timings_ms"]
+    began = datetime.fromisoformat(summary["started_at"]).timestamp()
+    first_pair = began - started + (timings.get("read_inputs", 0) + timings.get("read_pack", 0)) / 1000
+    return {"scorer_start_s": round(first_pair, 3), "scorer_process_wall_s": round(wall, 3)}
 
 
 # -- (d) the in-memory kernel ---------------------------------------------------------------------------------
@@ -376,7 +414,7 @@ def measure_kernel(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     _save_results(folder, "kernel", indices, flags, scores, borderline=borderline)
     wall, cpu = statistics.median(walls), statistics.median(cpus)
     peak_rss = _self_rss_mib()  # before the packs below
-    packs = _pack_extras(fleet, indices, compiled, spec.chunk_size)
+    packs = _pack_extras(fleet, indices, compiled, spec.shard_count)
     return {
         "pairs": len(indices),
         "pairs_not_compiled": fleet.pairs - len(indices),
@@ -394,17 +432,15 @@ def measure_kernel(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
 
 
 def _pack_extras(
-    fleet: SyntheticFleet, indices: Sequence[int], compiled: Sequence[Any], chunk_size: int
+    fleet: SyntheticFleet, indices: Sequence[int], compiled: Sequence[Any], shard_count: int
 ) -> dict[str, Any]:
     """Not part of (d)'s time: the compiled models as per-shard model packs, their size and decode time."""
-    try:
-        from workloads.common.model_pack import PackEntry, read_pack, write_pack
-        from workloads.common.shards import shard_of
-    except ModuleNotFoundError as exc:
-        return {"packs": f"not measured: {exc.name} does not exist"}
+    from workloads.common.model_pack import PackEntry, read_pack, write_pack
+    from workloads.common.shards import shard_of
+
     if not indices:
         return {}
-    shards = max(1, -(-len(indices) // chunk_size))
+    shards = shard_count
     groups: dict[int, list[Any]] = {}
     for index, model in zip(indices, compiled, strict=True):
         pair = fleet.pair_ids[index]

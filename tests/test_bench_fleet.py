@@ -69,7 +69,10 @@ def test_fleet_benchmark_measures_every_path_and_they_agree(
     assert scorer["blob_ops_driver"] > 0 and scorer["blob_ops_workers"] > 0
     assert scorer["blob_ops"]["GET"] > 0 and scorer["blob_ops"]["PUT"] > 0
     assert scorer["bytes_read_per_task"] > 0
-    assert scorer["bytes_read_per_task_by_container"]["aggregates"] > 0
+    read = scorer["bytes_read_per_task_by_container"]
+    assert "aggregates" not in read and read["logs"] > 0 and read["models"] > 0  # its own rows, its pack
+    assert scorer["pairs_from_pack"] > 0 and scorer["pairs_from_pack"] + scorer["pairs_from_models"] == PAIRS
+    assert 0 < scorer["scorer_start_s"] < scorer["scorer_process_wall_s"]
     assert scorer["aggregate_bytes_in_hour"] > 0
 
     kernel = measured["kernel"]

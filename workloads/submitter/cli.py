@@ -332,7 +332,7 @@ def _plan_json(job: JobPlan) -> dict[str, object]:
         "job_id": job.job_id,
         "hour": format_hour(job.hour),
         "pairs": job.pairs,
-        "tasks": [{"task_id": t.task_id, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
+        "tasks": [{"task_id": t.task_id, "shard": t.shard, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
         "silent_pairs": [str(p) for p in job.silent_pairs],
         "inputs": [b.name for b in job.inputs],
         "fingerprint": job.fingerprint,
@@ -371,6 +371,10 @@ def _issues(summary: dict[str, object]) -> list[tuple[str, str]]:
         out.append(("pairs without a run-log line", str(summary["pairs_unaccounted"])))
     for task, error in dict(summary["task_errors"]).items():  # type: ignore[call-overload]
         out.append(("task failed", f"{task}: {error}"))
+    for task, pack in dict(summary["packs_not_used"]).items():  # type: ignore[call-overload]
+        out.append(
+            ("model pack not used (pairs scored one model at a time; `trainer pack` rebuilds)", f"{task}: {pack}")
+        )
     if summary["status"] == "stale":
         out.append(("stale", "inputs changed after scoring: the next reconcile re-scores it"))
     if summary["status"] == "empty":

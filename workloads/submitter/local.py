@@ -1,12 +1,15 @@
 """The local backend: a pool of worker processes running the scorer entry point, as Batch nodes would.
 
 Workers are started once (spawn, so no threads or sockets are inherited) and kept for the pool's
-life, so their storage clients and model caches serve every task and hour they run.
+life, so their storage clients and model caches serve every task and hour they run. Each worker is
+one task slot: its BLAS runs one thread, so ``workers`` processes use ``workers`` cores instead of
+each starting a thread per core and fighting over them (the scorer image sets the same for Batch).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from types import TracebackType
 
@@ -16,6 +19,8 @@ from workloads.scorer.entry import run_manifest
 from workloads.scorer.task import ScorerOptions
 from workloads.submitter.backend import JobOutcome
 from workloads.submitter.plan import JobPlan
+
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class TaskFailedError(RuntimeError):
@@ -60,6 +65,9 @@ class LocalBackend:
         self.settings = settings
         self.options = options or ScorerOptions()
         self.max_task_retries = max_task_retries
+        # Read by BLAS when numpy loads in a spawned worker; an operator's own setting is kept.
+        for name in BLAS_THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
         self._executor: Executor = (
             ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
             if workers > 0

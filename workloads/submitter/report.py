@@ -75,6 +75,12 @@ class HourReport:
             "task_seconds_max": round(max(task_seconds), 3) if task_seconds else None,
             "pair_ms_p50": round(pair_ms[len(pair_ms) // 2], 2) if pair_ms else None,
             "pair_ms_max": round(pair_ms[-1], 2) if pair_ms else None,
+            # Pairs scored from their shard's model pack vs with their own model (slower: a GET and a
+            # skops load each); a pack that is not "used" (missing: e.g. the trainer's shard count
+            # differs from the stack's) is worth a `trainer pack`.
+            "pairs_from_pack": sum(t.pack_pairs for t in self.tasks),
+            "pairs_from_models": sum(t.model_pairs for t in self.tasks),
+            "packs_not_used": {t.task_id: t.pack for t in self.tasks if t.pack not in (None, "used")},
             "failures": [
                 {"pair": f"{p.device_id}/{p.sensor}", "task": p.task_id, "reason": p.reason, "error": p.error}
                 for p in self.failures
