@@ -7,6 +7,7 @@ This module has no scikit-learn dependency, so the submitter can list models wit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -14,6 +15,7 @@ from enum import StrEnum
 from azure.storage.blob import ContainerClient
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from workloads.common.blob_listing import list_blobs_with_metadata
 from workloads.common.layout import pair_from_model_blob
 from workloads.common.pairs import Pair
 
@@ -61,12 +63,34 @@ def list_models(models: ContainerClient) -> dict[Pair, ModelMetadata | str]:
     A model whose metadata does not parse maps to the error text, so planners can report it.
     """
     found: dict[Pair, ModelMetadata | str] = {}
-    for blob in models.list_blobs(include=["metadata"]):
+    for blob in list_blobs_with_metadata(models):
         pair = pair_from_model_blob(blob.name)
         if pair is None:
             continue
         try:
-            found[pair] = ModelMetadata.from_blob_metadata(blob.metadata or {})
+            found[pair] = ModelMetadata.from_blob_metadata(blob.metadata)
         except ValueError as exc:
             found[pair] = str(exc)
+    return found
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def list_model_checksums(models: ContainerClient) -> dict[Pair, str | None]:
+    """Every published model's pair and, for a skops model, the sha256 its metadata names.
+
+    What the planner needs each hour, read without validating whole metadata documents (a million
+    pydantic validations would take longer than the listing). None for pickles and unreadable
+    metadata: those pairs never take a model pack's fast path; the scorer's per-pair path applies the
+    operator's trust options and reports what is wrong with them.
+    """
+    found: dict[Pair, str | None] = {}
+    for blob in list_blobs_with_metadata(models):
+        pair = pair_from_model_blob(blob.name)
+        if pair is None:
+            continue
+        sha = blob.metadata.get("sha256", "")
+        skops = blob.metadata.get("format") == ModelFormat.SKOPS.value
+        found[pair] = sha if skops and _SHA256.fullmatch(sha) else None
     return found

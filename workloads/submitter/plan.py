@@ -21,7 +21,7 @@ from workloads.common.aggregates import KEYS
 from workloads.common.hour_inputs import InputBlob, fingerprint, list_hour_inputs, read_hour_aggregates
 from workloads.common.layout import Container, task_input_blob
 from workloads.common.manifest import TaskManifest
-from workloads.common.model_metadata import ModelFormat, ModelMetadata, list_models
+from workloads.common.model_metadata import list_model_checksums
 from workloads.common.pairs import Pair
 from workloads.common.shards import shard_name, shard_of
 from workloads.common.windows import floor_hour
@@ -125,7 +125,7 @@ def plan_hour(
     aggregates = read_hour_aggregates(service, hour, names)
     keys = aggregates.frame[list(KEYS)].drop_duplicates()
     with_data = {Pair(str(d), str(s)) for d, s in keys.itertuples(index=False)}
-    models = list_models(service.get_container_client(str(Container.MODELS)))
+    models = list_model_checksums(service.get_container_client(str(Container.MODELS)))
     tasks = tuple(
         TaskManifest(
             job_id=job_id,
@@ -144,12 +144,7 @@ def plan_hour(
     return JobPlan(job_id, stack, hour, tasks, silent, listed, aggregates.issues(), aggregates.frame)
 
 
-def _checksums(pairs: Sequence[Pair], models: dict[Pair, ModelMetadata | str]) -> dict[str, str]:
-    """The checksum of each pair's skops model as listed now. Pickled models are left out: they never
-    take the pack's fast path, only the per-pair path that applies the operator's trust options."""
-    found = {}
-    for pair in pairs:
-        metadata = models.get(pair)
-        if isinstance(metadata, ModelMetadata) and metadata.format is ModelFormat.SKOPS:
-            found[str(pair)] = metadata.sha256
-    return found
+def _checksums(pairs: Sequence[Pair], models: dict[Pair, str | None]) -> dict[str, str]:
+    """The checksum of each pair's skops model as listed now (pickles have none: they never take the
+    pack's fast path, only the per-pair path that applies the operator's trust options)."""
+    return {str(pair): sha for pair in pairs if (sha := models.get(pair)) is not None}

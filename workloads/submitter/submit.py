@@ -43,9 +43,17 @@ def task_rows(plan: JobPlan) -> list[pa.Table]:
     """
     frame = plan.rows if plan.rows is not None else pd.DataFrame(columns=list(KEYS))
     task_of = {(p.device_id, p.sensor): i for i, task in enumerate(plan.tasks) for p in task.pairs}
-    codes, uniques = pd.MultiIndex.from_frame(frame[list(KEYS)]).factorize()
-    unique_task = np.array([task_of.get(key, -1) for key in uniques], dtype=np.int64)
-    row_task = unique_task[codes] if len(codes) else np.empty(0, np.int64)
+    # Devices and sensors factorised apart (C speed), then combined: no Python tuple per row.
+    devices, device_names = pd.factorize(frame["device_id"])
+    sensors, sensor_names = pd.factorize(frame["sensor"])
+    combined = devices.astype(np.int64) * max(1, len(sensor_names)) + sensors
+    pair_codes, rows_pair = np.unique(combined, return_inverse=True)
+    names, width = (device_names.tolist(), sensor_names.tolist()), max(1, len(sensor_names))
+    unique_task = np.array(
+        [task_of.get((names[0][code // width], names[1][code % width]), -1) for code in pair_codes.tolist()],
+        dtype=np.int64,
+    )
+    row_task = unique_task[rows_pair] if len(rows_pair) else np.empty(0, np.int64)
     order = np.argsort(row_task, kind="stable")
     bounds = np.searchsorted(row_task[order], np.arange(len(plan.tasks) + 1))
     table = pa.Table.from_pandas(frame, preserve_index=False)
