@@ -162,7 +162,8 @@ class _PackScored:
 
 def _score_from_pack(manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[str, str], PackEntry]) -> _PackScored:
     """Every pair with a current pack entry, in one vectorised pass; the rest is left over."""
-    chosen: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray]] = []  # pair, entry, row numbers, finite
+    chosen: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray]] = []  # pair, entry, finite rows, finite mask
+    inputs: list[np.ndarray] = []
     matrices: dict[tuple[str, ...], np.ndarray | None] = {}
     leftover: list[Pair] = []
     logs: list[PairLog] = []
@@ -192,11 +193,10 @@ def _score_from_pack(manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[st
                 )
             )
             continue
-        chosen.append((pair, entry, np.arange(start, end)[finite], finite))
-    results = score_many(
-        [entry.model for _, entry, _, _ in chosen],
-        [matrices[entry.features][numbers] for _, entry, numbers, _ in chosen],  # type: ignore[index]
-    )
+        numbers = np.arange(start, end)[finite]
+        chosen.append((pair, entry, numbers, finite))
+        inputs.append(matrix[numbers])
+    results = score_many([entry.model for _, entry, _, _ in chosen], inputs)
     kept: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray, np.ndarray]] = []
     for (pair, entry, numbers, finite), scored in zip(chosen, results, strict=True):
         if scored.borderline.any():  # the estimator decides these rows; it scores the whole pair
