@@ -358,6 +358,13 @@ def note_lines(size: dict[str, Any]) -> list[str]:
             note += f"; blob ops {result['blob_ops']}; read per task (MiB): " + ", ".join(
                 f"{name} {value / 2**20:.2f}" for name, value in by_container.items()
             )
+            note += (
+                f" ({result['bytes_read_per_pair']:,} bytes per pair); {result['shard_count']} shard(s); "
+                f"{result['pairs_from_pack']:,} pairs from packs, {result['pairs_from_models']:,} from their models; "
+                f"peak RSS submitter {result['driver_peak_rss_mib']} MiB, worker {result['worker_peak_rss_mib']} MiB; "
+                f"slowest task {result['task_wall_s_max']} s; a fresh scorer process reaches its first pair in "
+                f"{result.get('scorer_start_s', '?')} s"
+            )
         if kind == "kernel" and result.get("pack_shards"):
             note += (
                 f"; as {result['pack_shards']:,} shard pack(s): {result['pack_bytes_per_pair']:,} bytes/pair, "
