@@ -239,6 +239,7 @@ def test_minute_recurrence_has_no_minute_schedule() -> None:
 def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> None:
     deployment = deploy(
         chunkSize=120,
+        shardCount=32,
         latenessMinutes=12,
         taskMaxRetries=3,
         reconcileHours=48,
@@ -259,7 +260,7 @@ def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> Non
     assert env[envvars.BATCH_POOL_ID] == "scorers"
     assert env[envvars.SCORER_IMAGE] == deployment.outputs["scorer_image"]
     assert (env[envvars.CHUNK_SIZE], env[envvars.LATENESS_MINUTES], env[envvars.TASK_MAX_RETRIES]) == ("120", "12", "3")
-    assert env[envvars.RECONCILE_HOURS] == "48"
+    assert env[envvars.RECONCILE_HOURS] == "48" and env[envvars.SHARD_COUNT] == "32"
     assert env[envvars.TRUSTED_TYPES] == "sklearn.tree._tree.Tree,numpy.dtype"
     assert env[envvars.STACK] == "dev" and env[envvars.BACKEND] == "batch"
     assert env[envvars.AZURE_CLIENT_ID].endswith("submitter-client")

@@ -11,8 +11,10 @@ from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.frames import read_hour_predictions
 from workloads.common.hour_state import Action, Reason
 from workloads.common.layout import Container, job_record_blob, manifest_blob
+from workloads.common.model_metadata import list_model_checksums
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
+from workloads.common.shards import parse_shard_name, shard_of
 from workloads.common.storage import StorageSettings
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import chunk, job_id_for, plan_hour
@@ -112,3 +114,19 @@ def test_a_task_that_cannot_run_fails_the_job_not_the_others(
         outcome = backend.submit(plan, manifests)
     assert outcome.finished and list(outcome.task_errors) == ["task-00000"]
     assert f"no manifest at logs/{missing}" in outcome.task_errors["task-00000"]
+
+
+def test_tasks_never_span_shards_and_carry_the_listed_checksums(service: BlobServiceClient) -> None:
+    pairs = [Pair(f"dev-{i:02d}", sensor) for i in range(20) for sensor in ("temp", "hum")]
+    publish_data_and_models(service, pairs)
+    listed = list_model_checksums(service.get_container_client(str(Container.MODELS)))
+    plan = plan_hour(service, "dev", HOUR, chunk_size=3, shard_count=4)
+    assert sorted(p for task in plan.tasks for p in task.pairs) == sorted(pairs)
+    for task in plan.tasks:
+        assert task.shard is not None and len(task.pairs) <= 3
+        shard, count = parse_shard_name(task.shard)
+        assert count == 4 and {shard_of(p.device_id, 4) for p in task.pairs} == {shard}
+        assert task.models == {str(p): listed[p] for p in task.pairs}
+    # Same inputs, same tasks: a retried plan cuts the hour the same way.
+    again = plan_hour(service, "dev", HOUR, chunk_size=3, shard_count=4)
+    assert [(t.shard, t.pairs) for t in again.tasks] == [(t.shard, t.pairs) for t in plan.tasks]
