@@ -79,12 +79,13 @@ class TaskRows:
     def of(cls, frame: pd.DataFrame, pairs: Sequence[Pair]) -> TaskRows:
         wanted = {(p.device_id, p.sensor): p for p in pairs}
         frame = frame.sort_values([*KEYS, WINDOW_END], kind="stable").reset_index(drop=True)
-        codes, uniques = pd.MultiIndex.from_frame(frame[list(KEYS)]).factorize()
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.empty(0, np.int64)
-        ends = np.r_[starts[1:], len(codes)]
+        devices = frame["device_id"].to_numpy(dtype=object)
+        sensors = frame["sensor"].to_numpy(dtype=object)
+        changed = (devices[1:] != devices[:-1]) | (sensors[1:] != sensors[:-1])
+        starts = np.flatnonzero(np.r_[True, changed]).tolist() if len(frame) else []
         spans = {}
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            pair = wanted.get(uniques[codes[start]])
+        for start, end in zip(starts, [*starts[1:], len(frame)], strict=True):
+            pair = wanted.get((devices[start], sensors[start]))
             if pair is not None:
                 spans[pair] = (start, end)
         return cls(frame, spans)
