@@ -12,6 +12,9 @@ from tests.workloads.helpers import GOOD_PAIRS, HOUR, publish_data_and_models
 from workloads.common.frames import read_predictions
 from workloads.common.manifest import TaskManifest
 from workloads.scorer.task import score_task
+from workloads.submitter.plan import plan_hour
+from workloads.submitter.submit import write_manifests
+from workloads.training.packs import rebuild_packs
 
 
 def inspect(tag: str) -> dict[str, object]:
@@ -96,3 +99,27 @@ def test_scorer_container_predicts_what_the_in_process_scorer_does(
     assert (summary["ok"], summary["failed"]) == (2, 0)
     got = read_predictions(service, HOUR, "container").sort_values(["device_id", "sensor", "window_end"])
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_scorer_container_scores_a_planned_task_from_its_shards_pack(
+    scorer_image: str, service: BlobServiceClient, azurite: tuple[int, str]
+) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    assert rebuild_packs(service.get_container_client("models"), 1).written == {"s00000-of-00001": 2}
+    plan = plan_hour(service, "dev", HOUR, 10)
+    manifest = write_manifests(service, plan)["task-00000"]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", "-e", f"AZURE_STORAGE_CONNECTION_STRING={azurite[1]}"]
+        + [scorer_image, "--manifest", manifest],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["ok"], summary["pack"], summary["pack_pairs"], summary["model_pairs"]) == (2, "used", 2, 0)
+    got = read_predictions(service, HOUR, plan.job_id).sort_values(["device_id", "sensor", "window_end"])
+    score_task(service, TaskManifest(job_id="in-process", task_id="t0", hour=HOUR, pairs=tuple(GOOD_PAIRS)))
+    expected = read_predictions(service, HOUR, "in-process").sort_values(["device_id", "sensor", "window_end"])
+    assert (got["is_anomaly"].to_numpy() == expected["is_anomaly"].to_numpy()).all()
+    assert abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-9
