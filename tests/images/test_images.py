@@ -108,9 +108,9 @@ def test_scorer_container_scores_a_planned_task_from_its_shards_pack(
     assert rebuild_packs(service.get_container_client("models"), 1).written == {"s00000-of-00001": 2}
     plan = plan_hour(service, "dev", HOUR, 10)
     manifest = write_manifests(service, plan)["task-00000"]
+    docker = ["docker", "run", "--rm", "--network", "host", "-e", f"AZURE_STORAGE_CONNECTION_STRING={azurite[1]}"]
     result = subprocess.run(
-        ["docker", "run", "--rm", "--network", "host", "-e", f"AZURE_STORAGE_CONNECTION_STRING={azurite[1]}"]
-        + [scorer_image, "--manifest", manifest],
+        [*docker, scorer_image, "--manifest", manifest],
         capture_output=True,
         text=True,
         timeout=300,
