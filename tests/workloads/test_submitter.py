@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ from tests.workloads.helpers import HOUR, aggregates_for, publish_data_and_model
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.frames import read_hour_predictions
 from workloads.common.hour_state import Action, Reason
-from workloads.common.layout import Container, job_record_blob, manifest_blob
+from workloads.common.layout import Container, job_record_blob, manifest_blob, scored_marker_blob
 from workloads.common.model_metadata import list_model_checksums
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
@@ -130,3 +131,18 @@ def test_tasks_never_span_shards_and_carry_the_listed_checksums(service: BlobSer
     # Same inputs, same tasks: a retried plan cuts the hour the same way.
     again = plan_hour(service, "dev", HOUR, chunk_size=3, shard_count=4)
     assert [(t.shard, t.pairs) for t in again.tasks] == [(t.shard, t.pairs) for t in plan.tasks]
+
+
+def test_a_completed_revision_leaves_the_marker_the_hour_alert_watches(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    logs = service.get_container_client(str(Container.LOGS))
+    publish_data_and_models(service, PAIRS[:2])
+    models = service.get_container_client(str(Container.MODELS))
+    with LocalBackend(settings, workers=0, max_task_retries=0) as backend:
+        models.delete_blob(f"{PAIRS[0]}/model.skops")  # a failed pair still completes the hour
+        scored = Reconciler(service, backend, ReconcileSettings(stack="dev")).hour(HOUR, NOW)
+    assert scored.record is not None and scored.record.status is JobStatus.COMPLETED
+    marker = json.loads(logs.download_blob(scored_marker_blob(HOUR)).readall())
+    assert marker["job_id"] == scored.record.job_id and marker["pairs"] == 2
+    assert not logs.get_blob_client(scored_marker_blob(HOUR + timedelta(hours=1))).exists()

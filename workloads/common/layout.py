@@ -80,6 +80,13 @@ def hour_state_blob(hour: datetime) -> str:
     return f"{hour_prefix(hour)}hour.json"
 
 
+def scored_marker_blob(hour: datetime) -> str:
+    """Written (``logs`` container) each time a revision of the hour completes: one Put Blob of a known
+    name that Azure Monitor sees in the storage account's ``StorageBlobLogs``, so an alert can tell a
+    scored hour from a missed one without reading blobs or holding a key."""
+    return f"{hour_prefix(hour)}scored.json"
+
+
 def job_prefix(hour: datetime, job_id: str) -> str:
     return f"{hour_prefix(hour)}{validate_job_id(job_id)}/"
 

@@ -9,13 +9,14 @@ prediction and readers only ever see one revision.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common.hour_state import AttemptStatus, StoredState, write_state
-from workloads.common.layout import Container, hour_prefix, prediction_prefix, run_log_blob
+from workloads.common.layout import Container, hour_prefix, prediction_prefix, run_log_blob, scored_marker_blob
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, parse_jsonl
 from workloads.submitter.backend import JobOutcome
 from workloads.submitter.record import JobRecord, write_record
@@ -105,6 +106,10 @@ def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord,
     etag = write_state(service, state, stored.etag)
     if record.status is AttemptStatus.COMPLETED:
         delete_other_revisions(service, record.hour, record.job_id)
+        marker = {"job_id": record.job_id, "finished_at": record.finished_at, "pairs": record.pairs}
+        service.get_container_client(str(Container.LOGS)).upload_blob(
+            scored_marker_blob(record.hour), json.dumps(marker, default=str), overwrite=True
+        )
     return StoredState(state, etag)
 
 
