@@ -234,6 +234,28 @@ ARM_TYPES: dict[str, ArmType] = {
         nests=(Nest("containers[]"), Nest("initContainers[]"), Nest("extensions[]")),
     ),
     "azure-native:logic:Workflow": ArmType("Microsoft.Logic/workflows", "2019-05-01", "{workflowName}", _REGIONAL),
+    "azure-native:operationalinsights:Workspace": ArmType(
+        "Microsoft.OperationalInsights/workspaces", "2023-09-01", "{workspaceName}", _REGIONAL
+    ),
+    "azure-native:monitor:DiagnosticSetting": ArmType(
+        "Microsoft.Insights/diagnosticSettings",
+        "2021-05-01-preview",
+        "{name}",
+        top_level=frozenset(),
+        scope=("resourceUri",),
+    ),
+    "azure-native:monitor:ActionGroup": ArmType(
+        "Microsoft.Insights/actionGroups", "2024-10-01-preview", "{actionGroupName}"
+    ),
+    "azure-native:monitor:MetricAlert": ArmType(
+        "Microsoft.Insights/metricAlerts",
+        "2018-03-01",
+        "{ruleName}",
+        renames={"criteria.odataType": "odata.type"},
+    ),
+    "azure-native:monitor:ScheduledQueryRule": ArmType(
+        "Microsoft.Insights/scheduledQueryRules", "2025-01-01-preview", "{ruleName}", TRACKED | {"kind", "identity"}
+    ),
     "azure-native:authorization:RoleDefinition": ArmType(
         "Microsoft.Authorization/roleDefinitions",
         "2022-05-01-preview",

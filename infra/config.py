@@ -42,6 +42,8 @@ LOCATION = re.compile(r"^[a-z][a-z0-9]{2,30}$")
 # travels safely as one comma-separated environment variable.
 CIDR = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})/(\d{1,2})$")
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+HTTPS_URL = re.compile(r"^https://[^\s]+$")
 
 # How long after its watermark passes a window Stream Analytics can take to have that window's rows in
 # the `aggregates` blob. What Microsoft documents (learn.microsoft.com):
@@ -236,6 +238,29 @@ class PlatformConfig(BaseModel):
         list[Annotated[str, StringConstraints(pattern=CIDR.pattern)]],
         Field(max_length=100, description="privateNetwork: public CIDRs of the devices' senders, for Event Hubs."),
     ] = Field(default_factory=list)
+    log_retention_days: Annotated[
+        int, Field(ge=30, le=730, description="Days the Log Analytics workspace keeps logs and metrics.")
+    ] = 30
+    alert_emails: Annotated[
+        list[Annotated[str, StringConstraints(pattern=EMAIL.pattern)]],
+        Field(max_length=20, description="E-mail receivers of every alert (the action group)."),
+    ] = Field(default_factory=list)
+    alert_webhooks: Annotated[
+        list[Annotated[str, StringConstraints(pattern=HTTPS_URL.pattern)]],
+        Field(max_length=10, description="HTTPS webhook receivers of every alert (common alert schema)."),
+    ] = Field(default_factory=list)
+    hour_deadline_minutes: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1440,
+            description="Alert when an hour is not scored this many minutes after it ends; must be after "
+            "scheduleMinute, when the run that scores it starts.",
+        ),
+    ] = 45
+    watermark_alert_minutes: Annotated[
+        int, Field(ge=1, le=1440, description="Alert when the stream job's output watermark lags this much.")
+    ] = 15
     tags: Annotated[dict[str, str], Field(description="Tags added to every resource.")] = Field(default_factory=dict)
 
     @field_validator("window_minutes")
@@ -343,11 +368,22 @@ def _private_registry_reachable_by_deployer(
     return None
 
 
+def _deadline_after_the_run(hour_deadline_minutes: int, schedule_minute: int) -> str | None:
+    """The run that scores an hour starts scheduleMinute past the next hour: a deadline before it always fires."""
+    if hour_deadline_minutes <= schedule_minute:
+        return (
+            f"{NAMESPACE}:hourDeadlineMinutes: {hour_deadline_minutes} is not after scheduleMinute "
+            f"({schedule_minute}), when the run that scores the hour starts: every hour would alert"
+        )
+    return None
+
+
 CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
     (("min_nodes", "max_nodes"), _nodes_in_order),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
     (("private_network", "subnet_id"), _one_network_mode),
     (("private_network", "registry_sku", "admin_ip_ranges"), _private_registry_reachable_by_deployer),
+    (("hour_deadline_minutes", "schedule_minute"), _deadline_after_the_run),
 )
 
 

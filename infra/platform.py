@@ -7,10 +7,12 @@ from pulumi_azure_native import resources
 
 from infra import roles
 from infra.acr_token import TokenExchanger, exchange_token
+from infra.alerts import AlertTargets, platform_rules
 from infra.batch import BatchCompute, BatchComputeArgs, PoolImage
 from infra.config import PlatformConfig
 from infra.identity import AccessPolicy, Grant, Identities, IdentitiesArgs, built_in, custom_role
 from infra.ingestion import Ingestion, IngestionArgs, StreamJobIO, StreamJobIOArgs
+from infra.monitoring import Diagnostics, Monitoring, MonitoringArgs
 from infra.naming import compact_name, dashed_name
 from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.registry import Registry, RegistryArgs
@@ -245,6 +247,40 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             child,
         )
         self.access = [scorer_access, submitter_access, stream_access, self.scheduler.access]
+        metric_rules, log_rules = platform_rules(
+            AlertTargets(self.ingestion.job.id, self.scheduler.workflow.id, self.batch.account.id),
+            config.hour_deadline_minutes,
+            config.watermark_alert_minutes,
+        )
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(
+                rg,
+                location,
+                workspace_name=dashed_name(prefix, stack, "logs", 63),
+                action_group_name=dashed_name(prefix, stack, "alerts", 260),
+                action_group_short_name=f"{stack}-alerts",
+                retention_days=config.log_retention_days,
+                emails=config.alert_emails,
+                webhooks=config.alert_webhooks,
+                diagnostics=[
+                    Diagnostics("batch", self.batch.account.id, ("ServiceLog", "AuditLog")),
+                    Diagnostics("stream-job", self.ingestion.job.id, ("Execution", "Authoring")),
+                    Diagnostics("scheduler", self.scheduler.workflow.id, ("WorkflowRuntime",)),
+                    Diagnostics(
+                        "blobs",
+                        self.storage.account.id.apply(lambda account: f"{account}/blobServices/default"),
+                        ("StorageRead", "StorageWrite", "StorageDelete"),
+                        metrics=("Transaction",),
+                    ),
+                    Diagnostics("events", self.ingestion.namespace.id, category_groups=("allLogs",)),
+                ],
+                metric_rules=metric_rules,
+                log_rules=log_rules,
+                tags=tags,
+            ),
+            child,
+        )
 
         self.outputs: dict[str, pulumi.Input[object]] = {
             "resource_group": rg,
@@ -261,5 +297,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             "batch_pool_id": self.batch.pool_id,
             "submitter_container_group": self.scheduler.container_group.name,
             "logic_app_id": self.scheduler.workflow.id,
+            "log_analytics_workspace_id": self.monitoring.workspace.id,
+            "alert_action_group_id": self.monitoring.action_group.id,
         }
         self.register_outputs(self.outputs)

@@ -31,11 +31,16 @@ class Holder:
     def is_used_by(self, other: Recorded) -> bool:
         if other is self.resource or other.typ == ASSIGNMENT or other.typ.startswith("batchscoring:"):
             return False
+        if other.typ.startswith(OBSERVERS):  # they name a resource to watch it, never act as its identity
+            return False
         own_id = f"/mock/{self.resource.typ}/{self.resource.name}"
         if own_id in json.dumps(other.inputs, default=str):
             return True
         key = SYSTEM_ASSIGNED_PARENT_KEY.get(self.resource.typ)
         return key is not None and other.inputs.get(key) == self.resource.outputs["name"]
+
+
+OBSERVERS = ("azure-native:monitor:", "azure-native:operationalinsights:")
 
 
 def holders(mocks: Mocks) -> Iterator[Holder]:

@@ -35,6 +35,11 @@ EXPECTED_RESOURCES = {
     "azure-native:logic:Workflow": 1,
     "azure-native:authorization:RoleDefinition": 1,
     "azure-native:authorization:RoleAssignment": 13,
+    "azure-native:operationalinsights:Workspace": 1,
+    "azure-native:monitor:DiagnosticSetting": 5,  # Batch, stream job, Logic App, blob service, Event Hubs
+    "azure-native:monitor:ActionGroup": 1,
+    "azure-native:monitor:MetricAlert": 4,
+    "azure-native:monitor:ScheduledQueryRule": 3,
 }
 
 
@@ -62,6 +67,7 @@ def test_every_resource_of_the_topology_is_declared(deploy: Deploy) -> None:
             "AccessPolicy",
             "AccessPolicy",
             "StreamJobIO",
+            "Monitoring",
         )
     )
 

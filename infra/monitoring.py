@@ -1,0 +1,173 @@
+"""Monitoring declared with the stack: one Log Analytics workspace, every component's diagnostics in it, and
+the platform's alerts (``infra/alerts.py``) sent to one action group whose receivers come from config.
+
+Diagnostic categories per resource type are Azure Monitor's documented ones
+(learn.microsoft.com/azure/azure-monitor/reference/supported-logs/): Batch ``ServiceLog`` and ``AuditLog``
+(``ServiceLogs`` is deprecated), Stream Analytics ``Execution`` and ``Authoring``, Logic Apps
+``WorkflowRuntime``, the blob service ``StorageRead``/``StorageWrite``/``StorageDelete`` with its
+``Transaction`` metrics, and Event Hubs through the ``allLogs`` category group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+from pulumi_azure_native import monitor, operationalinsights
+
+from infra.alerts import LogRule, MetricRule
+
+METRIC_CRITERIA = "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Which of one resource's log categories (or category groups) and metric categories go to the workspace."""
+
+    key: str
+    resource_id: pulumi.Input[str]
+    categories: tuple[str, ...] = ()
+    category_groups: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ("AllMetrics",)
+
+
+@dataclass
+class MonitoringArgs:
+    resource_group_name: pulumi.Input[str]
+    location: pulumi.Input[str]
+    workspace_name: str
+    action_group_name: str
+    action_group_short_name: str  # Azure's limit: 12 characters, shown in e-mails and texts
+    retention_days: int
+    emails: Sequence[str]
+    webhooks: Sequence[str]
+    diagnostics: Sequence[Diagnostics]
+    metric_rules: Sequence[MetricRule]
+    log_rules: Sequence[LogRule]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("batchscoring:infra:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        rg = args.resource_group_name
+        self.workspace = operationalinsights.Workspace(
+            f"{name}-workspace",
+            workspace_name=args.workspace_name,
+            resource_group_name=rg,
+            location=args.location,
+            sku=operationalinsights.WorkspaceSkuArgs(name="PerGB2018"),
+            retention_in_days=args.retention_days,
+            tags=args.tags,
+            opts=child,
+        )
+        self.diagnostics = [
+            monitor.DiagnosticSetting(
+                f"{name}-diag-{d.key}",
+                name=f"to-{args.workspace_name}",
+                resource_uri=d.resource_id,
+                workspace_id=self.workspace.id,
+                logs=[monitor.DiagnosticsLogSettingsArgs(category=c, enabled=True) for c in d.categories]
+                + [monitor.DiagnosticsLogSettingsArgs(category_group=g, enabled=True) for g in d.category_groups],
+                metrics=[monitor.DiagnosticsMetricSettingsArgs(category=m, enabled=True) for m in d.metrics],
+                opts=child,
+            )
+            for d in args.diagnostics
+        ]
+        self.action_group = monitor.ActionGroup(
+            f"{name}-action-group",
+            action_group_name=args.action_group_name,
+            resource_group_name=rg,
+            location="Global",
+            group_short_name=args.action_group_short_name[:12],
+            enabled=True,
+            email_receivers=[
+                monitor.MicrosoftCommonEmailReceiverArgs(
+                    name=f"email-{i}", email_address=email, use_common_alert_schema=True
+                )
+                for i, email in enumerate(args.emails)
+            ],
+            webhook_receivers=[
+                monitor.WebhookReceiverArgs(name=f"webhook-{i}", service_uri=url, use_common_alert_schema=True)
+                for i, url in enumerate(args.webhooks)
+            ],
+            tags=args.tags,
+            opts=child,
+        )
+        self.metric_alerts = {rule.key: self._metric_alert(name, rg, rule, child) for rule in args.metric_rules}
+        # Log rules query what the diagnostic settings deliver: created after them.
+        after = pulumi.ResourceOptions(parent=self, depends_on=self.diagnostics)
+        self.log_alerts = {rule.key: self._log_alert(name, rg, args.location, rule, after) for rule in args.log_rules}
+        self.register_outputs({"workspace_id": self.workspace.id, "action_group_id": self.action_group.id})
+
+    def _metric_alert(
+        self, name: str, rg: pulumi.Input[str], rule: MetricRule, opts: pulumi.ResourceOptions
+    ) -> monitor.MetricAlert:
+        return monitor.MetricAlert(
+            f"{name}-alert-{rule.key}",
+            rule_name=f"{name}-{rule.key}",
+            resource_group_name=rg,
+            location="global",
+            description=rule.description,
+            severity=rule.severity,
+            enabled=True,
+            scopes=[rule.scope],
+            evaluation_frequency=rule.frequency,
+            window_size=rule.window,
+            auto_mitigate=True,
+            criteria=monitor.MetricAlertSingleResourceMultipleMetricCriteriaArgs(
+                odata_type=METRIC_CRITERIA,
+                all_of=[
+                    monitor.MetricCriteriaArgs(
+                        criterion_type="StaticThresholdCriterion",
+                        name=rule.key,
+                        metric_name=rule.metric,
+                        time_aggregation=rule.aggregation,
+                        operator=rule.operator,
+                        threshold=rule.threshold,
+                    )
+                ],
+            ),
+            actions=[monitor.MetricAlertActionArgs(action_group_id=self.action_group.id)],
+            opts=opts,
+        )
+
+    def _log_alert(
+        self,
+        name: str,
+        rg: pulumi.Input[str],
+        location: pulumi.Input[str],
+        rule: LogRule,
+        opts: pulumi.ResourceOptions,
+    ) -> monitor.ScheduledQueryRule:
+        return monitor.ScheduledQueryRule(
+            f"{name}-alert-{rule.key}",
+            rule_name=f"{name}-{rule.key}",
+            resource_group_name=rg,
+            location=location,
+            kind="LogAlert",
+            description=rule.description,
+            severity=rule.severity,
+            enabled=True,
+            scopes=[self.workspace.id],
+            evaluation_frequency=rule.frequency,
+            window_size=rule.window,
+            criteria=monitor.ScheduledQueryRuleCriteriaArgs(
+                all_of=[
+                    monitor.ConditionArgs(
+                        query=rule.query,
+                        time_aggregation="Maximum",
+                        metric_measure_column=rule.measure,
+                        operator=rule.operator,
+                        threshold=rule.threshold,
+                        failing_periods=monitor.ConditionFailingPeriodsArgs(
+                            number_of_evaluation_periods=1, min_failing_periods_to_alert=1
+                        ),
+                    )
+                ]
+            ),
+            actions=monitor.ActionsArgs(action_groups=[self.action_group.id]),
+            opts=opts,
+        )
