@@ -1,0 +1,134 @@
+"""Monitoring declared with the stack: where diagnostics go, who is told, each alert's signal, threshold and scope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.alerts import hour_not_scored_query, pool_resize_stuck_query, stream_job_stopped_query
+from tests.infra.conftest import Deploy, Deployment
+
+WORKSPACE = "azure-native:operationalinsights:Workspace"
+DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
+ACTION_GROUP = "azure-native:monitor:ActionGroup"
+METRIC_ALERT = "azure-native:monitor:MetricAlert"
+LOG_ALERT = "azure-native:monitor:ScheduledQueryRule"
+
+
+def mock_id(typ: str, name: str) -> str:
+    return f"/mock/{typ}/{name}"
+
+
+def ids(deployment: Deployment) -> dict[str, str]:
+    mocks = deployment.mocks
+    return {
+        "workspace": mock_id(WORKSPACE, mocks.one(WORKSPACE).name),
+        "batch": mock_id("azure-native:batch:BatchAccount", mocks.one("azure-native:batch:BatchAccount").name),
+        "job": mock_id(
+            "azure-native:streamanalytics:StreamingJob", mocks.one("azure-native:streamanalytics:StreamingJob").name
+        ),
+        "workflow": mock_id("azure-native:logic:Workflow", mocks.one("azure-native:logic:Workflow").name),
+        "storage": mock_id(
+            "azure-native:storage:StorageAccount", mocks.one("azure-native:storage:StorageAccount").name
+        ),
+        "events": mock_id("azure-native:eventhub:Namespace", mocks.one("azure-native:eventhub:Namespace").name),
+        "action_group": mock_id(ACTION_GROUP, mocks.one(ACTION_GROUP).name),
+    }
+
+
+def test_every_component_sends_its_logs_and_metrics_to_one_workspace(deploy: Deploy) -> None:
+    deployment = deploy(logRetentionDays=90)
+    known = ids(deployment)
+    workspace = deployment.mocks.inputs(WORKSPACE)
+    assert (workspace["retentionInDays"], workspace["sku"]) == (90, {"name": "PerGB2018"})
+    settings = {d.inputs["resourceUri"]: d.inputs for d in deployment.mocks.of_type(DIAGNOSTICS)}
+
+    def categories(setting: dict[str, Any]) -> tuple[set[str], set[str], set[str]]:
+        logs = setting.get("logs", [])
+        return (
+            {entry["category"] for entry in logs if "category" in entry},
+            {entry["categoryGroup"] for entry in logs if "categoryGroup" in entry},
+            {entry["category"] for entry in setting["metrics"]},
+        )
+
+    assert {uri: categories(s) for uri, s in settings.items()} == {
+        known["batch"]: ({"ServiceLog", "AuditLog"}, set(), {"AllMetrics"}),
+        known["job"]: ({"Execution", "Authoring"}, set(), {"AllMetrics"}),
+        known["workflow"]: ({"WorkflowRuntime"}, set(), {"AllMetrics"}),
+        f"{known['storage']}/blobServices/default": (
+            {"StorageRead", "StorageWrite", "StorageDelete"},
+            set(),
+            {"Transaction"},
+        ),
+        known["events"]: (set(), {"allLogs"}, {"AllMetrics"}),
+    }
+    assert all(s["workspaceId"] == known["workspace"] for s in settings.values())
+    assert all(entry["enabled"] for s in settings.values() for entry in [*s.get("logs", []), *s["metrics"]])
+    assert deployment.outputs["log_analytics_workspace_id"] == known["workspace"]
+
+
+def test_alert_receivers_come_from_config(deploy: Deploy) -> None:
+    group = deploy(alertEmails=["ops@example.com", "oncall@example.com"], alertWebhooks=["https://hooks.example/x"])
+    inputs = group.mocks.inputs(ACTION_GROUP)
+    assert [r["emailAddress"] for r in inputs["emailReceivers"]] == ["ops@example.com", "oncall@example.com"]
+    assert [r["serviceUri"] for r in inputs["webhookReceivers"]] == ["https://hooks.example/x"]
+    assert all(r["useCommonAlertSchema"] for r in [*inputs["emailReceivers"], *inputs["webhookReceivers"]])
+    assert inputs["enabled"] and len(inputs["groupShortName"]) <= 12 and inputs["location"] == "Global"
+    assert deploy().mocks.inputs(ACTION_GROUP).get("emailReceivers", []) == []  # none configured: none declared
+
+
+def test_each_metric_alert_watches_its_signal_with_its_threshold(deploy: Deploy) -> None:
+    deployment = deploy(watermarkAlertMinutes=20)
+    known = ids(deployment)
+    alerts = {a.name.rsplit("alert-", 1)[1]: a.inputs for a in deployment.mocks.of_type(METRIC_ALERT)}
+    summary = {}
+    for key, alert in alerts.items():
+        (criterion,) = alert["criteria"]["allOf"]
+        assert alert["criteria"]["odataType"] == "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
+        assert alert["actions"] == [{"actionGroupId": known["action_group"]}] and alert["enabled"]
+        summary[key] = (
+            alert["scopes"],
+            criterion["metricName"],
+            criterion["timeAggregation"],
+            criterion["operator"],
+            criterion["threshold"],
+        )
+    assert summary == {
+        "stream-job-errors": ([known["job"]], "Errors", "Total", "GreaterThan", 0),
+        "stream-job-behind": ([known["job"]], "OutputWatermarkDelaySeconds", "Maximum", "GreaterThan", 1200),
+        "scheduler-run-failed": ([known["workflow"]], "RunsFailed", "Total", "GreaterThan", 0),
+        "batch-tasks-failed": ([known["batch"]], "TaskFailEvent", "Total", "GreaterThan", 0),
+    }
+
+
+def test_each_log_alert_queries_the_workspace_after_its_data_is_wired(deploy: Deploy) -> None:
+    deployment = deploy(hourDeadlineMinutes=50)
+    known = ids(deployment)
+    diagnostics = {d.urn for d in deployment.mocks.of_type(DIAGNOSTICS)}
+    alerts = {a.name.rsplit("alert-", 1)[1]: a for a in deployment.mocks.of_type(LOG_ALERT)}
+    summary = {}
+    for key, alert in alerts.items():
+        inputs = alert.inputs
+        (condition,) = inputs["criteria"]["allOf"]
+        assert inputs["scopes"] == [known["workspace"]] and inputs["kind"] == "LogAlert"
+        assert inputs["actions"] == {"actionGroups": [known["action_group"]]}
+        assert diagnostics <= alert.dependencies  # the tables it reads are fed before it exists
+        summary[key] = (
+            condition["query"],
+            condition["metricMeasureColumn"],
+            condition["operator"],
+            condition["threshold"],
+        )
+    assert summary == {
+        "hour-not-scored": (hour_not_scored_query(50), "missed", "GreaterThan", 0),
+        "stream-job-stopped": (stream_job_stopped_query(known["job"]), "samples", "LessThan", 1),
+        "pool-resize-stuck": (pool_resize_stuck_query(known["batch"]), "stuck", "GreaterThan", 0),
+    }
+
+
+def test_the_hour_alert_looks_for_the_marker_the_submitter_writes() -> None:
+    query = hour_not_scored_query(45)
+    assert "let deadline = 45m;" in query
+    # Due hours end an hour plus the deadline ago; scored ones are those with a logs/<hour>/scored.json Put Blob.
+    assert "to now() - 1h - deadline step 1h" in query
+    assert 'parse Uri with * "/logs/" y:int "/" m:int "/" d:int "/" h:int "/scored.json" *' in query
+    assert "join kind=leftanti scored on hour" in query and "missed = count()" in query
