@@ -19,7 +19,7 @@ setup: $(PY_STAMP) $(NODE_STAMP)
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[scoring,batch,infra,dev]'
+	$(BIN)/pip install --quiet -e '.[scoring,batch,infra,report,dev]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -46,6 +46,7 @@ lint: $(PY_STAMP)
 
 test: setup lint scan ## lint, type-check, security scan and the full test suite (starts its own Azurite, and Docker where it can)
 	bash scripts/ensure-docker.sh
+	bash scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 scan: $(PY_STAMP) $(CHECKOV_STAMP) ## checkov over an ARM export of each stack's resources; fails on unjustified findings

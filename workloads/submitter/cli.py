@@ -12,6 +12,7 @@ import json
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -422,6 +423,12 @@ def report(
     last: Annotated[int, typer.Option(min=1, max=24 * 31, help="Report this many hours, ending with --hour.")] = 1,
     lateness_minutes: Settle = DEFAULT_SETTLE,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", help="Also write one self-contained HTML page with charts to this file.", dir_okay=False
+        ),
+    ] = None,
 ) -> None:
     """Per hour: status (not ready, pending, scoring, scored, stale, failed), revision and why, pairs,
     anomalies, timings, unreadable or corrupt inputs, quarantined and duplicate rows, failed pairs."""
@@ -433,6 +440,25 @@ def report(
     with run_failures():
         reports = [collect(service, newest - i * HOUR, _now(), settle) for i in reversed(range(last))]
     _print_reports(reports, as_json=as_json)
+    if html_file is not None:
+        with run_failures():
+            _write_html(service, reports, html_file)
+
+
+def _write_html(service: BlobServiceClient, reports: list[HourReport], path: Path) -> None:
+    import pandas as pd
+
+    from workloads.common.frames import read_hour_predictions
+    from workloads.submitter.html_report import render
+
+    frames = [read_hour_predictions(service, r.hour) for r in reports]
+    predictions = (
+        pd.concat([f for f in frames if not f.empty], ignore_index=True)
+        if any(not f.empty for f in frames)
+        else pd.DataFrame()
+    )
+    path.write_text(render(reports, predictions, _now(), "Batch scoring: hours report"), encoding="utf-8")
+    err.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":
