@@ -19,7 +19,7 @@ setup: $(PY_STAMP) $(NODE_STAMP)
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[scoring,batch,infra,report,dev]'
+	$(BIN)/pip install --quiet -e '.[scoring,batch,infra,report,telemetry,dev]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json

@@ -11,6 +11,7 @@ from functools import lru_cache
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from workloads.common import telemetry
 from workloads.common.layout import Container, parse_manifest_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import ModelCache
@@ -54,8 +55,20 @@ def load_manifest(settings: StorageSettings, blob_name: str) -> TaskManifest:
 
 
 def run_manifest(settings: StorageSettings, manifest: TaskManifest | str, options: ScorerOptions) -> TaskReport:
-    """Score a manifest given inline or as a blob name in the ``logs`` container."""
+    """Score a manifest given inline or as a blob name in the ``logs`` container (with a span and pair
+    counts when telemetry is configured)."""
+    telemetry.setup("batchscoring-scorer")
     service = _client(settings)
     if isinstance(manifest, str):
         manifest = read_manifest(service, manifest)
-    return score_task(service, manifest, options, _CACHE)
+    ids = {"job_id": manifest.job_id, "task_id": manifest.task_id, "hour": f"{manifest.hour:%Y-%m-%dT%H}"}
+    with telemetry.span("score_task", pairs=len(manifest.pairs), shard=manifest.shard or "", **ids) as current:
+        report = score_task(service, manifest, options, _CACHE)
+        task = report.task
+        if current is not None:
+            for key in ("ok", "failed", "no_data", "anomalies", "pack_pairs", "model_pairs"):
+                current.set_attribute(key, getattr(task, key))
+    telemetry.count_pairs({"ok": task.ok, "failed": task.failed, "no_data": task.no_data}, job_id=task.job_id)
+    telemetry.task_duration(task.timings_ms.get("total", 0.0) / 1000, job_id=task.job_id)
+    telemetry.flush()
+    return report

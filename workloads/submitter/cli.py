@@ -19,7 +19,7 @@ import typer
 from azure.storage.blob import BlobServiceClient
 from rich.table import Table
 
-from workloads.common import envvars
+from workloads.common import envvars, telemetry
 from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.console import console
 from workloads.common.hour_inputs import InputReadError
@@ -234,6 +234,7 @@ def reconcile(
             hours=hours,
         )
         service = storage.client()
+    telemetry.setup("batchscoring-submitter")
     with ExitStack() as resources:
         with bad_input():
             runner = _open_backend(backend, storage, workers, resources)
@@ -275,6 +276,7 @@ def run(
             stack, chunk_size, shard_count, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types
         )
         service = storage.client()
+    telemetry.setup("batchscoring-submitter")
     with ExitStack() as resources:
         with bad_input():
             runner = _open_backend(backend, storage, workers, resources)

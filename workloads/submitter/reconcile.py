@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import BlobServiceClient
 
+from workloads.common import telemetry
 from workloads.common.hour_inputs import InputBlob, InputReadError, fingerprint, list_hour_inputs
 from workloads.common.hour_state import (
     CLAIM_TIMEOUT,
@@ -107,7 +108,17 @@ class Reconciler:
 
     def hour(self, hour: datetime, now: datetime, *, force: bool = False) -> HourResult:
         """Reconcile one hour. Raises only for storage errors outside a claimed revision."""
-        hour = floor_hour(hour)
+        stack = self.settings.stack
+        with telemetry.span("reconcile_hour", hour=f"{floor_hour(hour):%Y-%m-%dT%H}", stack=stack) as current:
+            result = self._hour(floor_hour(hour), now, force=force)
+            if current is not None:
+                current.set_attribute("action", result.action.value)
+                current.set_attribute("status", result.status.value if result.status else "")
+                current.set_attribute("job_id", result.job_id or "")
+        telemetry.count_hour(result.action.value, result.status.value if result.status else None, stack=stack)
+        return result
+
+    def _hour(self, hour: datetime, now: datetime, *, force: bool) -> HourResult:
         inputs = list_hour_inputs(self.service, hour)
         current = fingerprint(inputs)
         stored = read_state(self.service, hour)
