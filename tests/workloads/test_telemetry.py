@@ -66,7 +66,7 @@ def run_scorer(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     probe = (
         "import atexit, sys; atexit.register(lambda: print('OTEL', 'opentelemetry' in sys.modules, file=sys.stderr))"
     )
-    run = "import runpy; sys.argv = ['scorer', *sys.argv[1:]]; runpy.run_module('workloads.scorer.cli', run_name='__main__')"
+    run = "sys.argv = ['scorer', *sys.argv[1:]]; from workloads.scorer.cli import app; app()"
     pairs = ",".join(str(p) for p in GOOD_PAIRS)
     return subprocess.run(
         [sys.executable, "-c", f"{probe}\n{run}", "--hour", "2026-11-25T10", "--pairs", pairs],
