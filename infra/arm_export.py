@@ -234,6 +234,9 @@ ARM_TYPES: dict[str, ArmType] = {
         nests=(Nest("containers[]"), Nest("initContainers[]"), Nest("extensions[]")),
     ),
     "azure-native:logic:Workflow": ArmType("Microsoft.Logic/workflows", "2019-05-01", "{workflowName}", _REGIONAL),
+    "azure-native:applicationinsights:Component": ArmType(
+        "Microsoft.Insights/components", "2020-02-02", "{resourceName}", TRACKED | {"kind"}
+    ),
     "azure-native:operationalinsights:Workspace": ArmType(
         "Microsoft.OperationalInsights/workspaces", "2023-09-01", "{workspaceName}", _REGIONAL
     ),

@@ -238,6 +238,13 @@ class PlatformConfig(BaseModel):
         list[Annotated[str, StringConstraints(pattern=CIDR.pattern)]],
         Field(max_length=100, description="privateNetwork: public CIDRs of the devices' senders, for Event Hubs."),
     ] = Field(default_factory=list)
+    telemetry: Annotated[
+        bool,
+        Field(
+            description="Declare Application Insights (on the workspace) and let the submitter and scorer send "
+            "traces and metrics to it through OpenTelemetry; off: nothing is sent."
+        ),
+    ] = False
     log_retention_days: Annotated[
         int, Field(ge=30, le=730, description="Days the Log Analytics workspace keeps logs and metrics.")
     ] = 30

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
-from pulumi_azure_native import monitor, operationalinsights
+from pulumi_azure_native import applicationinsights, monitor, operationalinsights
 
 from infra.alerts import LogRule, MetricRule
 
@@ -37,36 +37,74 @@ class MonitoringArgs:
     resource_group_name: pulumi.Input[str]
     location: pulumi.Input[str]
     workspace_name: str
+    retention_days: int
+    telemetry: bool = False  # also an Application Insights component on the workspace
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Watch:
+    """What to watch, once the watched resources exist: diagnostics, receivers and rules."""
+
     action_group_name: str
     action_group_short_name: str  # Azure's limit: 12 characters, shown in e-mails and texts
-    retention_days: int
     emails: Sequence[str]
     webhooks: Sequence[str]
     diagnostics: Sequence[Diagnostics]
     metric_rules: Sequence[MetricRule]
     log_rules: Sequence[LogRule]
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Monitoring(pulumi.ComponentResource):
+    """Created early (the workspace, and Application Insights whose connection string the workloads need),
+    then told what to watch (:meth:`watch`) once the watched resources exist."""
+
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("batchscoring:infra:Monitoring", name, None, opts)
+        self._name, self._args = name, args
         child = pulumi.ResourceOptions(parent=self)
-        rg = args.resource_group_name
         self.workspace = operationalinsights.Workspace(
             f"{name}-workspace",
             workspace_name=args.workspace_name,
-            resource_group_name=rg,
+            resource_group_name=args.resource_group_name,
             location=args.location,
             sku=operationalinsights.WorkspaceSkuArgs(name="PerGB2018"),
             retention_in_days=args.retention_days,
             tags=args.tags,
             opts=child,
         )
+        # Workspace-based Application Insights: traces and metrics land in the same workspace as the logs.
+        self.app_insights = (
+            applicationinsights.Component(
+                f"{name}-app-insights",
+                resource_name_=f"{args.workspace_name}-app",
+                resource_group_name=args.resource_group_name,
+                location=args.location,
+                kind="other",
+                application_type="other",
+                workspace_resource_id=self.workspace.id,
+                ingestion_mode="LogAnalytics",
+                tags=args.tags,
+                opts=child,
+            )
+            if args.telemetry
+            else None
+        )
+        self.diagnostics: list[monitor.DiagnosticSetting] = []
+        self.metric_alerts: dict[str, monitor.MetricAlert] = {}
+        self.log_alerts: dict[str, monitor.ScheduledQueryRule] = {}
+        self.register_outputs({"workspace_id": self.workspace.id})
+
+    @property
+    def connection_string(self) -> pulumi.Output[str] | None:
+        return self.app_insights.connection_string if self.app_insights else None
+
+    def watch(self, watch: Watch) -> None:
+        name, rg, child = self._name, self._args.resource_group_name, pulumi.ResourceOptions(parent=self)
         self.diagnostics = [
             monitor.DiagnosticSetting(
                 f"{name}-diag-{d.key}",
-                name=f"to-{args.workspace_name}",
+                name=f"to-{self._args.workspace_name}",
                 resource_uri=d.resource_id,
                 workspace_id=self.workspace.id,
                 logs=[monitor.DiagnosticsLogSettingsArgs(category=c, enabled=True) for c in d.categories]
@@ -74,33 +112,33 @@ class Monitoring(pulumi.ComponentResource):
                 metrics=[monitor.DiagnosticsMetricSettingsArgs(category=m, enabled=True) for m in d.metrics],
                 opts=child,
             )
-            for d in args.diagnostics
+            for d in watch.diagnostics
         ]
         self.action_group = monitor.ActionGroup(
             f"{name}-action-group",
-            action_group_name=args.action_group_name,
+            action_group_name=watch.action_group_name,
             resource_group_name=rg,
             location="Global",
-            group_short_name=args.action_group_short_name[:12],
+            group_short_name=watch.action_group_short_name[:12],
             enabled=True,
             email_receivers=[
                 monitor.MicrosoftCommonEmailReceiverArgs(
                     name=f"email-{i}", email_address=email, use_common_alert_schema=True
                 )
-                for i, email in enumerate(args.emails)
+                for i, email in enumerate(watch.emails)
             ],
             webhook_receivers=[
                 monitor.WebhookReceiverArgs(name=f"webhook-{i}", service_uri=url, use_common_alert_schema=True)
-                for i, url in enumerate(args.webhooks)
+                for i, url in enumerate(watch.webhooks)
             ],
-            tags=args.tags,
+            tags=self._args.tags,
             opts=child,
         )
-        self.metric_alerts = {rule.key: self._metric_alert(name, rg, rule, child) for rule in args.metric_rules}
+        self.metric_alerts = {rule.key: self._metric_alert(name, rg, rule, child) for rule in watch.metric_rules}
         # Log rules query what the diagnostic settings deliver: created after them.
         after = pulumi.ResourceOptions(parent=self, depends_on=self.diagnostics)
-        self.log_alerts = {rule.key: self._log_alert(name, rg, args.location, rule, after) for rule in args.log_rules}
-        self.register_outputs({"workspace_id": self.workspace.id, "action_group_id": self.action_group.id})
+        location = self._args.location
+        self.log_alerts = {rule.key: self._log_alert(name, rg, location, rule, after) for rule in watch.log_rules}
 
     def _metric_alert(
         self, name: str, rg: pulumi.Input[str], rule: MetricRule, opts: pulumi.ResourceOptions

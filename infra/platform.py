@@ -12,7 +12,7 @@ from infra.batch import BatchCompute, BatchComputeArgs, PoolImage
 from infra.config import PlatformConfig
 from infra.identity import AccessPolicy, Grant, Identities, IdentitiesArgs, built_in, custom_role
 from infra.ingestion import Ingestion, IngestionArgs, StreamJobIO, StreamJobIOArgs
-from infra.monitoring import Diagnostics, Monitoring, MonitoringArgs
+from infra.monitoring import Diagnostics, Monitoring, MonitoringArgs, Watch
 from infra.naming import compact_name, dashed_name
 from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.registry import Registry, RegistryArgs
@@ -64,6 +64,18 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             child,
         )
         scorer_id, submitter_id, scheduler_id = identities["scorer"], identities["submitter"], identities["scheduler"]
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(
+                rg,
+                location,
+                workspace_name=dashed_name(prefix, stack, "logs", 63),
+                retention_days=config.log_retention_days,
+                telemetry=config.telemetry,
+                tags=tags,
+            ),
+            child,
+        )
         self.network = (
             PrivateNetwork(
                 f"{name}-network",
@@ -222,6 +234,11 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     envvars.TASK_MAX_WALL_MINUTES: str(config.task_max_wall_minutes),
                     # Absent rather than empty when none, so a reader never has to split "" into [""].
                     **({envvars.TRUSTED_TYPES: ",".join(config.trusted_types)} if config.trusted_types else {}),
+                    **(
+                        {envvars.APPINSIGHTS_CONNECTION_STRING: self.monitoring.connection_string}
+                        if self.monitoring.connection_string is not None
+                        else {}
+                    ),
                 },
                 recurrence=Recurrence(
                     config.schedule_frequency, config.schedule_interval, config.time_zone, config.schedule_minute
@@ -252,15 +269,10 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             config.hour_deadline_minutes,
             config.watermark_alert_minutes,
         )
-        self.monitoring = Monitoring(
-            f"{name}-monitoring",
-            MonitoringArgs(
-                rg,
-                location,
-                workspace_name=dashed_name(prefix, stack, "logs", 63),
+        self.monitoring.watch(
+            Watch(
                 action_group_name=dashed_name(prefix, stack, "alerts", 260),
                 action_group_short_name=f"{stack}-alerts",
-                retention_days=config.log_retention_days,
                 emails=config.alert_emails,
                 webhooks=config.alert_webhooks,
                 diagnostics=[
@@ -277,9 +289,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 ],
                 metric_rules=metric_rules,
                 log_rules=log_rules,
-                tags=tags,
-            ),
-            child,
+            )
         )
 
         self.outputs: dict[str, pulumi.Input[object]] = {

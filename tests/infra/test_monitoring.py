@@ -132,3 +132,16 @@ def test_the_hour_alert_looks_for_the_marker_the_submitter_writes() -> None:
     assert "to now() - 1h - deadline step 1h" in query
     assert 'parse Uri with * "/logs/" y:int "/" m:int "/" d:int "/" h:int "/scored.json" *' in query
     assert "join kind=leftanti scored on hour" in query and "missed = count()" in query
+
+
+def test_telemetry_declares_application_insights_on_the_workspace_and_tells_the_submitter(deploy: Deploy) -> None:
+    on = deploy(telemetry=True)
+    component = on.mocks.inputs("azure-native:applicationinsights:Component")
+    assert component["workspaceResourceId"] == ids(on)["workspace"] and component["ingestionMode"] == "LogAnalytics"
+    (container,) = on.mocks.inputs("azure-native:containerinstance:ContainerGroup")["containers"]
+    env = {e["name"]: e.get("value") for e in container["environmentVariables"]}
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in env
+    off = deploy()
+    assert off.mocks.of_type("azure-native:applicationinsights:Component") == []
+    (container,) = off.mocks.inputs("azure-native:containerinstance:ContainerGroup")["containers"]
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" not in {e["name"] for e in container["environmentVariables"]}

@@ -315,3 +315,22 @@ def test_wait_polls_task_counts_until_done() -> None:
     seen: list[TaskCounts] = []
     counts = backend(fake).wait(JOB, 3, poll_seconds=0, on_poll=seen.append)
     assert (counts.succeeded, counts.failed, len(seen)) == (2, 1, 3)
+
+
+def test_tasks_get_the_telemetry_connection_string_only_when_configured() -> None:
+    connection = "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=https://ingest.example/"
+    fake = service()
+    plan, manifests = plan_with(1)
+    with_telemetry = SETTINGS.model_copy(update={"telemetry_connection_string": connection})
+    BatchBackend(fake.client(), with_telemetry, log=lambda _: None, sleep=lambda _: None).submit(plan, manifests)
+    (collection,) = fake.of("POST", COLLECTION)
+    settings = {s["name"]: s["value"] for s in collection.body["value"][0]["environmentSettings"]}
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == connection
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" not in {s["name"] for s in backend_task_environment(plan_with(1))}
+
+
+def backend_task_environment(planned: tuple[JobPlan, dict[str, str]]) -> list[dict[str, str]]:
+    fake = service()
+    backend(fake).submit(*planned)
+    (collection,) = fake.of("POST", COLLECTION)
+    return list(collection.body["value"][0]["environmentSettings"])

@@ -7,6 +7,7 @@ them), so a renamed variable fails a test instead of a 3 a.m. run.
 from __future__ import annotations
 
 from workloads.common.storage import ACCOUNT_URL_ENV
+from workloads.common.telemetry import CONNECTION_STRING_ENV
 
 STORAGE_ACCOUNT_URL = ACCOUNT_URL_ENV
 AZURE_CLIENT_ID = "AZURE_CLIENT_ID"  # selects the user-assigned identity for DefaultAzureCredential
@@ -24,3 +25,4 @@ SCORER_IDENTITY_ID = "SCORER_IDENTITY_RESOURCE_ID"
 SCORER_CLIENT_ID = "SCORER_CLIENT_ID"
 TASK_MAX_RETRIES = "BATCH_TASK_MAX_RETRIES"
 TASK_MAX_WALL_MINUTES = "BATCH_TASK_MAX_WALL_MINUTES"
+APPINSIGHTS_CONNECTION_STRING = CONNECTION_STRING_ENV  # absent unless the stack's `telemetry` is on

@@ -77,6 +77,12 @@ class BatchBackend:
             environment.append(
                 batchmodels.EnvironmentSetting(name=envvars.AZURE_CLIENT_ID, value=self.settings.scorer_client_id)
             )
+        if self.settings.telemetry_connection_string:
+            environment.append(
+                batchmodels.EnvironmentSetting(
+                    name=envvars.APPINSIGHTS_CONNECTION_STRING, value=self.settings.telemetry_connection_string
+                )
+            )
         return batchmodels.BatchTaskCreateOptions(
             id=task_id,
             display_name=f"{plan.job_id} {task_id}",

@@ -20,6 +20,8 @@ class BatchSettings(BaseModel):
     scorer_client_id: str | None = None  # selects that identity for DefaultAzureCredential in the task
     max_task_retries: int = Field(default=2, ge=0, le=100)
     max_wall_minutes: int = Field(default=30, ge=1, le=10080)
+    # Forwarded to tasks; an ingestion-only identifier, "not considered a security token or key" (Azure Monitor docs).
+    telemetry_connection_string: str | None = None
 
     @classmethod
     def from_env(cls) -> BatchSettings:
@@ -32,6 +34,7 @@ class BatchSettings(BaseModel):
             "scorer_client_id": envvars.SCORER_CLIENT_ID,
             "max_task_retries": envvars.TASK_MAX_RETRIES,
             "max_wall_minutes": envvars.TASK_MAX_WALL_MINUTES,
+            "telemetry_connection_string": envvars.APPINSIGHTS_CONNECTION_STRING,
         }
         values = {field: os.environ[env] for field, env in names.items() if os.environ.get(env)}
         try:
