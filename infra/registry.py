@@ -79,7 +79,8 @@ class Registry(pulumi.ComponentResource):
                 image_name=pulumi.Output.concat(self.login_server, f"/{image}:{args.image_tag}"),
                 build=docker.DockerBuildArgs(
                     context=str(REPO_ROOT),
-                    dockerfile=str(REPO_ROOT / "workloads" / image / "Dockerfile"),
+                    dockerfile=str(REPO_ROOT / "Dockerfile"),
+                    target=image,
                     platform="linux/amd64",
                     args={"BASE_IMAGE": args.base_image},
                 ),

@@ -147,7 +147,8 @@ def test_registry_has_no_admin_user_and_images_come_from_the_repo(deploy: Deploy
     assert sorted(images) == ["scorer", "submitter"]
     for name, image in images.items():
         dockerfile = Path(image["build"]["dockerfile"])
-        assert dockerfile == ROOT / "workloads" / name / "Dockerfile" and dockerfile.exists()
+        assert dockerfile == ROOT / "Dockerfile" and image["build"]["target"] == name
+        assert f" AS {name}" in dockerfile.read_text()  # one multi-stage file, a target per image
         assert image["build"]["context"] == str(ROOT)
         assert image["imageName"] == f"{login_server}/{name}:latest"
         # The credentials travel as a Pulumi secret: never in plain state or outputs.
@@ -271,8 +272,8 @@ def test_submitter_container_runs_reconcile_whatever_the_image_cmd(deploy: Deplo
     (container,) = deploy().mocks.inputs(GROUP)["containers"]
     assert container["command"] == ["submitter", "reconcile"]
     # The image says the same, for `docker run` by hand.
-    dockerfile = (ROOT / "workloads" / "submitter" / "Dockerfile").read_text().splitlines()
-    assert 'ENTRYPOINT ["submitter"]' in dockerfile and 'CMD ["reconcile"]' in dockerfile
+    stage = (ROOT / "Dockerfile").read_text().split("FROM base AS submitter", 1)[1].splitlines()
+    assert 'ENTRYPOINT ["submitter"]' in stage and 'CMD ["reconcile"]' in stage
 
 
 def test_submitter_defaults_reconcile_a_day_and_trust_no_extra_types(deploy: Deploy) -> None:
