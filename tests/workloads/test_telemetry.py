@@ -16,6 +16,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.workloads.helpers import GOOD_PAIRS, publish_data_and_models
+from workloads.common import telemetry
 from workloads.common.telemetry import CONNECTION_STRING_ENV
 
 IKEY = "00000000-0000-0000-0000-000000000001"
@@ -109,3 +110,11 @@ def test_with_a_connection_string_the_task_span_and_pair_counts_are_sent(
         for m in e["data"]["baseData"]["metrics"]
     }
     assert metrics["batchscoring.pairs"]["value"] == 2
+
+
+def test_an_unusable_connection_string_turns_telemetry_off_not_the_work(capsys: pytest.CaptureFixture[str]) -> None:
+    telemetry.reset()
+    assert telemetry.setup("batchscoring-test", {CONNECTION_STRING_ENV: "not a connection string"}) is False
+    assert not telemetry.enabled() and "telemetry off" in capsys.readouterr().err
+    with telemetry.span("score_task") as current:  # the helpers stay no-ops
+        assert current is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,18 +36,23 @@ def setup(service_name: str, environ: Mapping[str, str] | None = None) -> bool:
     # The exporter's own usage statistics ("statsbeat") go to Microsoft, not to this stack's resource: off
     # unless the operator turns them back on.
     os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
-    from azure.monitor.opentelemetry import configure_azure_monitor
-    from opentelemetry import metrics, trace
-    from opentelemetry.sdk.resources import Resource
+    try:
+        from azure.monitor.opentelemetry import configure_azure_monitor
+        from opentelemetry.sdk.resources import Resource
 
-    configure_azure_monitor(
-        connection_string=connection,
-        resource=Resource.create({"service.name": service_name}),
-        enable_live_metrics=False,
-        # Every span: a run makes a few per task (its own and its handful of blob calls), far below what a
-        # rate-limited sampler (the exporter's default, 5 traces/s) is for, and it would drop task spans.
-        sampling_ratio=1.0,
-    )
+        configure_azure_monitor(
+            connection_string=connection,
+            resource=Resource.create({"service.name": service_name}),
+            enable_live_metrics=False,
+            # Every span: a run makes a few per task (its own and its handful of blob calls), far below what a
+            # rate-limited sampler (the exporter's default, 5 traces/s) is for, and it would drop task spans.
+            sampling_ratio=1.0,
+        )
+    except Exception as exc:  # a malformed connection string, a missing extra: the work goes on without it
+        print(f"telemetry off: {CONNECTION_STRING_ENV} not usable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    from opentelemetry import metrics, trace
+
     meter = metrics.get_meter(METER)
     _state.update(
         tracer=trace.get_tracer(METER),
