@@ -35,6 +35,7 @@ from azure.storage.blob import BlobServiceClient
 from workloads.common.aggregates import AGGREGATE_COLUMNS, FEATURES, KEYS, WINDOW_END, empty_aggregates
 from workloads.common.layout import Container, hour_prefix
 from workloads.common.pairs import PART_PATTERN
+from workloads.common.runlog import error_line
 from workloads.common.windows import HOUR, floor_hour
 
 _ORDER = "_blob_order"
@@ -158,7 +159,7 @@ def read_hour_aggregates(
             try:
                 downloads[name] = future.result()
             except Exception as exc:  # any failure to fetch is a failed read, never "no data"
-                errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+                errors[name] = error_line(exc)
     if errors:
         raise InputReadError(errors)
     # Oldest blob first, so that "keep last" keeps the newest blob's row.

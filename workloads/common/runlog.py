@@ -69,6 +69,12 @@ class TaskLog(_TaskLine):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one log-friendly line: its type and the first line of its message."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
 def to_jsonl(task: TaskLog, pairs: list[PairLog]) -> bytes:
     lines = [p.model_dump_json() for p in pairs] + [task.model_dump_json()]
     return ("\n".join(lines) + "\n").encode()

@@ -31,7 +31,7 @@ from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_ho
 from workloads.submitter.backend import Backend
 from workloads.submitter.plan import JobPlan, Trust, plan_hour, validate_stack
 from workloads.submitter.reconcile import HourResult, Reconciler, ReconcileSettings
-from workloads.submitter.report import HourReport, collect
+from workloads.submitter.report import HourReport, collect, issue_lines
 
 if TYPE_CHECKING:
     from workloads.submitter.batch import BatchBackend
@@ -357,36 +357,6 @@ REPORT_COLUMNS = (
 )
 
 
-def _issues(summary: dict[str, object]) -> list[tuple[str, str]]:
-    """The per-hour lines that say what was left out or went wrong, for the table view."""
-    out: list[tuple[str, str]] = []
-    for blob, error in dict(summary["read_errors"]).items():  # type: ignore[call-overload]
-        out.append(("unreadable blob", f"aggregates/{blob}: {error}"))
-    for blob, error in dict(summary["corrupt_blobs"]).items():  # type: ignore[call-overload]
-        out.append(("corrupt blob (rows lost)", f"aggregates/{blob}: {error}"))
-    for blob, reasons in dict(summary["quarantined_rows"]).items():  # type: ignore[call-overload]
-        out.append(("quarantined rows", f"aggregates/{blob}: " + ", ".join(f"{n} {r}" for r, n in reasons.items())))
-    if summary["duplicate_rows"]:
-        out.append(("duplicate rows dropped", str(summary["duplicate_rows"])))
-    if summary["conflicting_rows"]:
-        out.append(("conflicting rows (newest blob kept)", str(summary["conflicting_rows"])))
-    if summary["pairs_unaccounted"]:
-        out.append(("pairs without a run-log line", str(summary["pairs_unaccounted"])))
-    for task, error in dict(summary["task_errors"]).items():  # type: ignore[call-overload]
-        out.append(("task failed", f"{task}: {error}"))
-    for task, pack in dict(summary["packs_not_used"]).items():  # type: ignore[call-overload]
-        out.append(
-            ("model pack not used (pairs scored one model at a time; `trainer pack` rebuilds)", f"{task}: {pack}")
-        )
-    if summary["status"] == "stale":
-        out.append(("stale", "inputs changed after scoring: the next reconcile re-scores it"))
-    if summary["status"] == "empty":
-        out.append(("empty", "no aggregates for this hour: scored with 0 pairs; re-scored if data lands"))
-    if summary["status"] in ("pending", "failed") and summary["error"]:
-        out.append((str(summary["status"]), str(summary["error"])))
-    return out
-
-
 def _print_reports(reports: list[HourReport], *, as_json: bool) -> None:
     summaries = [r.summary() for r in reports]
     if as_json:
@@ -401,7 +371,7 @@ def _print_reports(reports: list[HourReport], *, as_json: bool) -> None:
     for summary in summaries:
         table.add_row(*("-" if summary[c] is None else str(summary[c]) for c in REPORT_COLUMNS))
     out.print(table)
-    issues = [(s["hour"], kind, text) for s in summaries for kind, text in _issues(s)]
+    issues = [(s["hour"], kind, text) for s in summaries for kind, text in issue_lines(s)]
     if issues:
         found = Table(title="Inputs and tasks")
         for column in ("hour", "issue", "detail"):
@@ -453,12 +423,8 @@ def _write_html(service: BlobServiceClient, reports: list[HourReport], path: Pat
     from workloads.common.frames import read_hour_predictions
     from workloads.submitter.html_report import render
 
-    frames = [read_hour_predictions(service, r.hour) for r in reports]
-    predictions = (
-        pd.concat([f for f in frames if not f.empty], ignore_index=True)
-        if any(not f.empty for f in frames)
-        else pd.DataFrame()
-    )
+    frames = [frame for r in reports if not (frame := read_hour_predictions(service, r.hour)).empty]
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     path.write_text(render(reports, predictions, _now(), "Batch scoring: hours report"), encoding="utf-8")
     err.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 

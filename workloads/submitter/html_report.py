@@ -24,7 +24,7 @@ import pandas as pd
 
 from workloads.common.runlog import PairStatus
 from workloads.common.windows import format_hour
-from workloads.submitter.report import HourReport, HourStatus
+from workloads.submitter.report import HourReport, HourStatus, issue_lines
 
 STATUS_COLOURS = {
     HourStatus.SCORED: "#2e7d32",
@@ -151,17 +151,7 @@ def _failures_table(reports: Sequence[HourReport]) -> str:
 
 
 def _issues_list(reports: Sequence[HourReport]) -> str:
-    items = []
-    for r in reports:
-        summary = r.summary()
-        for blob, error in dict(summary["corrupt_blobs"]).items():
-            items.append(f"{summary['hour']}: corrupt blob aggregates/{blob}: {error}")
-        for blob, error in dict(summary["read_errors"]).items():
-            items.append(f"{summary['hour']}: unreadable blob aggregates/{blob}: {error}")
-        for task, error in dict(summary["task_errors"]).items():
-            items.append(f"{summary['hour']}: task {task} failed: {error}")
-        for task, pack in dict(summary["packs_not_used"]).items():
-            items.append(f"{summary['hour']}: task {task} did not use its model pack: {pack}")
+    items = [f"{format_hour(r.hour)}: {kind}: {detail}" for r in reports for kind, detail in issue_lines(r.summary())]
     if not items:
         return "<p>No input or task problems.</p>"
     return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>"

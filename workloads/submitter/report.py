@@ -129,3 +129,34 @@ def collect(service: BlobServiceClient, hour: datetime, now: datetime, settle: t
         if latest is not None and latest.status is AttemptStatus.SUBMITTED:
             report.log_problems = {}  # tasks still running have no logs yet: not a problem
     return report
+
+
+def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(kind, detail) for everything an hour's summary says was left out or went wrong: the table view's
+    and the HTML page's list."""
+    out: list[tuple[str, str]] = []
+    for blob, error in dict(summary["read_errors"]).items():
+        out.append(("unreadable blob", f"aggregates/{blob}: {error}"))
+    for blob, error in dict(summary["corrupt_blobs"]).items():
+        out.append(("corrupt blob (rows lost)", f"aggregates/{blob}: {error}"))
+    for blob, reasons in dict(summary["quarantined_rows"]).items():
+        out.append(("quarantined rows", f"aggregates/{blob}: " + ", ".join(f"{n} {r}" for r, n in reasons.items())))
+    if summary["duplicate_rows"]:
+        out.append(("duplicate rows dropped", str(summary["duplicate_rows"])))
+    if summary["conflicting_rows"]:
+        out.append(("conflicting rows (newest blob kept)", str(summary["conflicting_rows"])))
+    if summary["pairs_unaccounted"]:
+        out.append(("pairs without a run-log line", str(summary["pairs_unaccounted"])))
+    for task, error in dict(summary["task_errors"]).items():
+        out.append(("task failed", f"{task}: {error}"))
+    for task, pack in dict(summary["packs_not_used"]).items():
+        out.append(
+            ("model pack not used (pairs scored one model at a time; `trainer pack` rebuilds)", f"{task}: {pack}")
+        )
+    if summary["status"] == "stale":
+        out.append(("stale", "inputs changed after scoring: the next reconcile re-scores it"))
+    if summary["status"] == "empty":
+        out.append(("empty", "no aggregates for this hour: scored with 0 pairs; re-scored if data lands"))
+    if summary["status"] in ("pending", "failed") and summary["error"]:
+        out.append((str(summary["status"]), str(summary["error"])))
+    return out
