@@ -121,6 +121,31 @@ def test_a_task_that_cannot_read_writes_a_failed_log_and_raises(
     assert task["error"].startswith("could not read 1 aggregate blob(s)") and task["no_data"] == 0
 
 
+MODEL_GET = r"/models/dev-0/temp/model\.skops$"
+
+
+def test_a_model_that_cannot_be_read_fails_the_task_not_the_pair(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    """A 503 on one model GET (after the SDK's retries) must not pass as a failed pair of a completed hour."""
+    service = faulty_service
+    publish_data_and_models(service, PAIRS[:2])
+    fault_proxy.add(Rule(MODEL_GET))
+    manifest = TaskManifest(job_id="job-1", task_id="task-00000", hour=HOUR, pairs=tuple(PAIRS[:2]))
+    with pytest.raises(InputReadError, match=r"could not read 1 model blob\(s\): models/dev-0/temp/model\.skops"):
+        score_task(service, manifest)
+    log = service.get_container_client("logs").download_blob("2026/11/25/10/job-1/tasks/task-00000.jsonl").readall()
+    task = json.loads(log.decode().splitlines()[-1])
+    assert task["error"].startswith("could not read 1 model blob(s)") and task["ok"] == 0
+
+    fault_proxy.clear()
+    rule = Rule(MODEL_GET, times=3)  # every attempt of the first task run; its retry reads the model
+    with FaultsAfterPlanning(faulty_settings, fault_proxy, rule, max_task_retries=1) as backend:
+        result = reconciler(service, backend, chunk_size=100).hour(HOUR, NOW)
+    assert rule.hits == 3 and result.status is AttemptStatus.COMPLETED and result.record is not None
+    assert (result.record.ok, result.record.failed) == (2, 0)
+
+
 # 2. Malformed ids are quarantined row by row; the rest of the hour is scored; the trainer skips them.
 BAD_IDS = ["../x", "a/b", "..", "", None, "d" * 65]
 

@@ -9,9 +9,9 @@ flag. All of the task's predictions are one blob under the job's folder and its 
 task costs a handful of blob operations whatever its size, a retried task overwrites both, and
 readers, who follow the hour's state to the current job, never see a mix of revisions.
 
-A task that cannot read its inputs fails (after writing a run log that says why), so that Batch
-retries it and the hour is not closed on incomplete data; a pair that cannot be scored is logged and
-skipped.
+A task that cannot read its inputs, or a model it needs, fails (after writing a run log that says why),
+so that Batch retries it and the hour is not closed on incomplete data; a pair that cannot be scored
+(a missing, corrupt, untrusted or mismatched model, unusable rows) is logged and skipped.
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from workloads.common.aggregates import AGGREGATE_COLUMNS, KEYS, WINDOW_END
 from workloads.common.fastpath import score_many
 from workloads.common.frames import to_parquet
 from workloads.common.hour_inputs import HourAggregates, InputReadError, read_hour_aggregates
-from workloads.common.layout import Container, pack_blob, prediction_blob, run_log_blob
+from workloads.common.layout import Container, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_pack import PackEntry, read_pack
 from workloads.common.modelstore import ModelCache, ModelError, load_model
 from workloads.common.pairs import Pair
-from workloads.common.runlog import PairLog, PairStatus, TaskLog, to_jsonl
+from workloads.common.runlog import PairLog, PairStatus, TaskLog, error_line, to_jsonl
 from workloads.scorer.scoring import PREDICTION_SCHEMA, feature_matrix, predictions_table, score_rows
 
 
@@ -61,11 +61,6 @@ class TaskReport:
 
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
-
-
-def _error_text(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 @dataclass(frozen=True)
@@ -123,8 +118,13 @@ class _PairScorer:
             scores, flags = score_rows(loaded.estimator, matrix)
             table = predictions_table(pair, rows[WINDOW_END], finite, scores, flags, loaded.metadata.sha256)
             timings["score"] = _ms(step)
+        except AzureError:
+            # A model that could not be *read* (5xx after the SDK's retries, a timeout, a refused grant) is not
+            # a bad pair: like an unreadable input it fails the task, so it is retried and the hour stays due.
+            # load_model has already turned a missing model into ModelError("missing_model").
+            raise
         except Exception as exc:  # the contract: one bad pair never sinks the task
-            reason, error = (exc.reason, str(exc)) if isinstance(exc, ModelError) else ("error", _error_text(exc))
+            reason, error = (exc.reason, str(exc)) if isinstance(exc, ModelError) else ("error", error_line(exc))
             timings["total"] = _ms(started)
             failed = PairLog(
                 **base, status=PairStatus.FAILED, reason=reason, error=error, rows=len(rows), timings_ms=timings
@@ -255,7 +255,7 @@ def read_task_rows(service: BlobServiceClient, manifest: TaskManifest) -> HourAg
         if missing:
             raise ValueError(f"task inputs lack column(s) {missing}")
     except Exception as exc:
-        raise InputReadError({name: _error_text(exc)}, str(Container.LOGS), "task input") from None
+        raise InputReadError({name: error_line(exc)}, str(Container.LOGS), "task input") from None
     return HourAggregates(frame=frame, blobs=[name])
 
 
@@ -272,7 +272,7 @@ def read_shard_pack(
     except ResourceNotFoundError:
         return {}, "missing"
     except Exception as exc:  # PackError, or storage trouble: the per-pair path may still succeed
-        return {}, f"unreadable: {_error_text(exc)}"[:300]
+        return {}, f"unreadable: {error_line(exc)}"[:300]
 
 
 def _task_log(
@@ -327,17 +327,22 @@ def score_task(
     """Score every pair of the manifest, write its predictions and then its run log (the run log
     last: it is what says the task finished); pair failures are logged, not raised.
 
-    Raises InputReadError when the inputs cannot be read, after logging the failure.
+    Raises InputReadError when the inputs or a model cannot be read, after logging the failure.
     """
     options = options or ScorerOptions()
     cache = cache if cache is not None else ModelCache()
     started_at, started = datetime.now(UTC), time.perf_counter()
+
+    def failed(error: InputReadError, aggregates: HourAggregates | None, timings: dict[str, float]) -> None:
+        """Log the task as failed (so the run log says why) before the error is raised and the task retried."""
+        log = _task_log(manifest, started_at, [], aggregates, cache, {**timings, "total": _ms(started)}, str(error))
+        with contextlib.suppress(Exception):  # the storage that failed the read may fail this too
+            _write_log(service, log, [])
+
     try:
         aggregates = read_task_rows(service, manifest)
     except InputReadError as exc:
-        failed = _task_log(manifest, started_at, [], None, cache, {"total": _ms(started)}, error=str(exc))
-        with contextlib.suppress(Exception):  # the storage that failed the read may fail this too
-            _write_log(service, failed, [])
+        failed(exc, None, {})
         raise
     timings = {"read_inputs": _ms(started)}
     step = time.perf_counter()
@@ -352,7 +357,13 @@ def score_task(
     step = time.perf_counter()
     scorer = _PairScorer(service.get_container_client(str(Container.MODELS)), manifest, options, cache)
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
-        slow = list(pool.map(lambda p: scorer(p, rows.rows(p)), fast.leftover))
+        futures = {pair: pool.submit(scorer, pair, rows.rows(pair)) for pair in fast.leftover}
+    unreadable = {model_blob(p): error_line(e) for p, f in futures.items() if (e := f.exception()) is not None}
+    if unreadable:
+        error = InputReadError(unreadable, str(Container.MODELS), "model")
+        failed(error, aggregates, timings)
+        raise error
+    slow = [future.result() for future in futures.values()]
     timings["score_models"] = _ms(step)
 
     silent = [
