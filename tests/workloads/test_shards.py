@@ -2,24 +2,28 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
+import string
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workloads.common.shards import MAX_SHARD_COUNT, parse_shard_name, shard_name, shard_of
+from workloads.common.shards import MAX_SHARD_COUNT, parse_shard_name, partition_of, partition_udf, shard_name, shard_of
 
 # Computed once with the current function and written down: any change of the assignment (which
 # would silently move every device to another shard's files) fails here.
 PINNED = [
-    ("dev-00001", 64, 40),
-    ("dev-00002", 64, 47),
-    ("dev-1", 16, 15),
-    ("device-42", 1024, 1005),
-    ("plant7.line3.pump-12", 65536, 33295),
-    ("", 7, 0),
-    ("é-sensor-ü", 1000, 252),
+    ("dev-00001", 64, 48),
+    ("dev-00002", 64, 4),
+    ("dev-1", 16, 10),
+    ("device-42", 1024, 922),
+    ("plant7.line3.pump-12", 65536, 18835),
+    ("", 7, 4),
+    ("é-sensor-ü", 1000, 553),
 ]
 
 
@@ -84,3 +88,57 @@ def test_shard_names_parse_back() -> None:
     for bad in ("s7-of-64", "s00064-of-00064", "s00000-of-00000", "x00001-of-00002", "s00001-of-00002/"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard_name(bad)
+
+
+_NODE_RUNNER = """
+const fs = require("fs");
+const udf = eval("(" + fs.readFileSync(process.argv[1], "utf8") + ")");
+const cases = JSON.parse(fs.readFileSync(0, "utf8"));
+process.stdout.write(JSON.stringify(cases.map(([id, end, count]) => udf(id, new Date(end), count))));
+"""
+
+
+def _generated_ids(count: int) -> list[str]:
+    """Ids of every shape the contract allows (1-64 of letters, digits, '.', '_', '-'), edge lengths first."""
+    alphabet = string.ascii_letters + string.digits + "._-"
+    rng = random.Random(15)
+    ids = ["a", "Z", "0", ".", "_", "-", "x" * 64, "-" * 64, "." * 63 + "_", "dev-00001", "dev-00002"]
+    ids += [f"dev-{i:05d}" for i in range(count // 2)]
+    ids += ["".join(rng.choices(alphabet, k=rng.randint(1, 64))) for _ in range(count - len(ids))]
+    return ids
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js runs Azurite and this check; install it")
+def test_javascript_udf_and_python_agree_on_every_partition(tmp_path: object) -> None:
+    """The stream job's UDF and shards.partition_of name the same folder for every id, hour and count."""
+    rng = random.Random(7)
+    base = datetime(2026, 11, 25, tzinfo=UTC)
+    ids = _generated_ids(40_000)
+    # Ids outside the contract still get a folder (the scorer quarantines them there): unicode, astral, empty.
+    ids += ["é-sensor-ü", "设备-1", "dev-\U0001f600", ""]
+    cases = [
+        (device, base + timedelta(minutes=5 * rng.randint(0, 24 * 12 * 400)), rng.choice([1, 4, 16, 64, 1000, 65536]))
+        for device in ids
+    ]
+    script = os.path.join(str(tmp_path), "partition_udf.js")
+    with open(script, "w", encoding="utf-8") as handle:
+        handle.write(partition_udf())
+    done = subprocess.run(
+        ["node", "-e", _NODE_RUNNER, script],
+        input=json.dumps([[d, end.isoformat(), count] for d, end, count in cases]),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    from_js = json.loads(done.stdout)
+    expected = [partition_of(device, end, count) for device, end, count in cases]
+    mismatches = [(case, js, py) for case, js, py in zip(cases, from_js, expected, strict=True) if js != py]
+    assert len(from_js) == len(cases) > 40_000
+    assert not mismatches, mismatches[:5]
+
+
+def test_partition_is_the_hour_of_the_window_end_and_the_device_shard() -> None:
+    assert partition_of("dev-00001", datetime(2026, 11, 25, 16, 55, tzinfo=UTC), 64) == "2026/11/25/16/s00048-of-00064"
+    # The window ending on the hour belongs to the hour that starts there, whatever time it is written.
+    assert partition_of("dev-00001", datetime(2026, 11, 25, 17, 0, tzinfo=UTC), 64).startswith("2026/11/25/17/")

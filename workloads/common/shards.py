@@ -3,8 +3,16 @@
 Inputs, model packs and predictions are laid out per shard so that a task reads only its own shard's
 files. That works only if every writer and reader (the aggregator, the publisher, the submitter, the
 scorer, on different machines and Python versions) computes the same shard for a device, forever:
-Python's ``hash()`` is salted per process (PYTHONHASHSEED), so the shard is a fixed prefix of BLAKE2b
-instead, which the standard library guarantees everywhere.
+Python's ``hash()`` is salted per process (PYTHONHASHSEED), so the shard comes from a fixed hash instead.
+
+The Stream Analytics job computes the same shard in its query, to name the folder each aggregate row is
+written to (``partition_of``: the hour of the row's window end and its device's shard). ASA's query
+language has no hash function, so the hash is one a JavaScript UDF can compute exactly with 32-bit
+integer arithmetic: FNV-1a over the id's UTF-8 bytes, then MurmurHash3's 32-bit finaliser (FNV-1a
+alone leaves the low bits of similar ids such as ``dev-00001``/``dev-00002`` correlated). The UDF is
+``partition_udf.js`` beside this file; tests run it under Node and compare it with this module on tens
+of thousands of ids. Changing the function moves devices between shards: it is a migration (rebuild
+the packs with ``trainer pack``; rows found in another shard's folder are refiled, never lost).
 
 A device's sensors all land in the same shard (the key is the device id alone), so one device's
 pairs are always scored by the same task.
@@ -12,9 +20,13 @@ pairs are always scored by the same task.
 
 from __future__ import annotations
 
-import hashlib
 import re
+from datetime import datetime
+from functools import lru_cache
+from importlib.resources import files
 from typing import Final
+
+from workloads.common.windows import as_utc
 
 MAX_SHARD_COUNT: Final = 65536
 # Wide enough for every count up to MAX_SHARD_COUNT, so names sort as numbers under any count.
@@ -28,15 +40,30 @@ def _check_count(shard_count: int) -> None:
         raise ValueError(f"invalid shard count {shard_count!r}: use an integer from 1 to {MAX_SHARD_COUNT}")
 
 
+_MASK: Final = 0xFFFFFFFF
+
+
+@lru_cache(maxsize=1 << 18)
+def device_hash(device_id: str | None) -> int:
+    """The 32-bit hash of a device id that ``partition_udf.js`` computes too (None hashes like "")."""
+    value = 0x811C9DC5
+    for byte in (device_id or "").encode("utf-8", "surrogatepass"):
+        value = ((value ^ byte) * 0x01000193) & _MASK
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & _MASK
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & _MASK
+    return value ^ (value >> 16)
+
+
 def shard_of(device_id: str, shard_count: int) -> int:
     """The shard (0 .. shard_count-1) of a device: stable across processes, machines and versions.
 
-    The first 8 bytes of BLAKE2b (big-endian) modulo the count: 64 bits make the modulo bias
-    negligible (below 2**-47 at the largest count), so shards stay balanced.
+    A 32-bit hash modulo the count: the modulo bias is below count / 2**32 (1.5e-5 at the largest
+    count), so shards stay balanced.
     """
     _check_count(shard_count)
-    digest = hashlib.blake2b(device_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shard_count
+    return device_hash(device_id) % shard_count
 
 
 def shard_name(shard: int, shard_count: int) -> str:
@@ -60,3 +87,14 @@ def parse_shard_name(name: str) -> tuple[int, int]:
     if shard_name(shard, count) != name:  # also range-checks both numbers
         raise ValueError(f"invalid shard name {name!r}")
     return shard, count
+
+
+def partition_of(device_id: str | None, window_end: datetime, shard_count: int) -> str:
+    """The folder of an aggregate row under ``aggregates/``: ``yyyy/MM/dd/HH/<shard name>``, the UTC hour of
+    its window end and its device's shard. The data decides it, never the time the row was written."""
+    return f"{as_utc(window_end):%Y/%m/%d/%H}/{shard_name(shard_of(device_id or '', shard_count), shard_count)}"
+
+
+def partition_udf() -> str:
+    """The JavaScript of ``partition_of``, as deployed to Stream Analytics (an anonymous function)."""
+    return files("workloads.common").joinpath("partition_udf.js").read_text(encoding="utf-8").strip()
