@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -109,7 +110,7 @@ def _generated_ids(count: int) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js runs Azurite and this check; install it")
-def test_javascript_udf_and_python_agree_on_every_partition(tmp_path: object) -> None:
+def test_javascript_udf_and_python_agree_on_every_partition(tmp_path: Path) -> None:
     """The stream job's UDF and shards.partition_of name the same folder for every id, hour and count."""
     rng = random.Random(7)
     base = datetime(2026, 11, 25, tzinfo=UTC)
@@ -120,11 +121,10 @@ def test_javascript_udf_and_python_agree_on_every_partition(tmp_path: object) ->
         (device, base + timedelta(minutes=5 * rng.randint(0, 24 * 12 * 400)), rng.choice([1, 4, 16, 64, 1000, 65536]))
         for device in ids
     ]
-    script = os.path.join(str(tmp_path), "partition_udf.js")
-    with open(script, "w", encoding="utf-8") as handle:
-        handle.write(partition_udf())
+    script = tmp_path / "partition_udf.js"
+    script.write_text(partition_udf(), encoding="utf-8")
     done = subprocess.run(
-        ["node", "-e", _NODE_RUNNER, script],
+        ["node", "-e", _NODE_RUNNER, str(script)],
         input=json.dumps([[d, end.isoformat(), count] for d, end, count in cases]),
         capture_output=True,
         text=True,
