@@ -1,14 +1,15 @@
-"""The local stand-in for the Stream Analytics job: aggregate readings and write them per hour.
+"""The local stand-in for the Stream Analytics job: aggregate readings and write them per partition.
 
-It writes the same schema under the same hour prefixes as the ASA blob output, so the submitter and
-scorer cannot tell the two apart. Each call recomputes whole hours from the readings it is given and
-replaces those hours' blob, which is how a late batch of readings is folded in.
+It writes the same schema into the same folders as the ASA blob output: each row under the partition its
+own data decides (``shards.partition_of``: the hour of its window end and its device's shard, the function
+the stream job's query calls as a UDF), so the submitter and scorer cannot tell the two apart. Each call
+recomputes whole partitions from the readings it is given and replaces their blobs, which is how a late
+batch of readings is folded in.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
@@ -16,25 +17,41 @@ from azure.storage.blob import BlobServiceClient
 from workloads.common.aggregates import WINDOW_END, AggregationSpec, aggregate_readings
 from workloads.common.frames import to_parquet
 from workloads.common.layout import Container, local_aggregate_blob
+from workloads.common.shards import DEFAULT_SHARD_COUNT, partition_of
 
 
-def split_by_hour(aggregates: pd.DataFrame) -> dict[datetime, pd.DataFrame]:
-    """Rows per scoring hour, i.e. per hour of the window end (the ASA output's path time)."""
-    hour_of = aggregates[WINDOW_END].dt.floor("h")
-    return {pd.Timestamp(h).to_pydatetime(): rows.reset_index(drop=True) for h, rows in aggregates.groupby(hour_of)}
+def split_by_partition(aggregates: pd.DataFrame, shard_count: int) -> dict[str, pd.DataFrame]:
+    """Rows per partition (``yyyy/MM/dd/HH/<shard>``), computed per device and hour, not per row."""
+    if aggregates.empty:
+        return {}
+    hours = aggregates[WINDOW_END].dt.floor("h")
+    keys = pd.DataFrame({"device_id": aggregates["device_id"], "hour": hours}).drop_duplicates()
+    places = {
+        (device, hour): partition_of(device, hour.to_pydatetime(), shard_count)
+        for device, hour in keys.itertuples(index=False)
+    }
+    partition = pd.Series(
+        [places[key] for key in zip(aggregates["device_id"].tolist(), hours.tolist(), strict=True)],
+        index=aggregates.index,
+    )
+    return {str(name): rows.reset_index(drop=True) for name, rows in aggregates.groupby(partition, sort=True)}
 
 
-def publish_aggregates(service: BlobServiceClient, aggregates: pd.DataFrame) -> list[str]:
+def publish_aggregates(
+    service: BlobServiceClient, aggregates: pd.DataFrame, shard_count: int = DEFAULT_SHARD_COUNT
+) -> list[str]:
     container = service.get_container_client(str(Container.AGGREGATES))
 
-    def upload(item: tuple[datetime, pd.DataFrame]) -> str:
+    def upload(item: tuple[str, pd.DataFrame]) -> str:
         name = local_aggregate_blob(item[0])
         container.upload_blob(name, to_parquet(item[1]), overwrite=True)
         return name
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(upload, split_by_hour(aggregates).items()))
+        return list(pool.map(upload, split_by_partition(aggregates, shard_count).items()))
 
 
-def aggregate_and_publish(service: BlobServiceClient, readings: pd.DataFrame, spec: AggregationSpec) -> list[str]:
-    return publish_aggregates(service, aggregate_readings(readings, spec))
+def aggregate_and_publish(
+    service: BlobServiceClient, readings: pd.DataFrame, spec: AggregationSpec, shard_count: int = DEFAULT_SHARD_COUNT
+) -> list[str]:
+    return publish_aggregates(service, aggregate_readings(readings, spec), shard_count)

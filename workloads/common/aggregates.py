@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.core.groupby import SeriesGroupBy
 
+from workloads.common.shards import MAX_SHARD_COUNT
 from workloads.common.windows import validate_window, window_ends
 
 KEYS = ("device_id", "sensor")
@@ -101,13 +102,39 @@ def empty_aggregates() -> pd.DataFrame:
     return frame
 
 
-def asa_query(spec: AggregationSpec, input_alias: str, output_alias: str) -> str:
-    """The Stream Analytics query equivalent to ``aggregate_readings``."""
+# The Stream Analytics side of the partition contract (``shards.partition_of``): the query computes one column per
+# output row with the JavaScript twin of ``partition_of`` (``shards.partition_udf()``, deployed as a function of the job
+# under PARTITION_UDF_NAME), and the blob output's path pattern is that one column, so each row lands in the folder its
+# data decides (``yyyy/MM/dd/HH/sNNNNN-of-NNNNN``: the hour of its window end, its device's shard), never one named by
+# the time the job wrote it. The Azure rules this relies on are cited in infra/stream_job.py.
+# Not "partition": PARTITION is a keyword of the query language (PARTITION BY); a path-pattern field name may hold
+# letters, digits, spaces, hyphens and underscores.
+PARTITION_COLUMN = "partition_path"
+PARTITION_UDF_NAME = "partitionOf"
+# The UDF's signature as Stream Analytics declares it, in the order ``asa_query`` passes the arguments: the device id,
+# the window end (System.Timestamp(), a JavaScript Date in the UDF) and the shard count; it returns the folder.
+PARTITION_UDF_INPUTS = ("nvarchar(max)", "datetime", "bigint")
+PARTITION_UDF_OUTPUT = "nvarchar(max)"
+# The blob output's path pattern: custom field partitioning on that one column (the `/` inside its values make the
+# folders). Replaces the old ``{datetime:yyyy}/{datetime:MM}/{datetime:dd}/{datetime:HH}``, whose tokens follow the time
+# the job writes, which filed the window ending at HH:55 under the next hour.
+ASA_PATH_PATTERN = f"{{{PARTITION_COLUMN}}}"
+
+
+def asa_query(spec: AggregationSpec, input_alias: str, output_alias: str, shard_count: int) -> str:
+    """The Stream Analytics query equivalent to ``aggregate_readings``, each row with its partition column.
+
+    ``shard_count`` is the stack's ``shardCount``: it is part of the query text, so changing it changes the
+    transformation that ``pulumi up`` deploys.
+    """
+    if isinstance(shard_count, bool) or not isinstance(shard_count, int) or not 1 <= shard_count <= MAX_SHARD_COUNT:
+        raise ValueError(f"invalid shard count {shard_count!r}: use an integer from 1 to {MAX_SHARD_COUNT}")
     seconds = int(spec.window.total_seconds())
     features = ",\n".join(f"    {f.asa} AS [{f.name}]" for f in FEATURES)
     keys = ", ".join(f"[{k}]" for k in KEYS)
+    partition = f"udf.{PARTITION_UDF_NAME}([device_id], System.Timestamp(), {shard_count}) AS [{PARTITION_COLUMN}]"
     return (
-        f"SELECT\n    {keys},\n    System.Timestamp() AS [{WINDOW_END}],\n{features}\n"
+        f"SELECT\n    {keys},\n    System.Timestamp() AS [{WINDOW_END}],\n{features},\n    {partition}\n"
         f"INTO [{output_alias}]\n"
         f"FROM [{input_alias}] TIMESTAMP BY [timestamp]\n"
         f"WHERE [value] IS NOT NULL\n"

@@ -38,8 +38,6 @@ from workloads.common.pairs import PART_PATTERN
 from workloads.common.runlog import error_line
 from workloads.common.windows import HOUR, floor_hour
 
-_ORDER = "_blob_order"
-
 
 @dataclass(frozen=True)
 class InputBlob:
@@ -67,13 +65,15 @@ def fingerprint(blobs: Sequence[InputBlob]) -> str:
 
 
 class InputReadError(Exception):
-    """Aggregate blobs that could not be downloaded: the hour's inputs are incomplete."""
+    """Blobs that could not be downloaded (or, for refiled rows, written): the task's inputs are incomplete."""
 
-    def __init__(self, errors: dict[str, str], container: str = "aggregates", kind: str = "aggregate") -> None:
+    def __init__(
+        self, errors: dict[str, str], container: str = "aggregates", kind: str = "aggregate", action: str = "read"
+    ) -> None:
         self.errors = dict(sorted(errors.items()))
         shown = "; ".join(f"{container}/{name}: {error}" for name, error in list(self.errors.items())[:3])
         more = f" (and {len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
-        super().__init__(f"could not read {len(self.errors)} {kind} blob(s): {shown}{more}")
+        super().__init__(f"could not {action} {len(self.errors)} {kind} blob(s): {shown}{more}")
 
 
 @dataclass
@@ -135,26 +135,26 @@ def validate_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     return frame.loc[reasons.isna()], counts
 
 
-def _download(service: BlobServiceClient, name: str) -> tuple[bytes, datetime]:
-    downloader = service.get_container_client(str(Container.AGGREGATES)).download_blob(name)
-    data = downloader.readall()
-    return data, downloader.properties.last_modified
+@dataclass(frozen=True)
+class Downloaded:
+    data: bytes
+    last_modified: datetime
+    etag: str
 
 
-def read_hour_aggregates(
-    service: BlobServiceClient, hour: datetime, blobs: Sequence[str] | None = None, max_workers: int = 8
-) -> HourAggregates:
-    """The hour's aggregates from ``blobs`` (default: all the hour's blobs now), windows inside the hour only.
+def download_blobs(service: BlobServiceClient, names: Sequence[str], max_workers: int = 8) -> dict[str, Downloaded]:
+    """Every named aggregate blob, or InputReadError naming each one that could not be downloaded."""
+    container = service.get_container_client(str(Container.AGGREGATES))
 
-    Raises InputReadError when any blob could not be downloaded.
-    """
-    hour = floor_hour(hour)
-    names = list(blobs) if blobs is not None else [b.name for b in list_hour_inputs(service, hour)]
-    result = HourAggregates(frame=empty_aggregates(), blobs=names)
-    downloads: dict[str, tuple[bytes, datetime]] = {}
+    def download(name: str) -> Downloaded:
+        downloader = container.download_blob(name)
+        data = downloader.readall()
+        return Downloaded(data, downloader.properties.last_modified, str(downloader.properties.etag))
+
+    downloads: dict[str, Downloaded] = {}
     errors: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        futures = {name: pool.submit(_download, service, name) for name in names}
+        futures = {name: pool.submit(download, name) for name in names}
         for name, future in futures.items():
             try:
                 downloads[name] = future.result()
@@ -162,28 +162,67 @@ def read_hour_aggregates(
                 errors[name] = error_line(exc)
     if errors:
         raise InputReadError(errors)
-    # Oldest blob first, so that "keep last" keeps the newest blob's row.
-    ordered = sorted(downloads.items(), key=lambda item: (item[1][1], item[0]))
+    return downloads
+
+
+@dataclass
+class DecodedBlobs:
+    """The valid rows of every decodable blob, each row tagged with its blob's position in ``order``
+    (oldest blob first, so that "keep last" keeps the newest blob's row), and what was left out."""
+
+    frame: pd.DataFrame
+    order: list[str]
+    corrupt: dict[str, str] = field(default_factory=dict)
+    quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows: int = 0  # every row decoded, quarantined ones included
+
+
+ORDER = "_blob_order"
+
+
+def decode_blobs(downloads: dict[str, Downloaded]) -> DecodedBlobs:
+    ordered = sorted(downloads.items(), key=lambda item: (item[1].last_modified, item[0]))
+    result = DecodedBlobs(frame=empty_aggregates().assign(**{ORDER: pd.Series(dtype="int64")}), order=[])
     frames: list[pd.DataFrame] = []
-    for order, (name, (data, _)) in enumerate(ordered):
+    for order, (name, blob) in enumerate(ordered):
+        result.order.append(name)
         try:
-            rows, quarantined = validate_rows(pq.read_table(io.BytesIO(data)).to_pandas())
+            raw = pq.read_table(io.BytesIO(blob.data)).to_pandas()
+            rows, quarantined = validate_rows(raw)
         except Exception as exc:  # undecodable: its rows are lost, visibly
             result.corrupt[name] = f"{type(exc).__name__}: {exc}"
             continue
+        result.rows += len(raw)
         if quarantined:
             result.quarantined[name] = quarantined
-        frames.append(rows.assign(**{_ORDER: order}))
-    if not frames:
-        return result
-    frame = pd.concat(frames, ignore_index=True)
-    inside = (frame[WINDOW_END] >= pd.Timestamp(hour)) & (frame[WINDOW_END] < pd.Timestamp(hour + HOUR))
-    frame = frame.loc[inside]
+        frames.append(rows.assign(**{ORDER: order}))
+    if frames:
+        result.frame = pd.concat(frames, ignore_index=True)
+    return result
+
+
+def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
+    """(rows without duplicates, exact duplicates dropped, conflicting rows dropped), by the module's rule;
+    ``frame`` carries ``ORDER``, which is dropped."""
     exact = frame.duplicated(subset=list(AGGREGATE_COLUMNS), keep="last")
-    result.duplicates = int(exact.sum())
     frame = frame.loc[~exact]
     clash = frame.duplicated(subset=[*KEYS, WINDOW_END], keep="last")
-    result.conflicts = int(clash.sum())
-    frame = frame.loc[~clash].drop(columns=_ORDER)
-    result.frame = frame.sort_values([*KEYS, WINDOW_END]).reset_index(drop=True)
+    frame = frame.loc[~clash].drop(columns=ORDER)
+    return frame.sort_values([*KEYS, WINDOW_END]).reset_index(drop=True), int(exact.sum()), int(clash.sum())
+
+
+def read_hour_aggregates(service: BlobServiceClient, hour: datetime, max_workers: int = 8) -> HourAggregates:
+    """Every row of the hour's folders whose window ends inside the hour (for training, which reads history
+    hour by hour; scoring tasks read one shard's folder and refile strays instead, see ``scorer.inputs``).
+
+    Raises InputReadError when any blob could not be downloaded.
+    """
+    hour = floor_hour(hour)
+    names = [b.name for b in list_hour_inputs(service, hour)]
+    decoded = decode_blobs(download_blobs(service, names, max_workers))
+    result = HourAggregates(frame=empty_aggregates(), blobs=names, corrupt=decoded.corrupt)
+    result.quarantined = decoded.quarantined
+    frame = decoded.frame
+    inside = (frame[WINDOW_END] >= pd.Timestamp(hour)) & (frame[WINDOW_END] < pd.Timestamp(hour + HOUR))
+    result.frame, result.duplicates, result.conflicts = deduplicate(frame.loc[inside])
     return result

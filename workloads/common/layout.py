@@ -6,7 +6,9 @@ one prefix to list, to expire with a lifecycle rule, or to delete.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -22,9 +24,9 @@ class Container(StrEnum):
     LOGS = "logs"
 
 
-# Stream Analytics writes aggregates under the same hour prefix (its output path pattern), which is
-# why the local aggregator and ASA cannot disagree on where an hour lives.
-ASA_PATH_PATTERN = "{datetime:yyyy}/{datetime:MM}/{datetime:dd}/{datetime:HH}"
+# Stream Analytics' output path pattern is not a time pattern any more (its {datetime:...} tokens follow the time the
+# job writes): it is the partition column of the query, ``workloads.common.aggregates.ASA_PATH_PATTERN``, whose value
+# is the folder ``shards.partition_of`` names for the row.
 MODEL_BLOB_NAME = "model.skops"
 
 
@@ -32,9 +34,46 @@ def hour_prefix(hour: datetime) -> str:
     return f"{floor_hour(hour):%Y/%m/%d/%H}/"
 
 
-def local_aggregate_blob(hour: datetime) -> str:
-    """The blob the local aggregator writes for an hour (ASA writes its own file names beside it)."""
-    return f"{hour_prefix(hour)}local-aggregator.parquet"
+def aggregate_folder(partition: str) -> str:
+    """The folder of a partition (``yyyy/MM/dd/HH/<shard>``, ``shards.partition_of``) in ``aggregates``."""
+    return f"{partition}/"
+
+
+def local_aggregate_blob(partition: str) -> str:
+    """The blob the local aggregator writes for a partition (ASA writes its own file names beside it)."""
+    return f"{aggregate_folder(partition)}local-aggregator.parquet"
+
+
+def refiled_blob(partition: str, source: str, etag: str) -> str:
+    """Where rows found in another folder are refiled to their own partition: one blob per source blob
+    version and target, so a retried or re-scored task finds it already written instead of adding copies."""
+    key = hashlib.sha256(f"{source}\n{etag}".encode()).hexdigest()[:24]
+    return f"{aggregate_folder(partition)}refiled-{key}.parquet"
+
+
+_AGGREGATE = re.compile(r"(?P<hour>\d{4}/\d{2}/\d{2}/\d{2})/(?:(?P<folder>.+)/)?[^/]+\.parquet")
+
+
+@dataclass(frozen=True)
+class AggregateBlobPlace:
+    """Where a listed aggregate blob sits: its hour folder and the folder under it (a shard's name as the
+    stream job writes; None: directly in the hour, as the old processing-time layout wrote; anything else
+    a writer chose)."""
+
+    hour: datetime
+    folder: str | None
+
+
+def parse_aggregate_blob(name: str) -> AggregateBlobPlace | None:
+    """The place of an aggregate blob, or None for a name that is no ``.parquet`` file of an hour folder."""
+    match = _AGGREGATE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        hour = datetime.strptime(match["hour"], "%Y/%m/%d/%H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return AggregateBlobPlace(hour, match["folder"])
 
 
 def model_blob(pair: Pair) -> str:
@@ -97,12 +136,6 @@ def job_record_blob(hour: datetime, job_id: str) -> str:
 
 def manifest_blob(hour: datetime, job_id: str, task_id: str) -> str:
     return f"{job_prefix(hour, job_id)}manifests/{validate_task_id(task_id)}.json"
-
-
-def task_input_blob(hour: datetime, job_id: str, task_id: str) -> str:
-    """The rows one task scores (``logs`` container), cut from the hour by the submitter, so a task
-    reads its own pairs' share whatever the fleet's size."""
-    return f"{job_prefix(hour, job_id)}inputs/{validate_task_id(task_id)}.parquet"
 
 
 def run_log_blob(hour: datetime, job_id: str, task_id: str) -> str:

@@ -1,10 +1,14 @@
 """The task manifest: what one scorer task must do. Written by the submitter, read by the scorer.
 
-It carries everything a task needs to reproduce the planned work on any node: the hour, the pairs,
-its inputs (the rows the submitter cut from the hour for this task, or, for a hand-made manifest,
-the aggregate blobs to read), the shard whose model pack it may use with the checksum of each pair's
-model at planning time (a pack entry compiled from any other model file is stale and not used), and
-the model trust options the operator chose for the run.
+A task is one folder of an hour's aggregates: normally one shard's (``yyyy/MM/dd/HH/<shard>``, where the
+stream job files every row by its own window end and device), or, for a shard too large for one task,
+one slice of it (its devices split again by the same hash). The submitter only lists blobs to make it;
+the task reads them, validates, deduplicates and scores its rows, refiles rows that belong to another
+folder, and accounts for every row and pair in its run log. A folder that is not a shard of the current
+count (the old processing-time layout, or a shard count since changed) gets a task too: all its rows are
+refiled to their own folders, none is dropped.
+
+It also carries the model trust options the operator chose for the run.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workloads.common.ids import JobId, TaskId
-from workloads.common.layout import hour_prefix, task_input_blob
-from workloads.common.pairs import Pair
-from workloads.common.shards import parse_shard_name, shard_of
+from workloads.common.layout import hour_prefix
+from workloads.common.shards import MAX_SHARD_COUNT, is_shard_folder
 from workloads.common.windows import floor_hour
 
-SHA256 = re.compile(r"[0-9a-f]{64}")
 TRUSTED_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_FILE = re.compile(r"[^/]+\.parquet")
+MAX_SLICES = 4096
 
 
 def validate_trusted_type(value: str) -> str:
@@ -36,13 +40,24 @@ class TaskManifest(BaseModel):
     job_id: JobId
     task_id: TaskId
     hour: datetime
-    pairs: tuple[Pair, ...]
-    inputs: tuple[str, ...] | None = None  # aggregate blobs to read; None: whatever the hour holds now
-    inputs_blob: str | None = None  # ``logs`` blob with exactly this task's rows (instead of ``inputs``)
-    shard: str | None = None  # every pair's device is in this shard; its model pack may serve them
-    models: dict[str, str] = {}  # "device/sensor" -> sha256 of the pair's model when the task was planned
+    shard_count: int = Field(ge=1, le=MAX_SHARD_COUNT)  # of the stack: where every row belongs
+    folder: str | None  # folder under the hour that the task reads (None: the hour folder itself)
+    inputs: tuple[str, ...]  # the folder's aggregate blobs as listed by the plan
+    slice_index: int = Field(default=0, ge=0)
+    slices: int = Field(default=1, ge=1, le=MAX_SLICES)
     trust_pickle: bool = False
     trusted_types: tuple[str, ...] = ()
+
+    @property
+    def shard(self) -> str | None:
+        """The shard the task scores (its model pack's name); None for a folder that only gets refiled."""
+        return self.folder if is_shard_folder(self.folder, self.shard_count) else None
+
+    @property
+    def accounts_for_blobs(self) -> bool:
+        """Whether this task reports what is wrong with its blobs and refiles their strays: every slice reads
+        the same blobs, so exactly one of them (the first) speaks for them."""
+        return self.slice_index == 0
 
     @field_validator("hour")
     @classmethod
@@ -51,43 +66,26 @@ class TaskManifest(BaseModel):
             raise ValueError("hour must be on the hour")
         return floor_hour(value)
 
-    @field_validator("pairs", mode="before")
-    @classmethod
-    def _parse_pairs(cls, value: object) -> object:
-        if isinstance(value, list | tuple):
-            return tuple(Pair.parse(v) if isinstance(v, str) else v for v in value)
-        return value
-
     @field_validator("trusted_types")
     @classmethod
     def _trusted_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted({validate_trusted_type(v) for v in value}))
 
-    @field_serializer("pairs")
-    def _pairs_as_text(self, pairs: tuple[Pair, ...]) -> list[str]:
-        return [str(p) for p in pairs]
+    @field_validator("folder")
+    @classmethod
+    def _one_folder_name(cls, value: str | None) -> str | None:
+        if value is not None and any(part in {"", ".", ".."} for part in value.split("/")):
+            raise ValueError(f"invalid folder {value!r}: a path under the hour, e.g. 's00007-of-00064'")
+        return value
 
     @model_validator(mode="after")
-    def _inputs_in_the_hour(self) -> TaskManifest:
-        prefix = hour_prefix(self.hour)
-        for name in self.inputs or ():
-            if not name.startswith(prefix) or ".." in name.split("/") or not name.endswith(".parquet"):
-                raise ValueError(f"invalid aggregate blob {name!r}: expected a .parquet blob under {prefix}")
-        if self.inputs_blob is not None:
-            expected = task_input_blob(self.hour, self.job_id, self.task_id)
-            if self.inputs is not None or self.inputs_blob != expected:
-                raise ValueError(f"invalid inputs_blob {self.inputs_blob!r}: expected {expected!r} and no 'inputs'")
-        return self
-
-    @model_validator(mode="after")
-    def _pairs_in_the_shard(self) -> TaskManifest:
-        if self.shard is not None:
-            shard, count = parse_shard_name(self.shard)
-            strays = [str(p) for p in self.pairs if shard_of(p.device_id, count) != shard]
-            if strays:
-                raise ValueError(f"pairs {strays[:3]} are not in shard {self.shard}")
-        names = {str(p) for p in self.pairs}
-        for pair, digest in self.models.items():
-            if pair not in names or not SHA256.fullmatch(digest):
-                raise ValueError(f"invalid model checksum {pair!r}: {digest!r} (a pair of the task, 64 hex digits)")
+    def _inputs_in_the_folder(self) -> TaskManifest:
+        prefix = hour_prefix(self.hour) + (f"{self.folder}/" if self.folder else "")
+        for name in self.inputs:
+            if not name.startswith(prefix) or not _FILE.fullmatch(name[len(prefix) :]):
+                raise ValueError(f"invalid aggregate blob {name!r}: expected a .parquet blob directly under {prefix}")
+        if self.slice_index >= self.slices:
+            raise ValueError(f"slice {self.slice_index} of {self.slices}: use 0 to {self.slices - 1}")
+        if self.slices > 1 and self.shard is None:
+            raise ValueError("only a shard's folder is sliced")
         return self

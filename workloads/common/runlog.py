@@ -47,26 +47,44 @@ class PairLog(_TaskLine):
 
 
 class TaskLog(_TaskLine):
+    """A task's outcome and its account of every row it read: its own rows are its pairs' rows plus the
+    duplicates and conflicts dropped; the first slice of a folder also accounts for its blobs (rows decoded
+    = quarantined + refiled + the rows of every slice), so the hour's sums balance (``finalise``)."""
+
     kind: Literal["task"] = "task"
     host: str
     started_at: datetime
     finished_at: datetime
-    pairs: int
+    folder: str | None = None  # under the hour: the shard the task read, or a folder whose rows it refiled
+    slice_index: int = 0
+    slices: int = 1
+    pairs: int  # pairs found in its rows: one pair line each
     ok: int
-    no_data: int
+    no_data: int  # pairs with a model in the shard's pack (of this slice) but no rows this hour
     failed: int
     anomalies: int
     aggregate_blobs: int
     error: str | None = None  # the task could not do its work (e.g. unreadable inputs): it failed, Batch retries it
+    rows_read: int = 0  # rows decoded from the folder's blobs (first slice only)
+    rows: int = 0  # rows of its own folder and slice
     corrupt_blobs: dict[str, str] = Field(default_factory=dict)  # aggregate blobs that could not be decoded
-    quarantined_rows: int = 0  # rows of the hour read by this task that were left out as malformed
+    quarantined: dict[str, dict[str, int]] = Field(default_factory=dict)  # blob -> reason -> malformed rows
+    refiled: dict[str, int] = Field(default_factory=dict)  # partition -> rows that belonged there, moved
     duplicate_rows: int = 0
     conflicting_rows: int = 0
     models_cached: int = 0
     pack: str | None = None  # the shard's model pack: "used", "missing", "unreadable: ...", None without a shard
     pack_pairs: int = 0  # pairs scored from the pack (compiled fast path)
-    model_pairs: int = 0  # pairs scored with their own model: not in the pack, stale in it, or a borderline row
+    model_pairs: int = 0  # pairs scored with their own model: not in the pack, or a borderline row
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(sum(reasons.values()) for reasons in self.quarantined.values())
+
+    @property
+    def refiled_rows(self) -> int:
+        return sum(self.refiled.values())
 
 
 def error_line(exc: BaseException) -> str:

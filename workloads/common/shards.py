@@ -29,6 +29,10 @@ from typing import Final
 from workloads.common.windows import as_utc
 
 MAX_SHARD_COUNT: Final = 65536
+# The one default of every tool (demo, submitter, trainer) and of the stack's ``shardCount``; each reads
+# SCORING_SHARD_COUNT first, which the stack sets, so a fleet is never planned with one count and packed
+# with another.
+DEFAULT_SHARD_COUNT: Final = 16
 # Wide enough for every count up to MAX_SHARD_COUNT, so names sort as numbers under any count.
 _WIDTH: Final = len(str(MAX_SHARD_COUNT))
 _NAME: Final = re.compile(rf"s(\d{{{_WIDTH}}})-of-(\d{{{_WIDTH}}})")
@@ -98,3 +102,20 @@ def partition_of(device_id: str | None, window_end: datetime, shard_count: int) 
 def partition_udf() -> str:
     """The JavaScript of ``partition_of``, as deployed to Stream Analytics (an anonymous function)."""
     return files("workloads.common").joinpath("partition_udf.js").read_text(encoding="utf-8").strip()
+
+
+def slice_of(device_id: str, shard_count: int, slices: int) -> int:
+    """The slice (0 .. slices-1) of a device within its shard, for a shard too large for one task.
+
+    It uses the hash's bits above those the shard took, so a shard's devices spread evenly over its slices.
+    """
+    _check_count(shard_count)
+    return (device_hash(device_id) // shard_count) % slices
+
+
+def is_shard_folder(name: str | None, shard_count: int) -> bool:
+    """Whether a folder name is one of the shards of ``shard_count`` (a folder of another count is not)."""
+    try:
+        return name is not None and parse_shard_name(name)[1] == shard_count
+    except ValueError:
+        return False

@@ -12,8 +12,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workloads.common.aggregates import AggregationSpec
+from workloads.common.cli_options import ShardCount
 from workloads.common.console import console as make_console
-from workloads.common.shards import MAX_SHARD_COUNT
+from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, last_complete_hour, parse_hour
 from workloads.demo.azurite import PROJECT_ROOT, running_azurite
@@ -55,10 +56,7 @@ def main(
     anomaly_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Chance a pair has an anomaly in an hour.")
     ] = 0.08,
-    chunk_size: Annotated[int, typer.Option(min=1, help="Most pairs per task.")] = 25,
-    shard_count: Annotated[
-        int, typer.Option(min=1, max=MAX_SHARD_COUNT, help="Shards: one model pack each; tasks never span two.")
-    ] = 4,
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     workers: Annotated[int, typer.Option(min=0, max=64, help="Local worker processes (0: in-process).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
     last_hour: Annotated[
@@ -83,7 +81,6 @@ def main(
             last_hour=parse_hour(last_hour) if last_hour else last_complete_hour(datetime.now(UTC)),
             score_hours=score_hours,
             history_hours=history_hours,
-            chunk_size=chunk_size,
             shard_count=shard_count,
             workers=workers,
             bad_pairs=bad_pairs,

@@ -17,6 +17,7 @@ from workloads.common.frames import read_hour_predictions
 from workloads.common.layout import Container, model_blob, run_log_blob
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairStatus, parse_jsonl
+from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings, ensure_containers
 from workloads.common.windows import HOUR, hours
 from workloads.scorer.task import ScorerOptions
@@ -35,8 +36,7 @@ class DemoConfig:
     last_hour: datetime  # the newest hour scored
     score_hours: int = 3
     history_hours: int = 24
-    chunk_size: int = 25
-    shard_count: int = 4  # the trainer writes one model pack per shard; tasks never span shards
+    shard_count: int = DEFAULT_SHARD_COUNT  # one folder and model pack per shard: a task each
     workers: int = 2
     stack: str = "local"
     bad_pairs: bool = True  # break two models on purpose to show that the hour still completes
@@ -109,7 +109,7 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
     task = progress.add_task("aggregate -> aggregates/", total=None)
     aggregates = aggregate_readings(readings, config.aggregation)
     result.aggregate_rows = len(aggregates)
-    blobs = publish_aggregates(service, aggregates)
+    blobs = publish_aggregates(service, aggregates, config.shard_count)
     progress.update(task, total=len(blobs), completed=len(blobs))
     result.timings["aggregate"] = time.perf_counter() - step
     del readings, aggregates
@@ -134,7 +134,7 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
     with LocalBackend(settings, workers=config.workers, options=ScorerOptions()) as backend:
         # The same reconciler as the scheduled path: each hour is scored because it was never scored
         # or because the freshly published aggregates changed its inputs.
-        plan = ReconcileSettings(stack=config.stack, chunk_size=config.chunk_size, shard_count=config.shard_count)
+        plan = ReconcileSettings(stack=config.stack, shard_count=config.shard_count)
         reconciler = Reconciler(service, backend, plan)
         for hour in score_hours:
             step = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``scorer``: score a chunk of device/sensor pairs for one hour (what a Batch task runs).
+"""``scorer``: score one shard folder (or slice) of an hour's aggregates (what a Batch task runs).
 
 Exit codes: 0 the task ran (pair failures are in the run log), 1 the task failed (inputs unreadable,
 storage unreachable: Batch retries it), 2 bad arguments or manifest, 3 with --fail-on-pair-errors.
@@ -13,9 +13,10 @@ from typing import Annotated
 import typer
 
 from workloads.common.cli_errors import bad_input, run_failures
-from workloads.common.hour_inputs import InputReadError
+from workloads.common.hour_inputs import InputReadError, list_hour_inputs
+from workloads.common.layout import hour_prefix
 from workloads.common.manifest import TaskManifest, validate_trusted_type
-from workloads.common.pairs import Pair
+from workloads.common.shards import parse_shard_name
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import parse_hour
 from workloads.scorer.entry import load_manifest, run_manifest
@@ -25,18 +26,22 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def _manifest(
-    hour: str | None, pairs: str | None, job_id: str, task_id: str, manifest_file: Path | None
+    settings: StorageSettings,
+    hour: str | None,
+    shard: str | None,
+    job_id: str,
+    task_id: str,
+    manifest_file: Path | None,
 ) -> TaskManifest:
     if manifest_file is not None:
         return TaskManifest.model_validate_json(manifest_file.read_text())
-    if hour is None or not pairs:
-        raise ValueError("give --manifest, --manifest-file, or both --hour and --pairs")
-    return TaskManifest(
-        job_id=job_id,
-        task_id=task_id,
-        hour=parse_hour(hour),
-        pairs=tuple(Pair.parse(p) for p in pairs.split(",") if p.strip()),
-    )
+    if hour is None or not shard:
+        raise ValueError("give --manifest, --manifest-file, or both --hour and --shard")
+    when = parse_hour(hour)
+    count = parse_shard_name(shard)[1]
+    folder = f"{hour_prefix(when)}{shard}/"
+    blobs = [b.name for b in list_hour_inputs(settings.client(), when) if b.name.startswith(folder)]
+    return TaskManifest(job_id=job_id, task_id=task_id, hour=when, shard_count=count, folder=shard, inputs=tuple(blobs))
 
 
 @app.command()
@@ -48,8 +53,10 @@ def score(
     manifest_file: Annotated[
         Path | None, typer.Option(help="Manifest JSON file on local disk.", exists=True, dir_okay=False)
     ] = None,
-    hour: Annotated[str | None, typer.Option(help="Hour to score, UTC, e.g. 2026-11-25T16 (with --pairs).")] = None,
-    pairs: Annotated[str | None, typer.Option(help="Comma-separated DEVICE/SENSOR pairs (with --hour).")] = None,
+    hour: Annotated[str | None, typer.Option(help="Hour to score, UTC, e.g. 2026-11-25T16 (with --shard).")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Shard folder of that hour to score, e.g. s00003-of-00016 (with --hour).")
+    ] = None,
     job_id: Annotated[str, typer.Option(help="Job id: names the run-log and prediction folder (with --hour).")] = (
         "manual"
     ),
@@ -63,7 +70,7 @@ def score(
         bool, typer.Option(help="Exit 3 when any pair failed (default: log and exit 0).")
     ] = False,
 ) -> None:
-    """Score the pairs, write predictions and a JSON-lines run log, print the task summary as JSON.
+    """Score one shard folder of an hour, write predictions and a JSON-lines run log, print the task summary as JSON.
 
     Storage comes from AZURE_STORAGE_CONNECTION_STRING (Azurite) or AZURE_STORAGE_ACCOUNT_URL
     (Azure, managed identity). Trust options of the manifest apply; these flags can only add to them.
@@ -75,7 +82,7 @@ def score(
         if manifest is not None:
             task = load_manifest(settings, manifest)
         else:
-            task = _manifest(hour, pairs, job_id, task_id, manifest_file)
+            task = _manifest(settings, hour, shard, job_id, task_id, manifest_file)
     options = ScorerOptions(trust_pickle=trust_pickle, trusted_types=types, concurrency=concurrency)
     with run_failures(InputReadError):
         report = run_manifest(settings, task, options)

@@ -62,11 +62,12 @@ def run_manifest(settings: StorageSettings, manifest: TaskManifest | str, option
     if isinstance(manifest, str):
         manifest = read_manifest(service, manifest)
     ids = {"job_id": manifest.job_id, "task_id": manifest.task_id, "hour": f"{manifest.hour:%Y-%m-%dT%H}"}
-    with telemetry.span("score_task", pairs=len(manifest.pairs), shard=manifest.shard or "", **ids) as current:
+    where = {"folder": manifest.folder or "", "slice": f"{manifest.slice_index}/{manifest.slices}"}
+    with telemetry.span("score_task", blobs=len(manifest.inputs), **where, **ids) as current:
         report = score_task(service, manifest, options, _CACHE)
         task = report.task
         if current is not None:
-            for key in ("ok", "failed", "no_data", "anomalies", "pack_pairs", "model_pairs"):
+            for key in ("pairs", "ok", "failed", "no_data", "anomalies", "pack_pairs", "model_pairs"):
                 current.set_attribute(key, getattr(task, key))
     telemetry.count_pairs({"ok": task.ok, "failed": task.failed, "no_data": task.no_data}, job_id=task.job_id)
     telemetry.task_duration(task.timings_ms.get("total", 0.0) / 1000, job_id=task.job_id)

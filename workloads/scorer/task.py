@@ -1,13 +1,14 @@
-"""One scorer task: a chunk of pairs of one shard for one hour, in one process.
+"""One scorer task: one shard's folder of an hour (or a slice of it), in one process.
 
-The task reads its own rows (one blob the submitter cut from the hour) and its shard's model pack
-(one blob), scores every pair whose pack entry was compiled from the model the plan saw in one
-vectorised pass (``fastpath.score_many``), and scores the rest with their own models: pairs the pack
-lacks, entries that are stale because a model was replaced on its own, models the fast path does not
-cover, and pairs with a row too close to the decision threshold for the fast path to vouch for its
-flag. All of the task's predictions are one blob under the job's folder and its run log another, so a
-task costs a handful of blob operations whatever its size, a retried task overwrites both, and
-readers, who follow the hour's state to the current job, never see a mix of revisions.
+The task reads its folder's aggregate blobs (``scorer.inputs``: validated, deduplicated, strays refiled)
+and its shard's model pack (one blob), scores every pair that has a pack entry in one vectorised pass
+(``fastpath.score_many``), and scores the rest with their own models: pairs the pack lacks, models the
+fast path does not cover, and pairs with a row too close to the decision threshold for the fast path to
+vouch for its flag. The pack's entries carry the checksum of the skops file each was compiled from, and
+the trainer takes a pair's entry out of its pack before it replaces the model file, so an entry is never
+older than the model it stands for. All of the task's predictions are one blob under the job's folder and its
+run log another, so a task costs a handful of blob operations whatever its size, a retried task overwrites
+both, and readers, who follow the hour's state to the current job, never see a mix of revisions.
 
 A task that cannot read its inputs, or a model it needs, fails (after writing a run log that says why),
 so that Batch retries it and the hour is not closed on incomplete data; a pair that cannot be scored
@@ -17,10 +18,8 @@ so that Batch retries it and the hour is not closed on incomplete data; a pair t
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,20 +27,21 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from workloads.common.aggregates import AGGREGATE_COLUMNS, KEYS, WINDOW_END
+from workloads.common.aggregates import KEYS, WINDOW_END
 from workloads.common.fastpath import score_many
 from workloads.common.frames import to_parquet
-from workloads.common.hour_inputs import HourAggregates, InputReadError, read_hour_aggregates
+from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_pack import PackEntry, read_pack
 from workloads.common.modelstore import ModelCache, ModelError, load_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, error_line, to_jsonl
+from workloads.common.shards import slice_of
+from workloads.scorer.inputs import TaskInputs, read_task_inputs
 from workloads.scorer.scoring import PREDICTION_SCHEMA, feature_matrix, predictions_table, score_rows
 
 
@@ -71,18 +71,17 @@ class TaskRows:
     spans: dict[Pair, tuple[int, int]]
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, pairs: Sequence[Pair]) -> TaskRows:
-        wanted = {(p.device_id, p.sensor): p for p in pairs}
+    def of(cls, frame: pd.DataFrame) -> TaskRows:
+        """Every pair in the rows (validated ids) and its span, from where device or sensor changes."""
         frame = frame.sort_values([*KEYS, WINDOW_END], kind="stable").reset_index(drop=True)
         devices = frame["device_id"].to_numpy(dtype=object)
         sensors = frame["sensor"].to_numpy(dtype=object)
         changed = (devices[1:] != devices[:-1]) | (sensors[1:] != sensors[:-1])
         starts = np.flatnonzero(np.r_[True, changed]).tolist() if len(frame) else []
-        spans = {}
-        for start, end in zip(starts, [*starts[1:], len(frame)], strict=True):
-            pair = wanted.get((devices[start], sensors[start]))
-            if pair is not None:
-                spans[pair] = (start, end)
+        spans = {
+            Pair(str(devices[start]), str(sensors[start])): (start, end)
+            for start, end in zip(starts, [*starts[1:], len(frame)], strict=True)
+        }
         return cls(frame, spans)
 
     def rows(self, pair: Pair) -> pd.DataFrame:
@@ -170,7 +169,7 @@ def _score_from_pack(manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[st
     logs: list[PairLog] = []
     for pair, (start, end) in rows.spans.items():
         entry = pack.get((pair.device_id, pair.sensor))
-        if entry is None or manifest.models.get(str(pair)) != entry.model_sha256:
+        if entry is None:
             leftover.append(pair)
             continue
         if entry.features not in matrices:
@@ -239,26 +238,6 @@ def _pack_table(
     )
 
 
-def read_task_rows(service: BlobServiceClient, manifest: TaskManifest) -> HourAggregates:
-    """The rows the task scores: its own input blob, or (a hand-made manifest) the hour's aggregates.
-
-    Raises InputReadError when they cannot be read: the submitter wrote the task's blob before its
-    manifest, so a missing or undecodable one is a failed read, never "no data".
-    """
-    if manifest.inputs_blob is None:
-        return read_hour_aggregates(service, manifest.hour, manifest.inputs)
-    name = manifest.inputs_blob
-    try:
-        data = service.get_container_client(str(Container.LOGS)).download_blob(name).readall()
-        frame = pq.read_table(io.BytesIO(data)).to_pandas()
-        missing = [c for c in AGGREGATE_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"task inputs lack column(s) {missing}")
-    except Exception as exc:
-        raise InputReadError({name: error_line(exc)}, str(Container.LOGS), "task input") from None
-    return HourAggregates(frame=frame, blobs=[name])
-
-
 def read_shard_pack(
     service: BlobServiceClient, manifest: TaskManifest
 ) -> tuple[dict[tuple[str, str], PackEntry], str | None]:
@@ -279,11 +258,13 @@ def _task_log(
     manifest: TaskManifest,
     started_at: datetime,
     pair_logs: list[PairLog],
-    aggregates: HourAggregates | None,
+    inputs: TaskInputs | None,
     cache: ModelCache,
     timings: dict[str, float],
+    *,
     error: str | None = None,
     pack: str | None = None,
+    silent: int = 0,
 ) -> TaskLog:
     count = {status: sum(p.status is status for p in pair_logs) for status in PairStatus}
     return TaskLog(
@@ -293,23 +274,38 @@ def _task_log(
         host=socket.gethostname(),
         started_at=started_at,
         finished_at=datetime.now(UTC),
-        pairs=len(manifest.pairs),
+        folder=manifest.folder,
+        slice_index=manifest.slice_index,
+        slices=manifest.slices,
+        pairs=len(pair_logs),
         ok=count[PairStatus.OK],
-        no_data=count[PairStatus.NO_DATA],
+        no_data=silent,
         failed=count[PairStatus.FAILED],
         anomalies=sum(p.anomalies for p in pair_logs),
-        aggregate_blobs=len(aggregates.blobs) if aggregates else len(manifest.inputs or ()),
+        aggregate_blobs=len(manifest.inputs),
         error=error,
-        corrupt_blobs=aggregates.corrupt if aggregates else {},
-        quarantined_rows=aggregates.quarantined_rows if aggregates else 0,
-        duplicate_rows=aggregates.duplicates if aggregates else 0,
-        conflicting_rows=aggregates.conflicts if aggregates else 0,
+        rows_read=inputs.rows_read if inputs else 0,
+        rows=inputs.rows if inputs else 0,
+        corrupt_blobs=inputs.corrupt if inputs else {},
+        quarantined=inputs.quarantined if inputs else {},
+        refiled=inputs.refiled if inputs else {},
+        duplicate_rows=inputs.duplicates if inputs else 0,
+        conflicting_rows=inputs.conflicts if inputs else 0,
         models_cached=len(cache),
         pack=pack,
         pack_pairs=sum(p.path == "pack" for p in pair_logs),
         model_pairs=sum(p.path == "model" for p in pair_logs),
         timings_ms=timings,
     )
+
+
+def _silent_pairs(manifest: TaskManifest, pack: dict[tuple[str, str], PackEntry], rows: TaskRows) -> int:
+    """Pairs of this slice with a model in the pack but no rows this hour: worth a look, nothing to score."""
+    with_rows = {(p.device_id, p.sensor) for p in rows.spans}
+    mine = [key for key in pack if key not in with_rows]
+    if manifest.slices > 1:
+        mine = [key for key in mine if slice_of(key[0], manifest.shard_count, manifest.slices) == manifest.slice_index]
+    return len(mine)
 
 
 def _write_log(service: BlobServiceClient, task: TaskLog, pair_logs: list[PairLog]) -> str:
@@ -333,14 +329,14 @@ def score_task(
     cache = cache if cache is not None else ModelCache()
     started_at, started = datetime.now(UTC), time.perf_counter()
 
-    def failed(error: InputReadError, aggregates: HourAggregates | None, timings: dict[str, float]) -> None:
+    def failed(error: InputReadError, inputs: TaskInputs | None, timings: dict[str, float]) -> None:
         """Log the task as failed (so the run log says why) before the error is raised and the task retried."""
-        log = _task_log(manifest, started_at, [], aggregates, cache, {**timings, "total": _ms(started)}, str(error))
+        log = _task_log(manifest, started_at, [], inputs, cache, {**timings, "total": _ms(started)}, error=str(error))
         with contextlib.suppress(Exception):  # the storage that failed the read may fail this too
             _write_log(service, log, [])
 
     try:
-        aggregates = read_task_rows(service, manifest)
+        inputs = read_task_inputs(service, manifest)
     except InputReadError as exc:
         failed(exc, None, {})
         raise
@@ -350,7 +346,7 @@ def score_task(
     timings["read_pack"] = _ms(step)
 
     step = time.perf_counter()
-    rows = TaskRows.of(aggregates.frame, manifest.pairs)
+    rows = TaskRows.of(inputs.frame)
     fast = _score_from_pack(manifest, rows, pack)
     timings["score_pack"] = _ms(step)
 
@@ -361,17 +357,13 @@ def score_task(
     unreadable = {model_blob(p): error_line(e) for p, f in futures.items() if (e := f.exception()) is not None}
     if unreadable:
         error = InputReadError(unreadable, str(Container.MODELS), "model")
-        failed(error, aggregates, timings)
+        failed(error, inputs, timings)
         raise error
     slow = [future.result() for future in futures.values()]
     timings["score_models"] = _ms(step)
 
-    silent = [
-        PairLog(**_base(manifest, p), status=PairStatus.NO_DATA, reason="no_data")
-        for p in manifest.pairs
-        if p not in rows.spans
-    ]
-    pair_logs = sorted([*fast.logs, *(log for log, _ in slow), *silent], key=lambda p: (p.device_id, p.sensor))
+    pair_logs = sorted([*fast.logs, *(log for log, _ in slow)], key=lambda p: (p.device_id, p.sensor))
+    silent = _silent_pairs(manifest, pack, rows)
     tables = [t for t in (fast.table, *(table for _, table in slow)) if t is not None]
     step = time.perf_counter()
     predictions = service.get_container_client(str(Container.PREDICTIONS))
@@ -383,5 +375,5 @@ def score_task(
             predictions.delete_blob(name)
     timings["write"] = _ms(step)
     timings["total"] = _ms(started)
-    task = _task_log(manifest, started_at, pair_logs, aggregates, cache, timings, pack=pack_status)
+    task = _task_log(manifest, started_at, pair_logs, inputs, cache, timings, pack=pack_status, silent=silent)
     return TaskReport(task=task, pairs=pair_logs, log_blob=_write_log(service, task, pair_logs))

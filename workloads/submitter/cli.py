@@ -21,15 +21,15 @@ from rich.table import Table
 
 from workloads.common import envvars, telemetry
 from workloads.common.cli_errors import bad_input, fail, run_failures
+from workloads.common.cli_options import ShardCount
 from workloads.common.console import console
-from workloads.common.hour_inputs import InputReadError
 from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, complete_at
 from workloads.common.manifest import validate_trusted_type
-from workloads.common.shards import MAX_SHARD_COUNT
+from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_hour, parse_hour
 from workloads.submitter.backend import Backend
-from workloads.submitter.plan import JobPlan, Trust, plan_hour, validate_stack
+from workloads.submitter.plan import DEFAULT_TASK_BYTES, MIB, JobPlan, Trust, plan_hour, validate_stack
 from workloads.submitter.reconcile import HourResult, Reconciler, ReconcileSettings
 from workloads.submitter.report import HourReport, collect, issue_lines
 
@@ -50,16 +50,13 @@ Hour = Annotated[
     typer.Option(envvar="SCORING_HOUR", help="Hour, UTC, e.g. 2026-11-25T16. Default: the last complete hour."),
 ]
 Stack = Annotated[str, typer.Option(envvar=envvars.STACK, help="Stack name; part of the deterministic job id.")]
-ChunkSize = Annotated[
-    int, typer.Option(envvar=envvars.CHUNK_SIZE, min=1, max=100_000, help="Most device/sensor pairs per task.")
-]
-ShardCount = Annotated[
+TaskInputMiB = Annotated[
     int,
     typer.Option(
-        envvar=envvars.SHARD_COUNT,
+        envvar=envvars.TASK_INPUT_MIB,
         min=1,
-        max=MAX_SHARD_COUNT,
-        help="Shards of the fleet (hash of the device id); a task never spans two. Same as the trainer's.",
+        max=4096,
+        help="A shard folder with more aggregate MiB than this is split into slices, a task each.",
     ),
 ]
 Settle = Annotated[
@@ -89,8 +86,7 @@ ClaimTimeout = Annotated[
     int,
     typer.Option(min=1, max=7 * 24 * 60, help="Minutes after which a revision still in flight counts as abandoned."),
 ]
-DEFAULT_CHUNK_SIZE = ReconcileSettings.chunk_size
-DEFAULT_SHARD_COUNT = ReconcileSettings.shard_count
+DEFAULT_TASK_INPUT_MIB = DEFAULT_TASK_BYTES // MIB
 DEFAULT_SETTLE = int(SETTLE.total_seconds() // 60)
 DEFAULT_CLAIM_TIMEOUT = int(CLAIM_TIMEOUT.total_seconds() // 60)
 
@@ -110,7 +106,7 @@ def _trust(trust_pickle: bool, trusted_types: str) -> Trust:
 
 def _settings(
     stack: str,
-    chunk_size: int,
+    task_input_mib: int,
     shard_count: int,
     lateness_minutes: int,
     claim_timeout_minutes: int,
@@ -121,7 +117,7 @@ def _settings(
     """The reconcile and run commands' shared settings, validated (bad values raise ValueError: exit 2)."""
     return ReconcileSettings(
         stack=validate_stack(stack),
-        chunk_size=chunk_size,
+        max_task_bytes=task_input_mib * MIB,
         shard_count=shard_count,
         settle=timedelta(minutes=lateness_minutes),
         claim_timeout=timedelta(minutes=claim_timeout_minutes),
@@ -207,7 +203,7 @@ def _finish(results: list[HourResult]) -> None:
 @app.command()
 def reconcile(
     stack: Stack = "local",
-    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,
+    task_input_mib: TaskInputMiB = DEFAULT_TASK_INPUT_MIB,
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     lateness_minutes: Settle = DEFAULT_SETTLE,
     hours: Annotated[
@@ -225,7 +221,7 @@ def reconcile(
         storage = StorageSettings.from_env()
         settings = _settings(
             stack,
-            chunk_size,
+            task_input_mib,
             shard_count,
             lateness_minutes,
             claim_timeout_minutes,
@@ -247,7 +243,7 @@ def reconcile(
 def run(
     hour: Hour = None,
     stack: Stack = "local",
-    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,
+    task_input_mib: TaskInputMiB = DEFAULT_TASK_INPUT_MIB,
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     lateness_minutes: Settle = DEFAULT_SETTLE,
     backend: BackendOption = BackendName.LOCAL,
@@ -273,7 +269,7 @@ def run(
                 f"(its windows may still be written; settle time {lateness_minutes} min): nothing scored"
             )
         settings = _settings(
-            stack, chunk_size, shard_count, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types
+            stack, task_input_mib, shard_count, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types
         )
         service = storage.client()
     telemetry.setup("batchscoring-submitter")
@@ -316,17 +312,20 @@ def _wait(runner: Backend, result: HourResult, poll_seconds: float, timeout_minu
 def plan(
     hour: Hour = None,
     stack: Stack = "local",
-    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE,
+    task_input_mib: TaskInputMiB = DEFAULT_TASK_INPUT_MIB,
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     lateness_minutes: Settle = DEFAULT_SETTLE,
 ) -> None:
-    """Print what a revision of the hour would be (tasks, pairs, inputs and their issues) without submitting."""
+    """Print what a revision of the hour would be (tasks: folder, slice, blobs) without submitting.
+
+    It lists the hour's blobs and reads no rows, exactly like the planning step of reconcile.
+    """
     with bad_input():
         storage = StorageSettings.from_env()
         when = parse_hour(hour) if hour is not None else _last_complete(lateness_minutes)
         validate_stack(stack)
-    with run_failures(InputReadError):
-        job = plan_hour(storage.client(), stack, when, chunk_size, shard_count=shard_count)
+    with run_failures():
+        job = plan_hour(storage.client(), stack, when, shard_count=shard_count, max_task_bytes=task_input_mib * MIB)
     typer.echo(json.dumps(_plan_json(job), indent=2))
 
 
@@ -334,12 +333,13 @@ def _plan_json(job: JobPlan) -> dict[str, object]:
     return {
         "job_id": job.job_id,
         "hour": format_hour(job.hour),
-        "pairs": job.pairs,
-        "tasks": [{"task_id": t.task_id, "shard": t.shard, "pairs": [str(p) for p in t.pairs]} for t in job.tasks],
-        "silent_pairs": [str(p) for p in job.silent_pairs],
+        "shards": job.shards,
+        "tasks": [
+            {"task_id": t.task_id, "folder": t.folder, "slice": f"{t.slice_index}/{t.slices}", "blobs": len(t.inputs)}
+            for t in job.tasks
+        ],
         "inputs": [b.name for b in job.inputs],
         "fingerprint": job.fingerprint,
-        **job.input_issues,
     }
 
 

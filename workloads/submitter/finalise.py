@@ -1,17 +1,21 @@
 """Closing a revision: from its run logs to ``completed`` or ``failed``, and switching the hour over.
 
-A revision is ``completed`` only when every planned task left a run log without an error and every
-planned pair has a line in it (ok, no data, or failed with a reason). Anything else is ``failed``
-and the hour stays due. Only a completed revision becomes the hour's current one; predictions of
-every other revision of the hour are then deleted, so a pair that no longer scores loses its old
-prediction and readers only ever see one revision.
+A revision is ``completed`` only when every planned task left a run log without an error, every pair a
+task found has a line in it (ok, or failed with a reason), and the tasks' row accounts balance: every
+row decoded is quarantined, refiled to its own folder, dropped as a duplicate or conflict, or belongs to
+a pair line (scored or non-finite). Anything else is ``failed`` and the hour stays due. Only a completed
+revision becomes the hour's current one; predictions of every other revision of the hour are then
+deleted, so a pair that no longer scores loses its old prediction and readers only ever see one revision.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 
@@ -56,18 +60,71 @@ def read_run_logs(
     return tasks, pairs, problems
 
 
+def row_account(tasks: Iterable[TaskLog], pairs: Iterable[PairLog]) -> dict[str, int]:
+    """Where every row read went, summed over the tasks; ``unaccounted`` is what the two balances miss:
+    a folder's rows = quarantined + refiled + its slices' own rows, and own rows = duplicates +
+    conflicts + the pair lines' rows (scored + non-finite)."""
+    tasks = list(tasks)
+    account = {
+        "read": sum(t.rows_read for t in tasks),
+        "quarantined": sum(t.quarantined_rows for t in tasks),
+        "refiled": sum(t.refiled_rows for t in tasks),
+        "own": sum(t.rows for t in tasks),
+        "duplicates": sum(t.duplicate_rows for t in tasks),
+        "conflicts": sum(t.conflicting_rows for t in tasks),
+        "scored": 0,
+        "non_finite": 0,
+        "failed_pairs": 0,
+    }
+    for pair in pairs:
+        if pair.status is PairStatus.OK:
+            account["scored"] += pair.rows
+            account["non_finite"] += pair.dropped_rows
+        else:
+            account["failed_pairs"] += pair.rows + pair.dropped_rows
+    placed = account["duplicates"] + account["conflicts"] + account["scored"]
+    placed += account["non_finite"] + account["failed_pairs"]
+    folders = account["read"] - account["quarantined"] - account["refiled"] - account["own"]
+    account["unaccounted"] = abs(folders) + abs(account["own"] - placed)
+    return account
+
+
+def input_issues(tasks: Iterable[TaskLog]) -> dict[str, Any]:
+    """The blobs' problems as the first slice of each folder reported them, and the rows dropped."""
+    issues: dict[str, Any] = {
+        "corrupt_blobs": {},
+        "quarantined_rows": {},
+        "refiled_rows": {},
+        "duplicate_rows": 0,
+        "conflicting_rows": 0,
+    }
+    for task in tasks:
+        issues["corrupt_blobs"].update(task.corrupt_blobs)
+        issues["quarantined_rows"].update(task.quarantined)
+        for partition, rows in task.refiled.items():
+            issues["refiled_rows"][partition] = issues["refiled_rows"].get(partition, 0) + rows
+        issues["duplicate_rows"] += task.duplicate_rows
+        issues["conflicting_rows"] += task.conflicting_rows
+    return issues
+
+
 def close_record(service: BlobServiceClient, record: JobRecord, outcome: JobOutcome) -> JobRecord:
     """Fill the record's outcome from the run logs and the backend's task errors, and store it."""
     tasks, pairs, problems = read_run_logs(service, record)
     errors = {**problems, **outcome.task_errors}
     errors.update({task_id: f"task failed: {t.error}" for task_id, t in tasks.items() if t.error})
     record.task_errors = dict(sorted(errors.items()))
+    record.pairs = sum(t.pairs for t in tasks.values())
     record.ok = sum(p.status is PairStatus.OK for p in pairs)
     record.failed = sum(p.status is PairStatus.FAILED for p in pairs)
-    record.no_data = sum(p.status is PairStatus.NO_DATA for p in pairs)
+    record.no_data = sum(t.no_data for t in tasks.values())
     record.anomalies = sum(p.anomalies for p in pairs if p.status is PairStatus.OK)
-    record.unaccounted = max(0, record.pairs - len({(p.device_id, p.sensor) for p in pairs}))
-    complete = not record.task_errors and not record.unaccounted and not record.read_errors
+    lines = Counter(p.task_id for p in pairs)
+    record.unaccounted = sum(max(0, t.pairs - lines[task_id]) for task_id, t in tasks.items())
+    record.input_issues = input_issues(tasks.values())
+    record.rows = row_account(tasks.values(), pairs)
+    record.unaccounted_rows = record.rows["unaccounted"] if not record.task_errors else 0
+    complete = not record.task_errors and not record.unaccounted and not record.unaccounted_rows
     record.status = AttemptStatus.COMPLETED if complete else AttemptStatus.FAILED
     record.finished_at = datetime.now(UTC)
     write_record(service, record)
@@ -114,11 +171,11 @@ def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord,
 
 
 def _first_error(record: JobRecord) -> str | None:
-    if record.read_errors:
-        return f"{len(record.read_errors)} aggregate blob(s) unreadable"
     if record.task_errors:
         task_id, error = next(iter(record.task_errors.items()))
         return f"{len(record.task_errors)} task(s) failed, e.g. {task_id}: {error}"[:300]
     if record.unaccounted:
-        return f"{record.unaccounted} planned pair(s) have no run-log line"
+        return f"{record.unaccounted} pair(s) found by tasks have no run-log line"
+    if record.unaccounted_rows:
+        return f"{record.unaccounted_rows} row(s) are not accounted for by the tasks' run logs"
     return None

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common import telemetry
-from workloads.common.hour_inputs import InputBlob, InputReadError, fingerprint, list_hour_inputs
+from workloads.common.hour_inputs import InputBlob, fingerprint, list_hour_inputs
 from workloads.common.hour_state import (
     CLAIM_TIMEOUT,
     Action,
@@ -35,19 +35,20 @@ from workloads.common.hour_state import (
     read_state,
     write_state,
 )
+from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.windows import HOUR, SETTLE, floor_hour
-from workloads.submitter.backend import Backend, JobOutcome
+from workloads.submitter.backend import Backend
 from workloads.submitter.finalise import finalise
-from workloads.submitter.plan import JobPlan, Trust, job_id_for, plan_hour
-from workloads.submitter.record import JobRecord, read_record, write_record
-from workloads.submitter.submit import new_record, submit_plan
+from workloads.submitter.plan import DEFAULT_TASK_BYTES, Trust, job_id_for, plan_hour
+from workloads.submitter.record import JobRecord, read_record
+from workloads.submitter.submit import submit_plan
 
 
 @dataclass(frozen=True)
 class ReconcileSettings:
     stack: str
-    chunk_size: int = 1000  # most pairs per task
-    shard_count: int = 1  # tasks never span shards; each shard's model pack serves its tasks
+    shard_count: int = DEFAULT_SHARD_COUNT  # a task per shard folder; each shard's model pack serves its tasks
+    max_task_bytes: int = DEFAULT_TASK_BYTES  # a shard with more aggregate bytes is split into slices
     hours: int = 24  # how far back each run looks
     settle: timedelta = SETTLE  # after an hour's end before it counts as complete
     claim_timeout: timedelta = CLAIM_TIMEOUT  # a revision in flight longer than this is abandoned
@@ -186,40 +187,19 @@ class Reconciler:
         except StateConflictError:
             return HourResult(hour, Action.SKIP, "claimed by another reconcile run", reason, job_id)
         claimed = StoredState(state, etag)
-        try:
-            plan = plan_hour(
-                self.service,
-                self.settings.stack,
-                hour,
-                self.settings.chunk_size,
-                shard_count=self.settings.shard_count,
-                revision=revision,
-                inputs=inputs,
-                trust=self.settings.trust,
-            )
-        except InputReadError as exc:
-            return self._unreadable(claimed, hour, job_id, revision, reason, inputs, exc)
+        plan = plan_hour(
+            self.service,
+            self.settings.stack,
+            hour,
+            shard_count=self.settings.shard_count,
+            max_task_bytes=self.settings.max_task_bytes,
+            revision=revision,
+            inputs=inputs,
+            trust=self.settings.trust,
+        )
         record, outcome = submit_plan(self.service, plan, self.backend, revision, reason)
         status = AttemptStatus.SUBMITTED
         if outcome.finished:
             finalise(self.service, claimed, record, outcome)
             status = record.status
         return HourResult(hour, Action.SCORE, why, reason, job_id, status, record)
-
-    def _unreadable(
-        self,
-        claimed: StoredState,
-        hour: datetime,
-        job_id: str,
-        revision: int,
-        reason: Reason,
-        inputs: list[InputBlob],
-        exc: InputReadError,
-    ) -> HourResult:
-        """Inputs that cannot be read fail the revision before any task runs; the hour stays due."""
-        plan = JobPlan(job_id, self.settings.stack, hour, (), (), tuple(inputs))
-        record = new_record(plan, self.backend.name, revision, reason)
-        record.read_errors = exc.errors
-        write_record(self.service, record)
-        finalise(self.service, claimed, record, outcome=JobOutcome(finished=True))
-        return HourResult(hour, Action.SCORE, f"inputs unreadable: {exc}", reason, job_id, record.status, record)

@@ -30,16 +30,18 @@ class JobRecord(BaseModel):
     fingerprint: str = ""
     inputs: list[str] = Field(default_factory=list)  # aggregate blobs the revision was planned on
     tasks: int
-    pairs: int
+    shards: int = 0  # shard folders with data
     manifests: list[str] = Field(default_factory=list)
-    silent_pairs: list[str] = Field(default_factory=list)
-    read_errors: dict[str, str] = Field(default_factory=dict)  # blobs that could not be downloaded
-    input_issues: dict[str, Any] = Field(default_factory=dict)  # corrupt blobs, quarantined rows, duplicates
+    # The rest is summed from the tasks' run logs when the revision is finalised.
+    pairs: int = 0  # pairs found in the hour's rows
+    input_issues: dict[str, Any] = Field(default_factory=dict)  # corrupt blobs, quarantined/refiled/duplicate rows
+    rows: dict[str, int] = Field(default_factory=dict)  # where every row read went (``finalise.row_account``)
     task_errors: dict[str, str] = Field(default_factory=dict)  # tasks that did not finish their work
     ok: int = 0
-    no_data: int = 0
+    no_data: int = 0  # pairs with a model but no rows this hour (in shards with data)
     failed: int = 0
-    unaccounted: int = 0  # planned pairs without a run-log line: never silently dropped
+    unaccounted: int = 0  # pairs a task found without a run-log line: never silently dropped
+    unaccounted_rows: int = 0  # rows the tasks' accounts do not place: never silently dropped
     anomalies: int = 0
 
 

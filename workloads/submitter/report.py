@@ -59,15 +59,18 @@ class HourReport:
             "error": latest.error if latest else None,
             "tasks_planned": record.tasks if record else None,
             "tasks_logged": len(self.tasks),
-            "pairs_planned": record.pairs if record else None,
+            "shards": record.shards if record else None,
+            "pairs": sum(t.pairs for t in self.tasks),
             "pairs_ok": count[PairStatus.OK],
             "pairs_failed": count[PairStatus.FAILED],
-            "pairs_no_data": count[PairStatus.NO_DATA],
+            "pairs_no_data": sum(t.no_data for t in self.tasks),
             "pairs_unaccounted": record.unaccounted if record else 0,
+            "rows": record.rows if record else {},
+            "rows_unaccounted": record.unaccounted_rows if record else 0,
             "anomalies": sum(p.anomalies for p in self.pairs if p.status is PairStatus.OK),
-            "read_errors": record.read_errors if record else {},
             "corrupt_blobs": issues.get("corrupt_blobs", {}),
             "quarantined_rows": issues.get("quarantined_rows", {}),
+            "refiled_rows": issues.get("refiled_rows", {}),
             "duplicate_rows": issues.get("duplicate_rows", 0),
             "conflicting_rows": issues.get("conflicting_rows", 0),
             "task_errors": record.task_errors if record else {},
@@ -135,18 +138,20 @@ def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(kind, detail) for everything an hour's summary says was left out or went wrong: the table view's
     and the HTML page's list."""
     out: list[tuple[str, str]] = []
-    for blob, error in dict(summary["read_errors"]).items():
-        out.append(("unreadable blob", f"aggregates/{blob}: {error}"))
     for blob, error in dict(summary["corrupt_blobs"]).items():
         out.append(("corrupt blob (rows lost)", f"aggregates/{blob}: {error}"))
     for blob, reasons in dict(summary["quarantined_rows"]).items():
         out.append(("quarantined rows", f"aggregates/{blob}: " + ", ".join(f"{n} {r}" for r, n in reasons.items())))
+    for partition, rows in dict(summary["refiled_rows"]).items():
+        out.append(("rows refiled to their own folder (re-scored there)", f"aggregates/{partition}/: {rows}"))
     if summary["duplicate_rows"]:
         out.append(("duplicate rows dropped", str(summary["duplicate_rows"])))
     if summary["conflicting_rows"]:
         out.append(("conflicting rows (newest blob kept)", str(summary["conflicting_rows"])))
     if summary["pairs_unaccounted"]:
         out.append(("pairs without a run-log line", str(summary["pairs_unaccounted"])))
+    if summary["rows_unaccounted"]:
+        out.append(("rows not accounted for by the tasks", f"{summary['rows_unaccounted']}: {summary['rows']}"))
     for task, error in dict(summary["task_errors"]).items():
         out.append(("task failed", f"{task}: {error}"))
     for task, pack in dict(summary["packs_not_used"]).items():

@@ -16,14 +16,14 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from workloads.common import envvars
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
 from workloads.common.cli_errors import bad_input, fail, run_failures
+from workloads.common.cli_options import ShardCount
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container
 from workloads.common.manifest import validate_trusted_type
 from workloads.common.pairs import Pair
-from workloads.common.shards import MAX_SHARD_COUNT
+from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, parse_hour
 from workloads.training.packs import PackUpdate, PackUpdateError, rebuild_packs
@@ -41,17 +41,6 @@ class _TrainByDefault(TyperGroup):
 
 
 app = typer.Typer(add_completion=False, help=__doc__, cls=_TrainByDefault)
-
-ShardCount = Annotated[
-    int | None,
-    typer.Option(
-        envvar=envvars.SHARD_COUNT,
-        min=1,
-        max=MAX_SHARD_COUNT,
-        help="Shards of the fleet, as the submitter uses: update the model packs of the trained pairs' shards. "
-        "Default: leave the packs alone.",
-    ),
-]
 
 
 def _packs_summary(update: PackUpdate) -> dict[str, object]:
@@ -72,7 +61,7 @@ def train(
     ] = ",".join(DEFAULT_MODEL_FEATURES),
     pairs: Annotated[str | None, typer.Option(help="Only these DEVICE/SENSOR pairs (comma-separated).")] = None,
     min_rows: Annotated[int, typer.Option(min=2, help="Fewest usable windows a pair needs to get a model.")] = 24,
-    shard_count: ShardCount = None,
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
 ) -> None:
     """Fit StandardScaler + OneClassSVM per pair and publish each as a skops file; print a JSON summary."""
     with bad_input():
@@ -112,15 +101,7 @@ def train(
 
 @app.command()
 def pack(
-    shard_count: Annotated[
-        int,
-        typer.Option(
-            envvar=envvars.SHARD_COUNT,
-            min=1,
-            max=MAX_SHARD_COUNT,
-            help="Shards of the fleet, as the submitter uses: one pack is written for each.",
-        ),
-    ],
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     trusted_type: Annotated[
         list[str] | None, typer.Option(help="Extra type skops may load (repeatable), e.g. sklearn.tree._tree.Tree.")
     ] = None,

@@ -29,7 +29,7 @@ from workloads.common.hour_inputs import HourAggregates, read_hour_aggregates
 from workloads.common.layout import Container
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
-from workloads.common.shards import shard_name
+from workloads.common.shards import DEFAULT_SHARD_COUNT, shard_name
 from workloads.common.windows import hours
 from workloads.training.packs import PackUpdate, PackUpdateError, pack_entry, update_packs
 
@@ -93,16 +93,18 @@ def train_and_publish(
     min_rows: int = 24,
     pairs: Sequence[Pair] | None = None,
     on_pair: Callable[[Pair], None] | None = None,
-    shard_count: int | None = None,
+    shard_count: int = DEFAULT_SHARD_COUNT,
 ) -> TrainingReport:
-    """Fit a model for every pair with enough history in [start, end), then publish them all.
+    """Fit a model for every pair with enough history in [start, end), then publish them all and update
+    the packs of their shards (an entry per pair, none where the model cannot be compiled).
 
-    With ``shard_count``, then update the packs of the published pairs' shards (an entry per pair,
-    or its old entry removed where the model cannot be compiled). Raises PackUpdateError if that
-    fails: the models stay published and are scored without the packs' help.
+    The pairs' pack entries are taken out *before* their model files are replaced, and the new ones put in
+    after: a pack entry is never older than the file it stands for, whatever step fails (the scorer trusts
+    the pack's checksums; the hourly plan no longer lists every model). Raises PackUpdateError when the
+    packs cannot be updated: before publishing, nothing changed; after, the models are published and are
+    scored without the packs' help until `trainer pack` runs.
     """
-    if shard_count is not None:
-        shard_name(0, shard_count)  # an invalid count fails here, not after publishing
+    shard_name(0, shard_count)  # an invalid count fails here, not after publishing
     report = TrainingReport()
     history = read_history(service, start, end, report)
     wanted = set(pairs) if pairs is not None else None
@@ -116,6 +118,14 @@ def train_and_publish(
         except ValueError as exc:
             report.skipped[pair] = str(exc)
     models = service.get_container_client(str(Container.MODELS))
+    if trained:
+        try:
+            update_packs(models, shard_count, dict.fromkeys(trained))
+        except (AzureError, PackUpdateError) as exc:
+            raise PackUpdateError(
+                f"nothing published: the old pack entries of {len(trained)} pair(s) could not be retired first "
+                f"({' '.join(str(exc).split())})"
+            ) from exc
     for pair, (estimator, used) in trained.items():
         metadata = publish_model(
             models, pair, estimator, features, training_start=start, training_end=end, training_rows=used
@@ -123,7 +133,7 @@ def train_and_publish(
         report.published[pair] = metadata.sha256
         if on_pair is not None:
             on_pair(pair)
-    if shard_count is not None:
+    if trained:
         changes = {
             pair: pack_entry(pair, estimator, report.published[pair], features)
             for pair, (estimator, _) in trained.items()
