@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,13 @@ from azure.storage.blob import BlobServiceClient
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.layout import Container
+from workloads.common.manifest import TaskManifest
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
+from workloads.common.runlog import PairLog
+from workloads.common.shards import DEFAULT_SHARD_COUNT
+from workloads.scorer.task import TaskReport, score_task
+from workloads.submitter.plan import plan_hour
 from workloads.training.train import default_estimator
 
 HOUR = datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -43,6 +49,26 @@ def aggregates_for(pairs: list[Pair], hour: datetime = HOUR, windows: int = 12, 
 
 def train_on(frame: pd.DataFrame) -> object:
     return default_estimator().fit(frame[list(DEFAULT_MODEL_FEATURES)].to_numpy())
+
+
+def hour_manifests(
+    service: BlobServiceClient, hour: datetime = HOUR, shard_count: int = DEFAULT_SHARD_COUNT, **plan: Any
+) -> list[TaskManifest]:
+    """The tasks the planner makes for the hour: one per folder (shard, or slice of a large one)."""
+    return list(plan_hour(service, "test", hour, shard_count=shard_count, **plan).tasks)
+
+
+def score_hour(service: BlobServiceClient, hour: datetime = HOUR, **kwargs: Any) -> list[TaskReport]:
+    """Every task of the hour, scored in this process (``kwargs`` go to ``score_task``)."""
+    return [score_task(service, manifest, **kwargs) for manifest in hour_manifests(service, hour)]
+
+
+def pair_logs(reports: list[TaskReport]) -> dict[Pair, PairLog]:
+    """Every pair line of the reports, by pair (a pair is in exactly one task)."""
+    lines = [line for report in reports for line in report.pairs]
+    by_pair = {Pair(line.device_id, line.sensor): line for line in lines}
+    assert len(by_pair) == len(lines), "a pair was scored by two tasks"
+    return by_pair
 
 
 def publish_data_and_models(service: BlobServiceClient, pairs: list[Pair], hour: datetime = HOUR) -> pd.DataFrame:

@@ -77,10 +77,12 @@ class TaskRows:
         devices = frame["device_id"].to_numpy(dtype=object)
         sensors = frame["sensor"].to_numpy(dtype=object)
         changed = (devices[1:] != devices[:-1]) | (sensors[1:] != sensors[:-1])
-        starts = np.flatnonzero(np.r_[True, changed]).tolist() if len(frame) else []
+        starts = np.flatnonzero(np.r_[True, changed]).tolist()
+        ends = [*starts[1:], len(frame)]
         spans = {
             Pair(str(devices[start]), str(sensors[start])): (start, end)
-            for start, end in zip(starts, [*starts[1:], len(frame)], strict=True)
+            for start, end in zip(starts, ends, strict=True)
+            if len(frame)  # a task whose rows were all refiled has no pairs
         }
         return cls(frame, spans)
 
