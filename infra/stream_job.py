@@ -22,20 +22,22 @@ The design, therefore:
   as a ``definition`` in ARM JSON shape (see :func:`event_hub_input`, :func:`blob_output`, :func:`transformation`)::
 
       {"inputs": {name: <input properties>}, "outputs": {name: <output properties>},
+       "functions": {name: <function properties>},
        "transformation": {"name": ..., "query": ..., "streamingUnits": n},
        "settings": {"eventsLateArrivalMaxDelayInSeconds": ..., ..., "tags": {...}}}
 
   - create: stop (a no-op on the new job, which is Created) -> PUT each input, then each output, retrying the
-    authorization-validation refusals of #2607 with backoff for up to ``grant_timeout`` (10 minutes: RBAC) -> PUT the
-    transformation -> start (JobStartTime on a job that never produced output).
+    authorization-validation refusals of #2607 with backoff for up to ``grant_timeout`` (10 minutes: RBAC) -> PUT each
+    function -> PUT the transformation -> start (JobStartTime on a job that never produced output).
   - update, when the definition changed: stop (waiting out Starting/Stopping/...) -> PATCH the job with the changed
-    settings -> PUT the changed inputs and outputs -> PUT the transformation if it changed -> DELETE inputs/outputs no
-    longer defined -> start (LastOutputEventTime once the job has produced output: nothing lost). New inputs go in
-    before the query that may read them, removed ones go after the query that stopped reading them.
+    settings -> PUT the changed inputs, outputs and functions -> PUT the transformation if it changed -> DELETE inputs,
+    outputs and functions no longer defined -> start (LastOutputEventTime once the job has produced output: nothing
+    lost). New inputs and functions go in before the query that may read or call them, removed ones go after the query
+    that stopped using them; a changed function (its script) is the same stop, PUT, start.
   - update when only the job was found idle (``diff`` reads its state: stopped by hand, failed, or left stopped by a
     failed update): start it. Every ``pulumi up`` leaves the job running.
-  - delete: stop the job (a job already gone counts as stopped); its inputs, outputs and transformation are deleted
-    with the job by azure-native.
+  - delete: stop the job (a job already gone counts as stopped); its inputs, outputs, functions and transformation are
+    deleted with the job by azure-native.
   - never a replacement; a new job id (azure-native replaced the job) gets the full create sequence.
 
 Everything talks to ARM through :class:`StreamJobClient` on azure-core/azure-mgmt-core, so retries (429/5xx,
@@ -65,6 +67,47 @@ https://github.com/Azure/azure-rest-api-specs/tree/main/specification/streamanal
   settings}, "tags": {...}}`` (tags are the tracked resource's, beside ``properties``); 200, synchronous.
   https://learn.microsoft.com/en-us/rest/api/streamanalytics/2020-03-01/streaming-jobs/update
 * *Inputs - Delete* / *Outputs - Delete*: ``DELETE .../inputs/{name}``; 200, or 204 when it does not exist.
+* *Functions - Create Or Replace*: ``PUT .../streamingjobs/{job}/functions/{name}?api-version=2020-03-01`` with body
+  ``{"properties": {"type": "Scalar", "properties": {"inputs": [{"dataType": ...}, ...], "output": {"dataType": ...},
+  "binding": {"type": "Microsoft.StreamAnalytics/JavascriptUdf", "properties": {"script": ...}}}}}``; 200 or 201
+  (functions.json: Function, ScalarFunctionProperties - discriminator "Scalar" - whose flattened ``properties`` is a
+  ScalarFunctionConfiguration of ``inputs``/``output``/``binding``; FunctionInput/FunctionOutput ``dataType`` is "the
+  (Azure Stream Analytics supported) data type" of the parameter, i.e. bigint, float, nvarchar(max), datetime, record,
+  array; JavaScriptFunctionBinding's ``script`` is "The JavaScript code containing a single function definition. For
+  example: 'function (x, y) { return x + y; }'" - an anonymous function, as ``workloads/common/partition_udf.js`` is;
+  the spec's example Function_Create_JavaScript.json sends exactly this shape). *Functions - Delete*: ``DELETE
+  .../functions/{name}``; 200, or 204 "The function does not exist". The optional ``isConfigurationParameter`` of an
+  input is left out (default false).
+  https://learn.microsoft.com/en-us/rest/api/streamanalytics/2020-03-01/functions/create-or-replace
+* *JavaScript user-defined functions in Azure Stream Analytics*: a JavaScript UDF is a "stateless, compute-only scalar
+  function"; "you can use the function anywhere in the query, like a built-in scalar function", called with the
+  ``UDF.``/``udf.`` prefix before its alias (both spellings appear in Microsoft's examples). Type conversion, ASA to
+  JavaScript: bigint -> Number ("can only represent integers up to precisely 2^53": a shard count is at most 65536),
+  DateTime -> Date ("JavaScript only supports milliseconds": the hour is all we read, with getUTC*), nvarchar(MAX) ->
+  String, NULL -> Null; JavaScript to ASA: String -> nvarchar(MAX). "JavaScript runtime errors are considered fatal"
+  (the job fails, Activity log): the UDF throws on nothing it can be given. Functions that return a different result
+  on the same events (Date.now, Math.random) should be avoided, as restarts replay them: the UDF is a pure function of
+  its arguments. https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-javascript-user-defined-functions
+* *Azure Stream Analytics custom blob output partitioning*: a ``{field}`` in the blob output's path pattern partitions
+  the output by that column's value; "The partition key ... may contain any character that's accepted for blob names
+  ... you can use certain characters to create a hierarchy of files", e.g. ``CONCAT(name, "/", id) AS nameid``, which
+  is how one field makes ``yyyy/MM/dd/HH/<shard>``; "The partition key must be NVARCHAR(MAX), BIGINT, FLOAT, or BIT
+  (1.2 compatibility level or higher)" (ours: the UDF's String, on a 1.2 job). Limitations: "Only one custom partition
+  key is permitted in the path pattern" (we use exactly one and no {date}/{time}); "Partition keys are case
+  insensitive" (ours differ in digits, never only in case); "expressions can't be used as partition keys" (hence a
+  computed column); "When an input stream consists of records with a partition key cardinality under 8,000, the
+  records are appended to existing blobs ... If the cardinality is over 8,000, there's no guarantee existing blobs will
+  be written to" - see infra/config.py (``shardCount`` is bounded so that the keys written at once stay under it). The
+  page's example notes "each record in the blob has a client_id column matching the folder name": the partition column
+  is written into the rows too (readers ignore it; they tolerate extra columns either way).
+  https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-custom-path-patterns-blob-storage-output
+* *Blob storage and Azure Data Lake Gen2 output from Azure Stream Analytics*: "You can use custom blob partitioning to
+  specify one custom {field} name from your event data to partition blobs. The field name is alphanumeric and can
+  include spaces, hyphens, and underscores"; "Field names aren't case-sensitive"; a new blob is created "If the output
+  is partitioned by a custom field, and a new blob is created per partition key if it does not exist" and "where the
+  partition key cardinality exceeds 8,000"; "For Parquet, every batch will create a new file" (so a shard folder holds
+  one file per output batch that had rows of that shard: readers read every blob of a folder, never just one).
+  https://learn.microsoft.com/en-us/azure/stream-analytics/blob-storage-azure-data-lake-gen2-output
 * *Streaming Jobs - Start* (api 2020-03-01): ``POST .../streamingjobs/{job}/start?api-version=2020-03-01`` with body
   ``{"outputStartMode": "JobStartTime" | "CustomTime" | "LastOutputEventTime"}`` (``outputStartTime`` only with
   CustomTime); answers 200 (started) or 202 (initiated).
@@ -105,11 +148,20 @@ live); that PATCH and PUT are refused while the job is Starting/Stopping (we wai
 a start/stop sent while another is in progress (409 "The Stream Analytics job is not in a valid state to perform this
 operation" is what users report); which LRO headers the service actually sends; and how a start that fails shows up
 (a failed operation or a Failed job: both are retried).
+
+Not found in the docs about the partition function, so not depended on: whether the service validates a query's
+function calls when the job or its transformation is written (the job is created with the function beside the query,
+infra/ingestion.py, and the function is always PUT before a query that calls it, so either way it exists first);
+whether ``System.Timestamp()`` may be passed to a UDF in the SELECT of a grouped query (the docs only say a UDF can be
+used anywhere a built-in scalar function can, and ``System.Timestamp()`` is the window end there); over which time span
+the "partition key cardinality" of the 8,000 rule is counted (we bound the keys written at once; if it is counted over
+the job's life, every long-running job exceeds it, and what the docs say happens then - new blobs instead of appends -
+is what Parquet output does per batch anyway); the UDF's cost per row at high event rates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -120,6 +172,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from infra.stream_job_client import (
     BLOB,
     EVENT_HUB_V2,
+    JAVASCRIPT_UDF,
     StreamJobAccessDeniedError,
     StreamJobClient,
 )
@@ -169,6 +222,19 @@ def blob_output(account: str, container: str, path_pattern: str) -> dict[str, An
     }
 
 
+def javascript_udf(script: str, inputs: Sequence[str], output: str) -> dict[str, Any]:
+    """The ``properties`` of a scalar JavaScript user-defined function: its parameters' and result's ASA data types
+    (e.g. ``nvarchar(max)``, ``datetime``, ``bigint``) and its script, one anonymous ``function (...) {...}``."""
+    return {
+        "type": "Scalar",
+        "properties": {
+            "inputs": [{"dataType": data_type} for data_type in inputs],
+            "output": {"dataType": output},
+            "binding": {"type": JAVASCRIPT_UDF, "properties": {"script": script}},
+        },
+    }
+
+
 def transformation(name: str, query: str, streaming_units: int) -> dict[str, Any]:
     """The definition's ``transformation``: its name (the sub-resource's) and its ARM ``properties``."""
     return {"name": name, "query": query, "streamingUnits": streaming_units}
@@ -185,36 +251,49 @@ class Plan:
     settings: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
     transformation: bool = False
     removed_inputs: tuple[str, ...] = ()
     removed_outputs: tuple[str, ...] = ()
+    removed_functions: tuple[str, ...] = ()
 
     @classmethod
     def full(cls, definition: Mapping[str, Any]) -> Plan:
-        """Everything the job lacks after azure-native created it: inputs, outputs, the transformation. Settings are
-        not sent: azure-native created the job with them (from the same values, infra/ingestion.py)."""
+        """Everything the job lacks after azure-native created it: inputs, outputs, functions (PUT again, in case the
+        job was created without them), the transformation. Settings are not sent: azure-native created the job with
+        them (from the same values, infra/ingestion.py)."""
         return cls(
             definition,
             inputs=tuple(definition.get("inputs") or {}),
             outputs=tuple(definition.get("outputs") or {}),
+            functions=tuple(definition.get("functions") or {}),
             transformation=True,
         )
 
     @classmethod
     def between(cls, old: Mapping[str, Any], new: Mapping[str, Any]) -> Plan:
-        """Only what changed: settings that differ, inputs/outputs that differ or are new or gone, the transformation
-        if it differs. A setting removed from the definition is left as it is (PATCH cannot unset)."""
+        """Only what changed: settings that differ, inputs/outputs/functions that differ or are new or gone, the
+        transformation if it differs. A setting removed from the definition is left as it is (PATCH cannot unset)."""
         old_settings, new_settings = old.get("settings") or {}, new.get("settings") or {}
-        old_inputs, new_inputs = old.get("inputs") or {}, new.get("inputs") or {}
-        old_outputs, new_outputs = old.get("outputs") or {}, new.get("outputs") or {}
+
+        def changed(kind: str) -> tuple[str, ...]:
+            olds, news = old.get(kind) or {}, new.get(kind) or {}
+            return tuple(name for name, props in news.items() if olds.get(name) != props)
+
+        def removed(kind: str) -> tuple[str, ...]:
+            news = new.get(kind) or {}
+            return tuple(name for name in old.get(kind) or {} if name not in news)
+
         return cls(
             new,
             settings={k: v for k, v in new_settings.items() if old_settings.get(k) != v},
-            inputs=tuple(name for name, props in new_inputs.items() if old_inputs.get(name) != props),
-            outputs=tuple(name for name, props in new_outputs.items() if old_outputs.get(name) != props),
+            inputs=changed("inputs"),
+            outputs=changed("outputs"),
+            functions=changed("functions"),
             transformation=old.get("transformation") != new.get("transformation"),
-            removed_inputs=tuple(name for name in old_inputs if name not in new_inputs),
-            removed_outputs=tuple(name for name in old_outputs if name not in new_outputs),
+            removed_inputs=removed("inputs"),
+            removed_outputs=removed("outputs"),
+            removed_functions=removed("functions"),
         )
 
     @property
@@ -223,9 +302,11 @@ class Plan:
             self.settings
             or self.inputs
             or self.outputs
+            or self.functions
             or self.transformation
             or self.removed_inputs
             or self.removed_outputs
+            or self.removed_functions
         )
 
     def apply(self, client: StreamJobClient, job_id: str) -> list[str]:
@@ -242,6 +323,9 @@ class Plan:
             for name in self.outputs:
                 client.put_output(job_id, name, self.definition["outputs"][name])
                 done.append(f"put output {name}")
+            for name in self.functions:  # before the query that calls it
+                client.put_function(job_id, name, self.definition["functions"][name])
+                done.append(f"put function {name}")
             if self.transformation:
                 spec = dict(self.definition["transformation"])
                 name = str(spec.pop("name"))
@@ -253,6 +337,9 @@ class Plan:
             for name in self.removed_outputs:
                 client.delete_output(job_id, name)
                 done.append(f"deleted output {name}")
+            for name in self.removed_functions:  # after the query that stopped calling it
+                client.delete_function(job_id, name)
+                done.append(f"deleted function {name}")
         done.append(str(client.ensure_running(job_id)))
         return done
 
@@ -294,8 +381,8 @@ def _plain(value: Any) -> Any:
 
 
 class StreamJobDeploymentProvider(pulumi.dynamic.ResourceProvider):
-    """Owns the job's inputs, outputs, transformation and settings, and keeps it running. Stateless: Pulumi pickles
-    it, by reference to this importable module, and the provider process imports ``infra.stream_job``."""
+    """Owns the job's inputs, outputs, functions, transformation and settings, and keeps it running. Stateless: Pulumi
+    pickles it, by reference to this importable module, and the provider process imports ``infra.stream_job``."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         job_id, definition = str(props["job_id"]), _plain(props["definition"])

@@ -1,5 +1,5 @@
-"""An ARM client for one Stream Analytics job: its state, start and stop, and its inputs, outputs, transformation
-and settings, with Azure's long-running operations, conflicts and grant propagation handled.
+"""An ARM client for one Stream Analytics job: its state, start and stop, and its inputs, outputs, functions,
+transformation and settings, with Azure's long-running operations, conflicts and grant propagation handled.
 
 Why it exists, and what it relies on: see infra/stream_job.py, which drives it from Pulumi.
 """
@@ -41,6 +41,8 @@ API_VERSION: Final = "2020-03-01"
 # Datasource types of the 2020-03-01 API: an Event Hubs input (V2) and a Blob output.
 EVENT_HUB_V2: Final = "Microsoft.EventHub/EventHub"
 BLOB: Final = "Microsoft.Storage/Blob"
+# A function's binding type for a JavaScript UDF (functions.json: JavaScriptFunctionBinding).
+JAVASCRIPT_UDF: Final = "Microsoft.StreamAnalytics/JavascriptUdf"
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -405,6 +407,20 @@ class StreamJobClient:
         except HttpResponseError as err:
             raise self._error(job, f"write transformation {name!r} of", err) from err
 
+    def put_function(self, job_id: str, name: str, properties: Mapping[str, Any]) -> None:
+        """*Functions - Create Or Replace*: a user-defined function the query calls (``udf.<name>``)."""
+        job = parse_job_id(job_id)
+        try:
+            self._put(job, "functions", name, properties)
+        except ClientAuthenticationError:
+            raise
+        except HttpResponseError as err:
+            raise self._error(job, f"write function {name!r} of", err) from err
+
+    def delete_function(self, job_id: str, name: str) -> None:
+        """*Functions - Delete* (one already gone is fine)."""
+        self._delete(parse_job_id(job_id), "functions", name)
+
     def put_input(self, job_id: str, name: str, properties: Mapping[str, Any]) -> None:
         """*Inputs - Create Or Replace*, retried while the job identity's access is not in effect yet."""
         self._put_authorized(parse_job_id(job_id), "inputs", name, properties)
@@ -623,8 +639,8 @@ class StreamJobClient:
         return (
             f"Pulumi's stream job provider authenticated with {self.credential_source}. That identity needs "
             "Microsoft.StreamAnalytics/streamingjobs/Read, Write, Start/action and Stop/action and write access to "
-            "the job's inputs, outputs and transformations, e.g. the Contributor role on the job or its resource "
-            "group; it should be the identity azure-native deploys with."
+            "the job's inputs, outputs, functions and transformations, e.g. the Contributor role on the job or its "
+            "resource group; it should be the identity azure-native deploys with."
         )
 
     def _error(self, job: JobRef, action: str, err: HttpResponseError) -> StreamJobError:

@@ -8,8 +8,9 @@ ARMPolling against canned ARM answers:
   202 ``polls`` times, then 200 once the operation is done (or the ARM error when it failed);
 * meanwhile the job is Starting/Stopping and a start/stop sent then is refused with 409 Conflict;
 * a start can end Failed a number of times first (RBAC grants not yet in effect);
-* inputs, outputs and transformations are PUT (201 created, 200 replaced) and inputs/outputs DELETEd (200, 204 when
-  gone); the job is PATCHed (its properties merged, its tags replaced); all of them as in the 2020-03-01 REST spec;
+* inputs, outputs, functions and transformations are PUT (201 created, 200 replaced) and inputs/outputs/functions
+  DELETEd (200, 204 when gone); the job is PATCHed (its properties merged, its tags replaced); all of them as in the
+  2020-03-01 REST spec;
 * an input/output PUT can be refused a number of times first as Stream Analytics refuses an identity whose role
   assignment has not propagated (400 "Stream Analytics job has validation errors: Access to EventHub ... is not
   authorized", pulumi-azure-native#2607);
@@ -39,7 +40,7 @@ JOB_ID = f"{GROUP}/providers/Microsoft.StreamAnalytics/streamingjobs/asa-batchsc
 INPUT_ID = f"{JOB_ID}/inputs/readings"
 OUTPUT_ID = f"{JOB_ID}/outputs/aggregates"
 IDLE = {"Created", "Stopped", "Failed"}
-SUB_RESOURCES = {"inputs", "outputs", "transformations"}
+SUB_RESOURCES = {"inputs", "outputs", "functions", "transformations"}
 OPERATIONS = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.StreamAnalytics/locations/westeurope"
 LAST_OUTPUT = "2026-11-25T14:55:00Z"
 TRANSITIONAL = {"Starting", "Stopping", "Restarting", "Scaling"}
@@ -98,6 +99,7 @@ class FakeArm(BaseAdapter):
     tags: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> properties, as PUT
     outputs: dict[str, Any] = field(default_factory=dict)
+    functions: dict[str, Any] = field(default_factory=dict)
     transformations: dict[str, Any] = field(default_factory=dict)
     async_operation: bool = False  # also send Azure-AsyncOperation (polled first, then the Location)
     transient: list[int] = field(default_factory=list)  # statuses answered (one each) before anything else

@@ -1,5 +1,5 @@
-"""The stream job's deployment against a fake ARM: inputs/outputs/query/settings over ARM, start modes, waits, LRO
-polling, retries (grants propagating, conflicts, throttling), the dynamic provider and the deployer's credential."""
+"""The stream job's deployment against a fake ARM: inputs/outputs/functions/query/settings over ARM, start modes, waits,
+LRO polling, retries (grants propagating, conflicts, throttling), the dynamic provider and the deployer's credential."""
 
 from __future__ import annotations
 
@@ -34,9 +34,11 @@ from infra.stream_job_client import (
     job_id_from_resource_id,
 )
 from tests.infra.fake_arm import GROUP, INPUT_ID, JOB_ID, LAST_OUTPUT, OUTPUT_ID, FakeArm
+from workloads.common.shards import partition_udf
 
 ROOT = Path(__file__).resolve().parents[2]
-PATH_PATTERN = "{datetime:yyyy}/{datetime:MM}/{datetime:dd}/{datetime:HH}"
+PATH_PATTERN = "{partition_path}"  # custom field partitioning on the query's partition column
+UDF = "partitionOf"
 
 
 @pytest.fixture(autouse=True)
@@ -262,6 +264,9 @@ SETTINGS = {
 DEFINITION: dict[str, Any] = {
     "inputs": {"readings": stream_job.event_hub_input("evh-batchscoring-dev", "readings", "stream-analytics")},
     "outputs": {"aggregates": stream_job.blob_output("stbatchscoringdev", "aggregates", PATH_PATTERN)},
+    "functions": {
+        UDF: stream_job.javascript_udf(partition_udf(), ("nvarchar(max)", "datetime", "bigint"), "nvarchar(max)")
+    },
     "transformation": stream_job.transformation("aggregate", "SELECT 1", 1),
     "settings": SETTINGS,
 }
@@ -295,6 +300,17 @@ OUTPUT_BODY = {
         "serialization": {"type": "Parquet", "properties": {}},
     }
 }
+# Functions - Create Or Replace: a scalar JavaScript UDF (functions.json, example Function_Create_JavaScript.json).
+FUNCTION_BODY = {
+    "properties": {
+        "type": "Scalar",
+        "properties": {
+            "inputs": [{"dataType": "nvarchar(max)"}, {"dataType": "datetime"}, {"dataType": "bigint"}],
+            "output": {"dataType": "nvarchar(max)"},
+            "binding": {"type": "Microsoft.StreamAnalytics/JavascriptUdf", "properties": {"script": partition_udf()}},
+        },
+    }
+}
 TRANSFORMATION_BODY = {"properties": {"query": "SELECT 1", "streamingUnits": 1}}
 
 
@@ -320,18 +336,22 @@ def position(labels: list[str], label: str) -> int:
 # --- create -------------------------------------------------------------------------------------------------------
 
 
-def test_create_puts_input_output_and_transformation_then_starts_with_job_start_time(arm: FakeArm) -> None:
+def test_create_puts_input_output_function_and_transformation_then_starts_with_job_start_time(arm: FakeArm) -> None:
     result = StreamJobDeploymentProvider().create(props())
+    # The function before the query that calls it.
     assert writes(arm) == [
         "PUT inputs/readings",
         "PUT outputs/aggregates",
+        f"PUT functions/{UDF}",
         "PUT transformations/aggregate",
         "POST start",
     ]
     puts = {c.path.removeprefix(JOB_ID + "/"): c for c in arm.of("PUT")}
     assert puts["inputs/readings"].body == INPUT_BODY
     assert puts["outputs/aggregates"].body == OUTPUT_BODY
+    assert puts[f"functions/{UDF}"].body == FUNCTION_BODY
     assert puts["transformations/aggregate"].body == TRANSFORMATION_BODY
+    assert arm.functions == {UDF: FUNCTION_BODY["properties"]}
     assert all(c.query == {"api-version": ["2020-03-01"]} for c in arm.calls if "operationResults" not in c.path)
     assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "JobStartTime"}]
     assert arm.state == "Running"
@@ -364,6 +384,7 @@ def test_create_retries_the_authorization_refusal_until_the_grant_is_in_effect(a
         "PUT inputs/readings",  # 400 not authorized
         "PUT inputs/readings",
         "PUT outputs/aggregates",
+        f"PUT functions/{UDF}",
         "PUT transformations/aggregate",
         "POST start",
     ]
@@ -491,6 +512,67 @@ def test_update_of_an_input_puts_it_and_a_removed_output_is_deleted(arm: FakeArm
     assert sorted(arm.outputs) == ["aggregates"]
 
 
+def test_a_changed_function_script_stops_puts_the_function_and_restarts_from_the_last_output(arm: FakeArm) -> None:
+    running_with_output(arm)
+    script = "function (deviceId, windowEnd, shardCount) { return 'x'; }"
+    new = changed(
+        functions={UDF: stream_job.javascript_udf(script, ("nvarchar(max)", "datetime", "bigint"), "nvarchar(max)")}
+    )
+    result = StreamJobDeploymentProvider().update("x", props(), props(new))
+    assert writes(arm) == ["POST stop", f"PUT functions/{UDF}", "POST start"]
+    (put,) = arm.of("PUT")
+    assert put.path == f"{JOB_ID}/functions/{UDF}" and put.query == {"api-version": ["2020-03-01"]}
+    assert put.body["properties"]["properties"]["binding"] == {
+        "type": "Microsoft.StreamAnalytics/JavascriptUdf",
+        "properties": {"script": script},
+    }
+    assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "LastOutputEventTime"}]
+    assert result.outs is not None
+    assert result.outs["last_action"] == f"stopped; put function {UDF}; started:LastOutputEventTime"
+
+
+def test_a_new_function_goes_in_before_the_query_that_calls_it(arm: FakeArm) -> None:
+    """The upgrade of a job deployed before the partition function: output (path pattern), function, then query."""
+    running_with_output(arm)
+    old = changed(
+        outputs={"aggregates": stream_job.blob_output("stbatchscoringdev", "aggregates", "{datetime:yyyy}")},
+        functions={},
+        transformation=stream_job.transformation("aggregate", "SELECT 0", 1),
+    )
+    StreamJobDeploymentProvider().update("x", props(old), props())
+    assert writes(arm) == [
+        "POST stop",
+        "PUT outputs/aggregates",
+        f"PUT functions/{UDF}",
+        "PUT transformations/aggregate",
+        "POST start",
+    ]
+    assert arm.of("PUT", "/outputs/aggregates")[0].body == OUTPUT_BODY
+
+
+def test_a_function_no_longer_called_is_deleted_after_the_query_that_stopped_calling_it(arm: FakeArm) -> None:
+    running_with_output(arm)
+    arm.functions = {UDF: FUNCTION_BODY["properties"], "old": FUNCTION_BODY["properties"]}
+    old = changed(functions={**DEFINITION["functions"], "old": FUNCTION_BODY["properties"]})
+    new = changed(transformation=stream_job.transformation("aggregate", "SELECT 2", 1))
+    result = StreamJobDeploymentProvider().update("x", props(old), props(new))
+    assert writes(arm) == ["POST stop", "PUT transformations/aggregate", "DELETE functions/old", "POST start"]
+    assert sorted(arm.functions) == [UDF]
+    assert result.outs is not None and "deleted function old" in result.outs["last_action"]
+    # Deleting a function already gone is fine (204).
+    arm.state = "Stopped"
+    with arm.client() as client:
+        client.delete_function(JOB_ID, "old")
+    assert arm.of("DELETE")[-1].path == f"{JOB_ID}/functions/old"
+
+
+def test_a_refused_function_names_it(arm: FakeArm) -> None:
+    arm.denied = {"write"}
+    with arm.client() as client, pytest.raises(StreamJobAccessDeniedError, match=f"write function '{UDF}'"):
+        client.put_function(JOB_ID, UDF, FUNCTION_BODY["properties"])
+    assert len(arm.of("PUT")) == 1  # not retried: only inputs/outputs wait for the job identity's grants
+
+
 def test_update_with_nothing_changed_but_the_job_idle_only_starts_it(arm: FakeArm) -> None:
     arm.state, arm.last_output_event_time = "Failed", LAST_OUTPUT
     result = StreamJobDeploymentProvider().update("x", props(), props())
@@ -506,6 +588,7 @@ def test_update_for_a_new_job_writes_the_whole_definition(arm: FakeArm) -> None:
     assert writes(arm) == [
         "PUT inputs/readings",
         "PUT outputs/aggregates",
+        f"PUT functions/{UDF}",
         "PUT transformations/aggregate",
         "POST start",
     ]
@@ -544,10 +627,11 @@ def test_diff_reads_the_job_only_when_the_definition_is_unchanged(arm: FakeArm) 
         props(changed(transformation=stream_job.transformation("aggregate", "SELECT 2", 1))),
         props(changed(settings={**SETTINGS, "outputErrorPolicy": "Drop"})),
         props(changed(outputs={})),
+        props(changed(functions={UDF: {**FUNCTION_BODY["properties"], "type": "Other"}})),
         props(job_id=JOB_ID.replace("asa-", "asa2-")),
         props(changed(inputs="04da6b54-80e4-46f7-96ec-b56ff0331ba9")),  # unknown during a preview
     ],
-    ids=["query", "setting", "outputs", "other-job", "unknown"],
+    ids=["query", "setting", "outputs", "function", "other-job", "unknown"],
 )
 def test_diff_updates_for_any_change_without_asking_arm_and_never_replaces(arm: FakeArm, news: dict[str, Any]) -> None:
     result = StreamJobDeploymentProvider().diff("x", props(), news)
@@ -710,6 +794,7 @@ def test_no_token_at_all_says_which_identity_variables_to_set(arm: FakeArm, monk
         INPUT_ID,
         OUTPUT_ID,
         f"{JOB_ID}/transformations/aggregate",
+        f"{JOB_ID}/functions/{UDF}",
         JOB_ID.replace("resourceGroups", "resourcegroups") + "/",
     ],
 )
