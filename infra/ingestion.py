@@ -1,8 +1,10 @@
 """Event Hubs (namespace, hub, consumer group) and the Stream Analytics job that aggregates readings.
 
 The ASA query is generated from the same feature definition the local aggregator uses
-(``workloads.common.aggregates``), and its blob output writes the same hour folders
-(``workloads.common.layout.ASA_PATH_PATTERN``): the cloud and the local pipeline cannot drift apart.
+(``workloads.common.aggregates``), and each of its rows carries its folder, computed by the JavaScript twin of
+``workloads.common.shards.partition_of`` (deployed as the job's function ``partitionOf``), which the blob output's path
+pattern uses (``workloads.common.aggregates.ASA_PATH_PATTERN``): the data decides where a row lands, in the cloud as
+locally, never the time the job wrote it.
 
 The azure-native ``StreamingJob`` is create-only (``ignore_changes`` on everything mutable): azure-native updates a
 job with a full PUT that fails once its inputs/outputs live apart (pulumi-azure-native#688) and fails on a running
@@ -21,8 +23,16 @@ from pulumi_azure_native import eventhub, streamanalytics
 
 from infra import stream_job
 from infra.locks import lock
-from workloads.common.aggregates import AggregationSpec, asa_query
-from workloads.common.layout import ASA_PATH_PATTERN, Container
+from workloads.common.aggregates import (
+    ASA_PATH_PATTERN,
+    PARTITION_UDF_INPUTS,
+    PARTITION_UDF_NAME,
+    PARTITION_UDF_OUTPUT,
+    AggregationSpec,
+    asa_query,
+)
+from workloads.common.layout import Container
+from workloads.common.shards import partition_udf
 
 INPUT_ALIAS = "readings"
 OUTPUT_ALIAS = "aggregates"
@@ -31,6 +41,7 @@ TRANSFORMATION_NAME = "aggregate"
 # Every StreamingJob input that may change after creation: owned by StreamJobDeployment, ignored by azure-native.
 JOB_IGNORED_CHANGES = (
     "transformation",
+    "functions",
     "eventsLateArrivalMaxDelayInSeconds",
     "eventsOutOfOrderMaxDelayInSeconds",
     "eventsOutOfOrderPolicy",
@@ -47,6 +58,7 @@ class IngestionArgs:
     location: pulumi.Input[str]
     namespace_name: str
     aggregation: AggregationSpec
+    shard_count: int  # the stack's shardCount: the query computes each row's shard folder with it
     partitions: int = 4
     retention_days: int = 1
     streaming_units: int = 1
@@ -107,8 +119,12 @@ class Ingestion(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self.hub),
         )
         late = int(args.aggregation.late_tolerance.total_seconds())
-        self.query = asa_query(args.aggregation, INPUT_ALIAS, OUTPUT_ALIAS)
+        self.query = asa_query(args.aggregation, INPUT_ALIAS, OUTPUT_ALIAS, args.shard_count)
         self.streaming_units = args.streaming_units
+        # The functions the query calls, in ARM shape (Functions - Create Or Replace, see infra/stream_job.py).
+        self.functions: dict[str, Any] = {
+            PARTITION_UDF_NAME: stream_job.javascript_udf(partition_udf(), PARTITION_UDF_INPUTS, PARTITION_UDF_OUTPUT)
+        }
         # The job's mutable settings, in ARM shape (Streaming Jobs - Update): the job is created with them, and
         # StreamJobDeployment PATCHes them when they change (the job ignores later changes, see below).
         self.settings: dict[str, Any] = {
@@ -126,7 +142,9 @@ class Ingestion(pulumi.ComponentResource):
         # Create-only: azure-native would apply a later change with a full PUT that the service refuses
         # (pulumi-azure-native#688: "The streaming job should have at least one input defined", #785: the job
         # runs). StreamJobDeployment applies changes to these instead. `sku` and `compatibilityLevel` are not
-        # managed after creation at all: changing them means a new job.
+        # managed after creation at all: changing them means a new job. The job is created with the functions its query
+        # calls beside the query, so that its definition is whole from the start (the docs do not say whether a query
+        # calling a missing function is refused when written); StreamJobDeployment PUTs them again and keeps them.
         self.job = streamanalytics.StreamingJob(
             f"{name}-job",
             resource_group_name=args.resource_group_name,
@@ -141,6 +159,7 @@ class Ingestion(pulumi.ComponentResource):
             transformation=streamanalytics.TransformationArgs(
                 name=TRANSFORMATION_NAME, query=self.query, streaming_units=args.streaming_units
             ),
+            functions=[_function_args(name, props) for name, props in self.functions.items()],
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=list(JOB_IGNORED_CHANGES)),
         )
@@ -164,17 +183,20 @@ class StreamJobIOArgs:
 
 
 class StreamJobIO(pulumi.ComponentResource):
-    """The job's input, output, query and settings, applied after the job identity's grants exist, and the job running.
+    """The job's input, output, function, query and settings, applied after the job identity's grants exist, and the job
+    running.
 
     All of it is one ``StreamJobDeployment`` (infra/stream_job.py): it PUTs the input and output over ARM (retrying
-    while the grants propagate, pulumi-azure-native#2607), then the query, and starts the job; on a later change it
-    stops the job, writes what changed and starts it again; on ``pulumi destroy`` it stops the job first.
+    while the grants propagate, pulumi-azure-native#2607), then the function, then the query, and starts the job; on a
+    later change it stops the job, writes what changed and starts it again; on ``pulumi destroy`` it stops the job
+    first.
     """
 
     def __init__(self, name: str, args: StreamJobIOArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("batchscoring:infra:StreamJobIO", name, None, opts)
         ingestion = args.ingestion
         query, streaming_units, settings = ingestion.query, ingestion.streaming_units, ingestion.settings
+        functions = ingestion.functions
 
         def definition(names: dict[str, str]) -> dict[str, Any]:
             return {
@@ -184,6 +206,7 @@ class StreamJobIO(pulumi.ComponentResource):
                 "outputs": {
                     OUTPUT_ALIAS: stream_job.blob_output(names["account"], Container.AGGREGATES.value, ASA_PATH_PATTERN)
                 },
+                "functions": functions,
                 "transformation": stream_job.transformation(TRANSFORMATION_NAME, query, streaming_units),
                 "settings": settings,
             }
@@ -201,3 +224,21 @@ class StreamJobIO(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.grants)),
         )
         self.register_outputs({"job_id": self.run.job_id, "last_action": self.run.last_action})
+
+
+def _function_args(name: str, properties: dict[str, Any]) -> streamanalytics.FunctionArgs:
+    """A function of the job's create request, from the same ARM-shaped ``properties`` the deployment PUTs (azure-native
+    flattens ScalarFunctionProperties' ``properties`` and the binding's)."""
+    config = properties["properties"]
+    binding = config["binding"]
+    return streamanalytics.FunctionArgs(
+        name=name,
+        properties=streamanalytics.ScalarFunctionPropertiesArgs(
+            type=properties["type"],
+            inputs=[streamanalytics.FunctionInputArgs(data_type=i["dataType"]) for i in config["inputs"]],
+            output=streamanalytics.FunctionOutputArgs(data_type=config["output"]["dataType"]),
+            binding=streamanalytics.JavaScriptFunctionBindingArgs(
+                type=binding["type"], script=binding["properties"]["script"]
+            ),
+        ),
+    )

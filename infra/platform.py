@@ -118,6 +118,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 location,
                 dashed_name(prefix, stack, "events", 50),
                 config.aggregation,
+                config.shard_count,
                 partitions=config.event_hub_partitions,
                 retention_days=config.event_hub_retention_days,
                 streaming_units=config.streaming_units,

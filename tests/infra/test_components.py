@@ -9,10 +9,11 @@ from infra.autoscale import autoscale_formula
 from infra.config import parse_config
 from infra.ingestion import INPUT_ALIAS, OUTPUT_ALIAS
 from infra.scheduler import Recurrence, workflow_definition
+from infra.stream_job import Plan, StreamJobDeploymentProvider
 from tests.infra.conftest import SUBSCRIPTION, TENANT, Deploy, Exchanges
 from workloads.common import envvars
 from workloads.common.aggregates import asa_query
-from workloads.common.layout import ASA_PATH_PATTERN
+from workloads.common.shards import partition_udf
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_SIG, SECRET_MARK = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's wire format
@@ -74,14 +75,28 @@ def test_event_hubs_use_entra_id_only(deploy: Deploy) -> None:
 
 
 def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: Deploy) -> None:
-    mocks = deploy(windowMinutes=10, lateToleranceSeconds=120, streamingUnits=3).mocks
+    mocks = deploy(windowMinutes=10, lateToleranceSeconds=120, streamingUnits=3, shardCount=32).mocks
     job = mocks.inputs(JOB)
     config = parse_config({"windowMinutes": 10, "lateToleranceSeconds": 120})
-    query = asa_query(config.aggregation, INPUT_ALIAS, OUTPUT_ALIAS)
+    query = asa_query(config.aggregation, INPUT_ALIAS, OUTPUT_ALIAS, 32)
     assert "TumblingWindow(second, 600)" in query
-    # The job is created with the query and settings, then only the deployment changes them (create-only job,
-    # infra/ingestion.py). No inputs, outputs or start mode on the job, which would start it at creation.
+    # Each row's folder, from the stack's shard count: the partition column the output's path pattern names.
+    assert "udf.partitionOf([device_id], System.Timestamp(), 32) AS [partition_path]" in query
+    # The job is created with the query, the function it calls and the settings, then only the deployment changes
+    # them (create-only job, infra/ingestion.py). No inputs, outputs or start mode on the job, which would start it
+    # at creation.
     assert job["transformation"] == {"name": "aggregate", "query": query, "streamingUnits": 3}
+    assert job["functions"] == [
+        {
+            "name": "partitionOf",
+            "properties": {
+                "type": "Scalar",
+                "inputs": [{"dataType": "nvarchar(max)"}, {"dataType": "datetime"}, {"dataType": "bigint"}],
+                "output": {"dataType": "nvarchar(max)"},
+                "binding": {"type": "Microsoft.StreamAnalytics/JavascriptUdf", "script": partition_udf()},
+            },
+        }
+    ]
     assert job["identity"]["type"] == "SystemAssigned"
     assert job["eventsLateArrivalMaxDelayInSeconds"] == 120 and job["eventsOutOfOrderPolicy"] == "Drop"
     assert "inputs" not in job and "outputs" not in job and "outputStartMode" not in job
@@ -90,9 +105,23 @@ def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: De
     run = mocks.inputs(DEPLOYMENT)
     assert run["job_id"] == f"/mock/{JOB}/batchscoring-ingestion-job"
     definition = run["definition"]
-    assert sorted(definition) == ["inputs", "outputs", "settings", "transformation"]
+    assert sorted(definition) == ["functions", "inputs", "outputs", "settings", "transformation"]
     assert definition["transformation"] == {"name": "aggregate", "query": query, "streamingUnits": 3}
     assert definition["transformation"]["query"] == job["transformation"]["query"]
+    # The function the query calls, as Functions - Create Or Replace takes it: the same as the job was created with.
+    assert definition["functions"] == {
+        "partitionOf": {
+            "type": "Scalar",
+            "properties": {
+                "inputs": [{"dataType": "nvarchar(max)"}, {"dataType": "datetime"}, {"dataType": "bigint"}],
+                "output": {"dataType": "nvarchar(max)"},
+                "binding": {
+                    "type": "Microsoft.StreamAnalytics/JavascriptUdf",
+                    "properties": {"script": partition_udf()},
+                },
+            },
+        }
+    }
     namespace, hub = mocks.one("azure-native:eventhub:Namespace"), mocks.one("azure-native:eventhub:EventHub")
     assert definition["inputs"] == {
         INPUT_ALIAS: {
@@ -117,7 +146,8 @@ def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: De
         "properties": {
             "storageAccounts": [{"accountName": mocks.inputs(STORAGE)["accountName"]}],
             "container": "aggregates",
-            "pathPattern": ASA_PATH_PATTERN,
+            # Custom field partitioning on the query's partition column: the data names the folder.
+            "pathPattern": "{partition_path}",
             "authenticationMode": "Msi",
         },
     }
@@ -135,6 +165,21 @@ def test_stream_analytics_query_and_output_match_the_local_aggregator(deploy: De
     # The job is created with exactly the settings the deployment keeps applying.
     for key, value in definition["settings"].items():
         assert job[key] == value, key
+
+
+def test_a_shard_count_change_updates_the_jobs_query_and_nothing_else_of_it(deploy: Deploy) -> None:
+    """`pulumi up` after changing shardCount: the deployment's definition differs in the query only, so its diff is an
+    update whose plan is stop, PUT the transformation, start (infra/stream_job.py)."""
+    before = deploy(shardCount=16).mocks.inputs(DEPLOYMENT)
+    after = deploy(shardCount=64).mocks.inputs(DEPLOYMENT)
+    old, new = before["definition"], after["definition"]
+    assert "System.Timestamp(), 16) AS [partition_path]" in old["transformation"]["query"]
+    assert "System.Timestamp(), 64) AS [partition_path]" in new["transformation"]["query"]
+    assert {key for key in old if old[key] != new[key]} == {"transformation"}
+    plan = Plan.between(old, new)
+    assert (plan.transformation, plan.functions, plan.outputs, plan.inputs, plan.settings) == (True, (), (), (), {})
+    diff = StreamJobDeploymentProvider().diff("x", before, after)
+    assert (diff.changes, diff.replaces) == (True, [])
 
 
 def test_registry_has_no_admin_user_and_images_come_from_the_repo(deploy: Deploy) -> None:

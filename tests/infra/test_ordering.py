@@ -127,6 +127,7 @@ def test_the_job_is_create_only_and_nothing_carries_hooks(deploy: Deploy) -> Non
     assert sorted(job.ignore_changes) == sorted(
         [
             "transformation",
+            "functions",
             "eventsLateArrivalMaxDelayInSeconds",
             "eventsOutOfOrderMaxDelayInSeconds",
             "eventsOutOfOrderPolicy",

@@ -121,6 +121,15 @@ def test_names_include_the_stack_so_stacks_do_not_collide(deploy: Deploy) -> Non
             {"streamingUnits": 3},
             {"batchscoring-ingestion-job": {"transformation"}, "batchscoring-stream-run": {"definition"}},
         ),
+        # The shard count is in the query text (the partition function's argument): the transformation changes too.
+        (
+            {"shardCount": 8},
+            {
+                "batchscoring-ingestion-job": {"transformation"},
+                "batchscoring-stream-run": {"definition"},
+                "batchscoring-scheduler-submitter": {"containers"},
+            },
+        ),
         ({"chunkSize": 10}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"reconcileHours": 6}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"trustedTypes": ["sklearn.tree._tree.Tree"]}, {"batchscoring-scheduler-submitter": {"containers"}}),

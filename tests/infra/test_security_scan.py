@@ -163,6 +163,43 @@ def test_flattened_objects_are_nested_back_under_properties() -> None:
     assert nsg["properties"]["securityRules"] == [{"name": "ssh", "properties": {"access": "Allow", "priority": 100}}]
 
 
+def test_the_jobs_function_takes_arms_nested_shape() -> None:
+    """azure-native flattens ScalarFunctionProperties' and the JavaScript binding's ``properties``; ARM nests them."""
+    job = arm(
+        "azure-native:streamanalytics:StreamingJob",
+        {
+            "jobName": "job",
+            "functions": [
+                {
+                    "name": "partitionOf",
+                    "properties": {
+                        "type": "Scalar",
+                        "inputs": [{"dataType": "nvarchar(max)"}],
+                        "output": {"dataType": "nvarchar(max)"},
+                        "binding": {"type": "Microsoft.StreamAnalytics/JavascriptUdf", "script": "function (x) {}"},
+                    },
+                }
+            ],
+        },
+    )
+    assert job["properties"]["functions"] == [
+        {
+            "name": "partitionOf",
+            "properties": {
+                "type": "Scalar",
+                "properties": {
+                    "inputs": [{"dataType": "nvarchar(max)"}],
+                    "output": {"dataType": "nvarchar(max)"},
+                    "binding": {
+                        "type": "Microsoft.StreamAnalytics/JavascriptUdf",
+                        "properties": {"script": "function (x) {}"},
+                    },
+                },
+            },
+        }
+    ]
+
+
 def test_extension_resources_carry_their_scope_and_secrets_are_redacted() -> None:
     lock = arm(
         "azure-native:authorization:ManagementLockAtResourceLevel",
