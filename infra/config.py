@@ -65,6 +65,21 @@ HTTPS_URL = re.compile(r"^https://[^\s]+$")
 # So: 1 minute of documented batching plus margin for processing, write retries and throttling.
 OUTPUT_DELAY_MINUTES = 5
 
+# The stream job's blob output is partitioned by each row's folder, the hour of its window end and its device's shard
+# (custom field partitioning, see infra/stream_job.py). "Azure Stream Analytics custom blob output partitioning"
+# (learn.microsoft.com/azure/stream-analytics/stream-analytics-custom-path-patterns-blob-storage-output), Limitations:
+# "When an input stream consists of records with a partition key cardinality under 8,000, the records are appended to
+# existing blobs ... If the cardinality is over 8,000, there's no guarantee existing blobs will be written to"; the
+# blob output page adds that a new blob is then "created per partition key". The docs do not say over which span of
+# time the cardinality counts. What the job writes at once is one key per shard of each hour its output holds: windows
+# are emitted in event-time order as the watermark passes their end, late events are dropped (infra/ingestion.py), so
+# an output batch holds the hour being finished and, across the hour boundary, the next one: 2 x shardCount keys.
+# Bounding that by 8,000 keeps the job inside the documented regime; nothing depends on appends (Parquet output writes
+# a new file per batch anyway, and readers read every blob of a folder).
+ASA_PARTITION_KEY_LIMIT = 8000
+HOURS_WRITTEN_AT_ONCE = 2
+MAX_STREAM_SHARD_COUNT = min(MAX_SHARD_COUNT, ASA_PARTITION_KEY_LIMIT // HOURS_WRITTEN_AT_ONCE)
+
 
 class ConfigError(ValueError):
     """Raised with one line per invalid key, e.g. ``batchscoring:maxNodes: ...``."""
@@ -126,7 +141,7 @@ class PlatformConfig(BaseModel):
         int,
         Field(
             ge=1,
-            le=MAX_SHARD_COUNT,
+            le=MAX_STREAM_SHARD_COUNT,
             description="Shards an hour's pairs are split into by a hash of the device id; a task never spans "
             "two, and each has one model pack. About pairs / chunkSize; the trainer must use the same count.",
         ),
@@ -269,6 +284,20 @@ class PlatformConfig(BaseModel):
         int, Field(ge=1, le=1440, description="Alert when the stream job's output watermark lags this much.")
     ] = 15
     tags: Annotated[dict[str, str], Field(description="Tags added to every resource.")] = Field(default_factory=dict)
+
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _shards_fit_the_stream_output(cls, value: Any) -> Any:
+        """Said before the bound itself is checked, so that the error says why (see MAX_STREAM_SHARD_COUNT)."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_STREAM_SHARD_COUNT:
+            raise ValueError(
+                f"{value} shards would have the stream job write up to {HOURS_WRITTEN_AT_ONCE * value} partition "
+                f"folders at once ({HOURS_WRITTEN_AT_ONCE} hours x shardCount, around each hour boundary), over the "
+                f"{ASA_PARTITION_KEY_LIMIT:,} distinct partition keys Stream Analytics' custom blob partitioning "
+                f"documents; use at most {MAX_STREAM_SHARD_COUNT} shards (then rebuild the model packs: "
+                "`trainer pack --shard-count <n>`)"
+            )
+        return value
 
     @field_validator("window_minutes")
     @classmethod

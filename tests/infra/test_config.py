@@ -96,6 +96,13 @@ def test_prod_is_bigger_and_protected() -> None:
             "batchscoring:reconcileHours: Input should be greater than or equal to 1 (allowed 1..168)",
         ),
         ({"reconcileHours": 169}, "(allowed 1..168)"),
+        (
+            {"shardCount": 4001},
+            "batchscoring:shardCount: 4001 shards would have the stream job write up to 8002 partition folders at "
+            "once (2 hours x shardCount, around each hour boundary), over the 8,000 distinct partition keys Stream "
+            "Analytics' custom blob partitioning documents; use at most 4000 shards",
+        ),
+        ({"shardCount": 0}, "batchscoring:shardCount: Input should be greater than or equal to 1 (allowed 1..4000)"),
         ({"trustedTypes": "sklearn.tree._tree.Tree"}, "batchscoring:trustedTypes: Input should be a valid list"),
         ({"trustedTypes": ["sklearn.tree._tree.Tree", "Tree"]}, "batchscoring:trustedTypes.1: String should match"),
         ({"trustedTypes": ["a.b,c.d"]}, "batchscoring:trustedTypes.0: String should match"),
@@ -215,3 +222,10 @@ def test_raw_stack_config_decodes_values_and_ignores_other_namespaces() -> None:
 
 def test_readme_configuration_reference_matches_config_py() -> None:
     assert reference_table() in (ROOT / "README.md").read_text(), "regenerate the README table: python -m infra.config"
+
+
+def test_the_shard_count_is_bounded_by_the_stream_jobs_partitioned_output() -> None:
+    """Stream Analytics documents appends to a partition's blobs only under 8,000 partition keys; the job writes a key
+    per shard of each hour its output holds, two around an hour boundary (infra/config.py, MAX_STREAM_SHARD_COUNT)."""
+    assert parse_config({"shardCount": 4000}).shard_count == 4000
+    assert "| `batchscoring:shardCount` | `16` | 1..4000 |" in reference_table()
