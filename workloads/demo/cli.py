@@ -116,7 +116,7 @@ def main(
         f"outputs in Azurite (http://127.0.0.1:{port}/devstoreaccount1):\n"
         "  predictions/YYYY/MM/DD/HH/<job id>/<task id>.parquet  (the hour's current revision)\n"
         "  models/packs/<shard>.npz (per-shard model packs beside models/<device>/<sensor>/model.skops)\n"
-        "  logs/YYYY/MM/DD/HH/hour.json (the hour's state), <job id>/ (job.json, manifests/, inputs/, tasks/*.jsonl)"
+        "  logs/YYYY/MM/DD/HH/hour.json (the hour's state), <job id>/ (job.json, manifests/, tasks/*.jsonl)"
     )
 
 

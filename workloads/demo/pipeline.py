@@ -26,6 +26,7 @@ from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import task_id_for
 from workloads.submitter.reconcile import Reconciler, ReconcileSettings
 from workloads.submitter.record import JobRecord
+from workloads.training.packs import update_packs
 from workloads.training.train import train_and_publish
 
 
@@ -79,12 +80,13 @@ class DemoResult:
         return self.true_positives / self.injected if self.injected else 0.0
 
 
-def break_models(service: BlobServiceClient, pairs: list[Pair]) -> dict[Pair, str]:
+def break_models(service: BlobServiceClient, pairs: list[Pair], shard_count: int) -> dict[Pair, str]:
     """Delete one model and replace another with a broken file (a bad publish: new bytes, their own
-    checksum), as an operator might find them. Either way the pair's pack entry no longer matches the
-    model the planner lists, so the scorer takes the per-pair path and logs why the pair failed."""
+    checksum), as an operator might find them. Like every writer of models, it takes the pairs' entries out
+    of their shards' packs first, so the scorer takes the per-pair path and logs why each pair failed."""
     models = service.get_container_client(str(Container.MODELS))
     missing, corrupt = pairs[-1], pairs[-2]
+    update_packs(models, shard_count, {missing: None, corrupt: None})
     models.delete_blob(model_blob(missing))
     blob = models.get_blob_client(model_blob(corrupt))
     data = b"not a skops file"
@@ -126,7 +128,7 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
     )
     result.models = len(training.published)
     if config.bad_pairs and len(pairs) >= 3:
-        break_models(service, sorted(training.published))
+        break_models(service, sorted(training.published), config.shard_count)
     result.timings["train"] = time.perf_counter() - step
 
     score_hours = list(hours(config.first_score_hour, config.last_hour + HOUR))
