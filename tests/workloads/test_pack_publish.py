@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import make_pipeline
@@ -19,7 +19,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 from typer.testing import CliRunner
 
-from tests.workloads.helpers import HOUR, aggregates_for, train_on
+from tests.faults import FaultProxy, Rule
+from tests.workloads.helpers import HOUR, aggregates_for, hour_manifests, pair_logs, train_on
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common import fastpath
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
@@ -28,7 +29,10 @@ from workloads.common.model_metadata import list_models
 from workloads.common.model_pack import PackEntry, read_pack, write_pack
 from workloads.common.modelstore import load_model, publish_model
 from workloads.common.pairs import Pair
-from workloads.common.shards import shard_name
+from workloads.common.runlog import PairStatus
+from workloads.common.shards import DEFAULT_SHARD_COUNT, parse_shard_name, shard_name, shard_of
+from workloads.common.storage import StorageSettings
+from workloads.scorer.task import score_task
 from workloads.training import packs
 from workloads.training.cli import app as trainer
 from workloads.training.packs import PackUpdateError, pack_entry, rebuild_packs, update_packs
@@ -36,9 +40,9 @@ from workloads.training.train import train_and_publish
 
 FEATURES = DEFAULT_MODEL_FEATURES
 SHARDS = 4
-# Devices a, c -> shard 3, b -> shard 1, g -> shard 0 (of 4); shard 2 holds nobody.
-FLEET = [Pair("a", "x"), Pair("a", "y"), Pair("b", "x"), Pair("c", "x"), Pair("g", "x")]
-BY_SHARD = {3: {Pair("a", "x"), Pair("a", "y"), Pair("c", "x")}, 1: {Pair("b", "x")}, 0: {Pair("g", "x")}}
+# Devices a, e -> shard 3, o -> shard 1, f -> shard 0 (of 4); shard 2 holds nobody (p would be there).
+FLEET = [Pair("a", "x"), Pair("a", "y"), Pair("e", "x"), Pair("f", "x"), Pair("o", "x")]
+BY_SHARD = {3: {Pair("a", "x"), Pair("a", "y"), Pair("e", "x")}, 1: {Pair("o", "x")}, 0: {Pair("f", "x")}}
 START, END = HOUR - timedelta(hours=3), HOUR
 runner = CliRunner()
 
@@ -107,7 +111,7 @@ def test_training_writes_each_shard_a_pack_of_its_pairs_that_scores_like_the_mod
 def test_retraining_some_pairs_replaces_their_entries_and_keeps_the_others(service: BlobServiceClient) -> None:
     publish_history(service)
     first = train_and_publish(service, START, END, shard_count=SHARDS)
-    retrained = [Pair("a", "y"), Pair("b", "x")]
+    retrained = [Pair("a", "y"), Pair("o", "x")]
     second = train_and_publish(
         service,
         START,
@@ -129,7 +133,7 @@ def test_retraining_some_pairs_replaces_their_entries_and_keeps_the_others(servi
 def test_a_model_the_fast_path_cannot_compile_gets_no_entry_and_loses_its_old_one(service: BlobServiceClient) -> None:
     publish_history(service)
     train_and_publish(service, START, END, shard_count=SHARDS)
-    forests = [Pair("a", "x"), Pair("b", "x")]
+    forests = [Pair("a", "x"), Pair("o", "x")]
     report = train_and_publish(
         service,
         START,
@@ -140,23 +144,109 @@ def test_a_model_the_fast_path_cannot_compile_gets_no_entry_and_loses_its_old_on
     )
     assert set(report.published) == set(forests)  # the models themselves are published all the same
     assert report.packs is not None and report.packs.written == {shard(3): 2, shard(1): 0}
-    assert set(pack_of(service, 3)) == {Pair("a", "y"), Pair("c", "x")}
+    assert set(pack_of(service, 3)) == {Pair("a", "y"), Pair("e", "x")}
     assert pack_of(service, 1) == {}
 
     # A new pair whose model does not compile, in a shard whose pack never held it: nothing to write.
-    publish_history(service, [Pair("h", "x")])
+    publish_history(service, [Pair("u", "x")])
     again = train_and_publish(
-        service, START, END, pairs=[Pair("h", "x")], factory=lambda: IsolationForest(n_estimators=5), shard_count=4
+        service, START, END, pairs=[Pair("u", "x")], factory=lambda: IsolationForest(n_estimators=5), shard_count=4
     )
     assert again.packs is not None and again.packs.written == {}
-    assert set(pack_of(service, 0)) == {Pair("g", "x")}
+    assert set(pack_of(service, 0)) == {Pair("f", "x")}
 
 
-def test_training_without_a_shard_count_leaves_the_packs_alone(service: BlobServiceClient) -> None:
+def test_the_fleet_lies_in_the_shards_these_tests_name() -> None:
+    """The tests below name shards; this says where the hash puts their devices, so a changed hash fails here."""
+    assert {s: {p for p in FLEET if shard_of(p.device_id, SHARDS) == s} for s in range(SHARDS)} == {
+        **BY_SHARD,
+        2: set(),
+    }
+    assert (shard_of("u", SHARDS), shard_of("p", SHARDS), shard_of("o", 2)) == (0, 2, 1)
+
+
+def test_training_without_a_shard_count_updates_the_packs_of_the_default_count(service: BlobServiceClient) -> None:
     publish_history(service)
     report = train_and_publish(service, START, END)
-    assert report.packs is None
-    assert [b.name for b in models_of(service).list_blobs(name_starts_with="packs/")] == []
+    by_shard: dict[str, set[Pair]] = {}
+    for pair in FLEET:
+        by_shard.setdefault(shard(shard_of(pair.device_id, DEFAULT_SHARD_COUNT), DEFAULT_SHARD_COUNT), set()).add(pair)
+    assert report.packs is not None
+    assert report.packs.written == {name: len(pairs) for name, pairs in by_shard.items()}
+    listed = sorted(b.name for b in models_of(service).list_blobs(name_starts_with="packs/"))
+    assert listed == sorted(pack_blob(name) for name in by_shard)
+    for name, pairs in by_shard.items():
+        entries = pack_of(service, parse_shard_name(name)[0], DEFAULT_SHARD_COUNT)
+        assert {p: e.model_sha256 for p, e in entries.items()} == {p: report.published[p] for p in pairs}
+
+
+def current_checksums(service: BlobServiceClient) -> dict[Pair, str]:
+    """Each published model's sha256, as its blob's metadata names it."""
+    checksums = {}
+    for pair, metadata in list_models(models_of(service)).items():
+        assert not isinstance(metadata, str)
+        checksums[pair] = metadata.sha256
+    return checksums
+
+
+def every_pack_entry(service: BlobServiceClient) -> dict[Pair, str]:
+    """Every entry of every pack: pair -> the checksum it claims (a pair is in one pack)."""
+    models = models_of(service)
+    entries: dict[Pair, str] = {}
+    for blob in models.list_blobs(name_starts_with="packs/"):
+        for key, entry in read_pack(models.download_blob(blob.name).readall()).items():
+            assert Pair(*key) not in entries
+            entries[Pair(*key)] = entry.model_sha256
+    return entries
+
+
+def retrain_differently() -> object:
+    return make_pipeline(StandardScaler(), OneClassSVM(nu=0.05, gamma=0.3))
+
+
+def test_a_failure_to_retire_the_old_entries_publishes_nothing(
+    service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    publish_history(service)
+    first = train_and_publish(service, START, END, shard_count=SHARDS)
+    packs_before = every_pack_entry(service)
+    assert packs_before == first.published
+    refused = fault_proxy.add(Rule(r"/models/packs/", method="PUT", status=500, error_code="InternalError"))
+    with pytest.raises(PackUpdateError, match=r"nothing published: the old pack entries of 5 pair\(s\)"):
+        train_and_publish(faulty_settings.client(), START, END, factory=retrain_differently, shard_count=SHARDS)
+    assert refused.hits > 0  # the retire step tried, and failed
+    assert fault_proxy.requests(r"/model\.skops$", "PUT") == []  # no model file was even attempted
+    assert current_checksums(service) == first.published  # every model as it was
+    assert every_pack_entry(service) == packs_before  # and every pack
+
+
+def test_publishing_stopped_midway_leaves_no_pack_entry_older_than_its_model(
+    service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    publish_history(service)
+    first = train_and_publish(service, START, END, shard_count=SHARDS)
+    retrained = [Pair("a", "x"), Pair("a", "y"), Pair("e", "x"), Pair("o", "x")]  # f/x keeps its model and entry
+    # Published in pair order: a/x and a/y get new models, then e/x cannot be written and the run stops.
+    fault_proxy.add(Rule(r"/models/e/x/model\.skops$", method="PUT", status=500, error_code="InternalError"))
+    with pytest.raises(AzureError):
+        train_and_publish(
+            faulty_settings.client(), START, END, pairs=retrained, factory=retrain_differently, shard_count=SHARDS
+        )
+    now = current_checksums(service)
+    changed = {p for p in FLEET if now[p] != first.published[p]}
+    assert changed == {Pair("a", "x"), Pair("a", "y")}  # it did stop midway
+    entries = every_pack_entry(service)
+    assert entries == {Pair("f", "x"): first.published[Pair("f", "x")]}  # the retrained pairs' entries are retired
+    assert all(entries[p] == now[p] for p in entries)  # no entry older than its model file
+
+    # And so the scorer, which trusts a pack's checksums, scores each pair with the model file now published.
+    publish_aggregates(service, aggregates_for(FLEET, HOUR), shard_count=SHARDS)
+    lines = pair_logs([score_task(service, m) for m in hour_manifests(service, HOUR, shard_count=SHARDS)])
+    assert set(lines) == set(FLEET)
+    assert {p: (line.status, line.model_sha256) for p, line in lines.items()} == {
+        p: (PairStatus.OK, now[p]) for p in FLEET
+    }
+    assert {p for p, line in lines.items() if line.path == "pack"} == {Pair("f", "x")}
 
 
 def test_an_unreadable_pack_is_rebuilt_from_the_changes_and_reported(service: BlobServiceClient) -> None:
@@ -168,7 +258,7 @@ def test_an_unreadable_pack_is_rebuilt_from_the_changes_and_reported(service: Bl
     assert list(report.packs.rebuilt_unreadable) == [shard(3)]
     assert "not a model pack" in report.packs.rebuilt_unreadable[shard(3)]
     assert set(pack_of(service, 3)) == {Pair("a", "x")}  # the others fall back to their models until a rebuild
-    assert set(pack_of(service, 1)) == {Pair("b", "x")}
+    assert set(pack_of(service, 1)) == {Pair("o", "x")}
 
 
 def _wrap_reads(monkeypatch: pytest.MonkeyPatch, after_read: Callable[[BlobClient, int], object]) -> None:
@@ -191,7 +281,7 @@ def _wrap_reads(monkeypatch: pytest.MonkeyPatch, after_read: Callable[[BlobClien
 def test_a_pack_changed_between_read_and_write_is_reread_and_merged(
     service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, b, c = Pair("a", "x"), Pair("a", "y"), Pair("c", "x")  # all in shard 3
+    a, b, c = Pair("a", "x"), Pair("a", "y"), Pair("e", "x")  # all in shard 3
     update_packs(models_of(service), SHARDS, {a: entry_for(a)})
 
     def another_writer(blob: BlobClient, number: int) -> None:
@@ -267,9 +357,9 @@ def test_a_pack_failure_after_publishing_says_the_models_are_published(
 
 def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: BlobServiceClient) -> None:
     models = models_of(service)
-    good = [Pair("a", "x"), Pair("c", "x"), Pair("g", "x")]
+    good = [Pair("a", "x"), Pair("e", "x"), Pair("f", "x")]
     shas = {p: publish_model(models, p, train_on(aggregates_for([p], windows=60)), FEATURES).sha256 for p in good}
-    pickled, forest = Pair("a", "y"), Pair("b", "x")
+    pickled, forest = Pair("a", "y"), Pair("o", "x")
     estimator = train_on(aggregates_for([pickled], windows=60))
     data = pickle.dumps(estimator)
     metadata = publish_model(models, pickled, estimator, FEATURES).to_blob_metadata()
@@ -279,7 +369,7 @@ def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: B
     publish_model(models, forest, IsolationForest(n_estimators=5, random_state=0).fit(x), FEATURES)
     # Stale packs: an entry for a model that no longer exists, and one in a shard that will be empty.
     update_packs(
-        models, SHARDS, {Pair("c", "gone"): entry_for(Pair("c", "gone")), Pair("j", "x"): entry_for(Pair("j", "x"))}
+        models, SHARDS, {Pair("e", "gone"): entry_for(Pair("e", "gone")), Pair("p", "x"): entry_for(Pair("p", "x"))}
     )
     models.upload_blob(pack_blob(shard(1)), b"corrupt", overwrite=True)
 
@@ -289,7 +379,7 @@ def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: B
     assert report.skipped[pickled].startswith("pickle:")
     assert report.skipped[forest].startswith("untrusted_model:")
     assert {p: e.model_sha256 for p, e in pack_of(service, 3).items()} == {p: shas[p] for p in good[:2]}
-    assert {p: e.model_sha256 for p, e in pack_of(service, 0).items()} == {Pair("g", "x"): shas[Pair("g", "x")]}
+    assert {p: e.model_sha256 for p, e in pack_of(service, 0).items()} == {Pair("f", "x"): shas[Pair("f", "x")]}
     assert pack_of(service, 1) == {} and pack_of(service, 2) == {}
 
     trusted = rebuild_packs(models, SHARDS, trusted_types=("sklearn.tree._tree.Tree",))
@@ -299,7 +389,7 @@ def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: B
 def test_pack_cli_rebuilds_and_exits_2_on_bad_input_and_1_on_storage_failures(
     service: BlobServiceClient, azurite: tuple[int, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pair = Pair("b", "x")
+    pair = Pair("o", "x")
     sha = publish_model(models_of(service), pair, train_on(aggregates_for([pair], windows=60)), FEATURES).sha256
     result = runner.invoke(trainer, ["pack", "--shard-count", "2"])
     assert result.exit_code == 0, result.output
@@ -315,7 +405,12 @@ def test_pack_cli_rebuilds_and_exits_2_on_bad_input_and_1_on_storage_failures(
     assert {p: e.model_sha256 for p, e in pack_of(service, 1, 2).items()} == {pair: sha}
 
     assert runner.invoke(trainer, ["pack", "--shard-count", "0"]).exit_code == 2
-    assert runner.invoke(trainer, ["pack"]).exit_code == 2
+    default = runner.invoke(trainer, ["pack"])  # the one default every tool shares
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.stdout)["packs_written"] == DEFAULT_SHARD_COUNT
+    assert {
+        p: e.model_sha256 for p, e in pack_of(service, shard_of("o", DEFAULT_SHARD_COUNT), DEFAULT_SHARD_COUNT).items()
+    } == {pair: sha}
     bad_type = runner.invoke(trainer, ["pack", "--shard-count", "2", "--trusted-type", "not a type"])
     assert bad_type.exit_code == 2 and "invalid trusted type" in bad_type.output
     monkeypatch.setenv("SCORING_SHARD_COUNT", "3")
@@ -341,7 +436,14 @@ def test_trainer_cli_updates_packs_under_both_invocations(service: BlobServiceCl
         "rebuilt_unreadable": {},
         "conflicts_retried": 0,
     }
-    plain = runner.invoke(trainer, ["train", *window])
+    plain = runner.invoke(trainer, ["train", *window])  # the default count: packs are always kept in step
     assert plain.exit_code == 0, plain.output
-    assert json.loads(plain.stdout)["packs"] is None
+    shards = {shard_of(p.device_id, DEFAULT_SHARD_COUNT) for p in FLEET}
+    assert json.loads(plain.stdout)["packs"] == {
+        "packs_written": len(shards),
+        "pack_entries": 5,
+        "rebuilt_unreadable": {},
+        "conflicts_retried": 0,
+    }
+    assert all(pack_of(service, s, DEFAULT_SHARD_COUNT) for s in shards)
     assert runner.invoke(trainer, ["train", *window, "--shard-count", "0"]).exit_code == 2

@@ -59,6 +59,15 @@ class PackUpdate:
     conflicts_retried: int = 0  # conditional writes lost to another writer, then re-read and retried
     skipped: dict[Pair, str] = field(default_factory=dict)  # rebuild only: pair -> why it has no entry
 
+    def then(self, later: PackUpdate) -> PackUpdate:
+        """Both updates as one (``later`` wrote last): what a training run's retire-then-add steps did."""
+        return PackUpdate(
+            written={**self.written, **later.written},
+            rebuilt_unreadable={**self.rebuilt_unreadable, **later.rebuilt_unreadable},
+            conflicts_retried=self.conflicts_retried + later.conflicts_retried,
+            skipped={**self.skipped, **later.skipped},
+        )
+
 
 def pack_entry(pair: Pair, estimator: object, metadata_sha256: str, features: Sequence[str]) -> PackEntry | None:
     """The pack entry of a published model, or None where the fast path does not support the estimator."""

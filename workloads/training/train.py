@@ -4,8 +4,8 @@ All of the history is read before anything is trained, and every pair is trained
 published: unreadable history raises (InputReadError) with nothing published, and a pair that cannot
 be trained is skipped with its reason, so a run never publishes half a fleet and then fails.
 
-With a shard count, the shards' model packs are updated after all models are published: the models
-are the source of truth, a pack entry only an accelerator the scorer checks against them.
+The shards' model packs are always kept in step: the trained pairs' entries are retired before their
+models are replaced and the new entries added after, so a pack entry is never older than its model.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class TrainingReport:
     corrupt_blobs: dict[str, str] = field(default_factory=dict)  # blob -> why its rows were left out
     duplicate_rows: int = 0
     conflicting_rows: int = 0
-    packs: PackUpdate | None = None  # None: no shard count given, packs left alone
+    packs: PackUpdate | None = None  # None: no pair trained, packs left alone
 
 
 def read_history(
@@ -118,9 +118,10 @@ def train_and_publish(
         except ValueError as exc:
             report.skipped[pair] = str(exc)
     models = service.get_container_client(str(Container.MODELS))
+    retired = PackUpdate()
     if trained:
         try:
-            update_packs(models, shard_count, dict.fromkeys(trained))
+            retired = update_packs(models, shard_count, dict.fromkeys(trained))
         except (AzureError, PackUpdateError) as exc:
             raise PackUpdateError(
                 f"nothing published: the old pack entries of {len(trained)} pair(s) could not be retired first "
@@ -139,7 +140,9 @@ def train_and_publish(
             for pair, (estimator, _) in trained.items()
         }
         try:
-            report.packs = update_packs(models, shard_count, changes)
+            # The retire step's writes count too: it may be the only one that touched a shard (entries of models
+            # the fast path cannot compile), or the one that found a pack unreadable and replaced it.
+            report.packs = retired.then(update_packs(models, shard_count, changes))
         except (AzureError, PackUpdateError) as exc:
             raise PackUpdateError(
                 f"{len(report.published)} model(s) published, but their model packs were not updated "
