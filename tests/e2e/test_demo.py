@@ -11,6 +11,7 @@ from rich.progress import Progress
 from typer.testing import CliRunner
 
 from workloads.common.aggregates import AggregationSpec
+from workloads.common.shards import shard_of
 from workloads.common.storage import StorageSettings
 from workloads.demo.cli import app
 from workloads.demo.pipeline import DemoConfig, run_demo
@@ -27,12 +28,17 @@ def test_demo_finds_injected_anomalies(service: BlobServiceClient, settings: Sto
         last_hour=LAST_HOUR,
         score_hours=2,
         history_hours=24,
-        chunk_size=7,
+        shard_count=4,
         workers=0,
     )
     result = run_demo(settings, config, Progress(disable=True))
     assert [r.record.status.value for r in result.hours] == ["completed", "completed"]
-    assert all((r.record.tasks, r.record.pairs) == (4, 24) for r in result.hours)
+    # A task per shard folder: the shards the 8 devices hash to under the demo's count.
+    shards = {shard_of(device, 4) for device in {p.device_id for p in config.fleet.pairs()}}
+    assert all(
+        (r.record.tasks, r.record.shards, r.record.pairs) == (len(shards), len(shards), 24) for r in result.hours
+    )
+    assert all(r.record.unaccounted_rows == 0 and r.record.rows["scored"] > 0 for r in result.hours)
     assert all((r.record.ok, r.record.failed) == (22, 2) for r in result.hours)
     assert sorted(reason.split(":")[0] for reason in result.failures.values()) == [
         "corrupt_model",
