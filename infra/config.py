@@ -33,7 +33,8 @@ from pydantic.fields import FieldInfo
 
 from infra.autoscale import AutoscaleSpec
 from workloads.common.aggregates import AggregationSpec
-from workloads.common.shards import MAX_SHARD_COUNT
+from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB
+from workloads.common.shards import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT
 
 NAMESPACE = "batchscoring"
 VM_SIZE = re.compile(r"^Standard_[A-Z][A-Za-z0-9_-]*$")
@@ -129,23 +130,25 @@ class PlatformConfig(BaseModel):
     time_zone: Annotated[
         str, Field(min_length=1, max_length=64, description="Windows time zone name of the trigger, e.g. UTC.")
     ] = "UTC"
-    chunk_size: Annotated[
+    task_input_mib: Annotated[
         int,
         Field(
             ge=1,
-            le=100_000,
-            description="Most device/sensor pairs per Batch task; a shard with more becomes several tasks.",
+            le=4096,
+            description="A shard folder with more MiB of aggregates in an hour is split into slices, a Batch "
+            "task each; size shardCount so that this rarely happens.",
         ),
-    ] = 1000
+    ] = DEFAULT_TASK_INPUT_MIB
     shard_count: Annotated[
         int,
         Field(
             ge=1,
             le=MAX_STREAM_SHARD_COUNT,
-            description="Shards an hour's pairs are split into by a hash of the device id; a task never spans "
-            "two, and each has one model pack. About pairs / chunkSize; the trainer must use the same count.",
+            description="Shards the fleet is split into by a hash of the device id: the stream job writes each "
+            "hour's rows into one folder per shard, a Batch task scores each, and each has one model pack. About "
+            "pairs / 1000; the trainer reads the same count (SCORING_SHARD_COUNT).",
         ),
-    ] = 16
+    ] = DEFAULT_SHARD_COUNT
     lateness_minutes: Annotated[
         int,
         Field(

@@ -2,10 +2,10 @@
 
 | principal | role | scope |
 |---|---|---|
-| scorer (pool nodes) | Storage Blob Data Reader | models, aggregates containers |
-| scorer | Storage Blob Data Contributor | predictions, logs containers |
+| scorer (pool nodes) | Storage Blob Data Reader | models container |
+| scorer | Storage Blob Data Contributor | aggregates (to refile misfiled rows), predictions, logs containers |
 | scorer, submitter | AcrPull | registry |
-| submitter (container group) | Storage Blob Data Reader | models, aggregates containers |
+| submitter (container group) | Storage Blob Data Reader | aggregates container (listing only) |
 | submitter | Storage Blob Data Contributor | logs container (manifests, job records) |
 | submitter | Azure Batch Job Submitter (built in) | Batch account |
 | Stream Analytics | Event Hubs Data Receiver | the event hub |

@@ -150,7 +150,9 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             f"{name}-scorer-access",
             [
                 Grant("read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
-                Grant("read-aggregates", scorer_id.principal_id, reader, container(Container.AGGREGATES)),
+                # Read its shard's folder, and refile rows found in the wrong folder to their own partition
+                # (``workloads/scorer/inputs.py``): a task that cannot write them fails rather than drop them.
+                Grant("refile-aggregates", scorer_id.principal_id, contributor, container(Container.AGGREGATES)),
                 Grant("write-predictions", scorer_id.principal_id, contributor, container(Container.PREDICTIONS)),
                 Grant("write-logs", scorer_id.principal_id, contributor, container(Container.LOGS)),
                 Grant("pull", scorer_id.principal_id, acr_pull, registry_id),
@@ -181,7 +183,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         submitter_access = AccessPolicy(
             f"{name}-submitter-access",
             [
-                Grant("read-models", submitter_id.principal_id, reader, container(Container.MODELS)),
+                # Planning lists the hour's aggregate folders; it reads no rows and no models.
                 Grant("read-aggregates", submitter_id.principal_id, reader, container(Container.AGGREGATES)),
                 Grant("write-logs", submitter_id.principal_id, contributor, container(Container.LOGS)),
                 Grant("pull", submitter_id.principal_id, acr_pull, registry_id),
@@ -222,7 +224,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     envvars.AZURE_CLIENT_ID: submitter_id.client_id,
                     envvars.STACK: stack,
                     envvars.BACKEND: "batch",
-                    envvars.CHUNK_SIZE: str(config.chunk_size),
+                    envvars.TASK_INPUT_MIB: str(config.task_input_mib),
                     envvars.SHARD_COUNT: str(config.shard_count),
                     envvars.LATENESS_MINUTES: str(config.lateness_minutes),
                     envvars.RECONCILE_HOURS: str(config.reconcile_hours),

@@ -284,7 +284,7 @@ def test_minute_recurrence_has_no_minute_schedule() -> None:
 
 def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> None:
     deployment = deploy(
-        chunkSize=120,
+        taskInputMib=120,
         shardCount=32,
         latenessMinutes=12,
         taskMaxRetries=3,
@@ -305,7 +305,11 @@ def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> Non
     assert env[envvars.BATCH_ACCOUNT_URL] == deployment.outputs["batch_account_endpoint"]
     assert env[envvars.BATCH_POOL_ID] == "scorers"
     assert env[envvars.SCORER_IMAGE] == deployment.outputs["scorer_image"]
-    assert (env[envvars.CHUNK_SIZE], env[envvars.LATENESS_MINUTES], env[envvars.TASK_MAX_RETRIES]) == ("120", "12", "3")
+    assert (env[envvars.TASK_INPUT_MIB], env[envvars.LATENESS_MINUTES], env[envvars.TASK_MAX_RETRIES]) == (
+        "120",
+        "12",
+        "3",
+    )
     assert env[envvars.RECONCILE_HOURS] == "48" and env[envvars.SHARD_COUNT] == "32"
     assert env[envvars.TRUSTED_TYPES] == "sklearn.tree._tree.Tree,numpy.dtype"
     assert env[envvars.STACK] == "dev" and env[envvars.BACKEND] == "batch"
@@ -340,11 +344,10 @@ def test_role_assignments_are_scoped_to_the_narrowest_resource(deploy: Deploy) -
     container = f"/mock/{CONTAINER}/batchscoring-storage-"
     expected = {
         "scorer-access-read-models": (reader, container + "models"),
-        "scorer-access-read-aggregates": (reader, container + "aggregates"),
+        "scorer-access-refile-aggregates": (contributor, container + "aggregates"),
         "scorer-access-write-predictions": (contributor, container + "predictions"),
         "scorer-access-write-logs": (contributor, container + "logs"),
         "scorer-access-pull": acr_pull,
-        "submitter-access-read-models": (reader, container + "models"),
         "submitter-access-read-aggregates": (reader, container + "aggregates"),
         "submitter-access-write-logs": (contributor, container + "logs"),
         "submitter-access-pull": acr_pull,

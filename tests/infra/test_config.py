@@ -131,7 +131,7 @@ def test_invalid_values_name_the_key_and_the_allowed_range(raw: dict[str, Any], 
 
 def test_every_invalid_key_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as error:
-        parse_config({"maxNodes": 0, "chunkSize": 0, "windowMinutes": 7})
+        parse_config({"maxNodes": 0, "taskInputMib": 0, "windowMinutes": 7})
     lines = str(error.value).splitlines()[1:]
     assert len(lines) == 3
 
@@ -141,7 +141,7 @@ def test_rules_across_keys_are_reported_with_the_other_errors() -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(
             {
-                "chunkSize": 0,
+                "taskInputMib": 0,
                 "windowMinutes": 7,
                 "task_max_retries": 1,
                 "minNodes": 5,
@@ -152,7 +152,7 @@ def test_rules_across_keys_are_reported_with_the_other_errors() -> None:
     lines = [line.strip() for line in str(error.value).splitlines()[1:]]
     assert [line.split(":")[1] for line in lines] == [
         "windowMinutes",
-        "chunkSize",
+        "taskInputMib",
         "task_max_retries",
         "minNodes",
         "latenessMinutes",

@@ -34,7 +34,7 @@ EXPECTED_RESOURCES = {
     "azure-native:containerinstance:ContainerGroup": 1,
     "azure-native:logic:Workflow": 1,
     "azure-native:authorization:RoleDefinition": 1,
-    "azure-native:authorization:RoleAssignment": 13,
+    "azure-native:authorization:RoleAssignment": 12,
     "azure-native:operationalinsights:Workspace": 1,
     "azure-native:monitor:DiagnosticSetting": 5,  # Batch, stream job, Logic App, blob service, Event Hubs
     "azure-native:monitor:ActionGroup": 1,
@@ -130,7 +130,7 @@ def test_names_include_the_stack_so_stacks_do_not_collide(deploy: Deploy) -> Non
                 "batchscoring-scheduler-submitter": {"containers"},
             },
         ),
-        ({"chunkSize": 10}, {"batchscoring-scheduler-submitter": {"containers"}}),
+        ({"taskInputMib": 10}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"reconcileHours": 6}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"trustedTypes": ["sklearn.tree._tree.Tree"]}, {"batchscoring-scheduler-submitter": {"containers"}}),
         ({"scheduleMinute": 30}, {"batchscoring-scheduler-workflow": {"definition"}}),

@@ -41,6 +41,9 @@ PATH_PATTERN = "{partition_path}"  # custom field partitioning on the query's pa
 UDF = "partitionOf"
 
 
+_REAL_SLEEP = time.sleep
+
+
 @pytest.fixture(autouse=True)
 def no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every wait must go through the injected clock."""
@@ -664,7 +667,10 @@ def test_delete_of_a_job_already_gone_succeeds(arm: FakeArm) -> None:
 # --- pickling: the provider runs in Pulumi's provider process ----------------------------------------------------
 
 
-def test_the_provider_pickles_by_reference_and_loads_in_a_separate_process() -> None:
+def test_the_provider_pickles_by_reference_and_loads_in_a_separate_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # subprocess.run polls its child with time.sleep when the child is slow (a loaded CI machine); no wait of the
+    # provider's own is exercised here.
+    monkeypatch.setattr(time, "sleep", _REAL_SLEEP)
     provider = StreamJobDeploymentProvider()
     assert vars(provider) == {}
     serialized = serialize_provider(provider)

@@ -26,6 +26,9 @@ from workloads.common.windows import floor_hour
 TRUSTED_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _FILE = re.compile(r"[^/]+\.parquet")
 MAX_SLICES = 4096
+# A shard folder with more aggregates than this in an hour is split into slices (some 800k rows of
+# Parquet: seconds of scoring, well inside a task's memory). The stack's ``taskInputMiB``.
+DEFAULT_TASK_INPUT_MIB = 64
 
 
 def validate_trusted_type(value: str) -> str:

@@ -21,13 +21,12 @@ from azure.storage.blob import BlobServiceClient
 
 from workloads.common.hour_inputs import InputBlob, fingerprint, list_hour_inputs
 from workloads.common.layout import parse_aggregate_blob
-from workloads.common.manifest import MAX_SLICES, TaskManifest
+from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB, MAX_SLICES, TaskManifest
 from workloads.common.shards import is_shard_folder
 from workloads.common.windows import floor_hour
 
 MIB = 1024 * 1024
-# About 64 MiB of Parquet aggregates (some 800k rows): seconds of scoring, well inside a task's memory.
-DEFAULT_TASK_BYTES = 64 * MIB
+DEFAULT_TASK_BYTES = DEFAULT_TASK_INPUT_MIB * MIB
 _STACK = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
