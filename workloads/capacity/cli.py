@@ -46,7 +46,9 @@ def main(
     pairs: Annotated[list[int], typer.Option(min=1, help="Device/sensor pairs per run (repeatable).")],
     vm_size: Annotated[str, typer.Option(help="Batch node size, as in the price table.")] = "Standard_D8s_v5",
     schedule: Annotated[str, typer.Option(help=f"One of {', '.join(RUNS_PER_DAY)}.")] = "hourly",
-    pairs_per_task: Annotated[int, typer.Option(min=1, help="chunkSize (with shardCount ~ pairs / it).")] = 2500,
+    pairs_per_task: Annotated[
+        int, typer.Option(min=1, help="Pairs per task: pairs / shardCount (a task per shard folder).")
+    ] = 2500,
     max_nodes: Annotated[int, typer.Option(min=1, help="The pool's maxNodes.")] = 100,
     deadline_minutes: Annotated[float, typer.Option(min=1, help="A run should end this long after it starts.")] = 20,
     node_start_minutes: Annotated[float, typer.Option(min=0, help="Node allocation, boot and image pull.")] = 4,

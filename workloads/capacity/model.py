@@ -128,7 +128,7 @@ class Workload:
     pairs: int
     vm_size: str
     schedule: Schedule = "hourly"
-    pairs_per_task: int = 2500  # chunkSize, with shardCount ~ pairs / chunkSize
+    pairs_per_task: int = 2500  # pairs / shardCount: a task per shard folder
     max_nodes: int = 100
     deadline_minutes: float = 20.0  # a run should end this long after it starts
     node_start_minutes: float = 4.0  # allocation, boot, image pull (assumption)
