@@ -10,8 +10,10 @@ from azure.storage.blob import BlobServiceClient
 from tests.workloads.helpers import HOUR
 from workloads.aggregator.publish import aggregate_and_publish
 from workloads.common.aggregates import AGGREGATE_COLUMNS, AggregationSpec, aggregate_readings
+from workloads.common.frames import from_parquet
 from workloads.common.hour_inputs import read_hour_aggregates
-from workloads.common.layout import Container
+from workloads.common.layout import Container, local_aggregate_blob
+from workloads.common.shards import DEFAULT_SHARD_COUNT, parse_shard_name, partition_of, shard_name, shard_of
 
 SPEC = AggregationSpec(window=timedelta(minutes=5), late_tolerance=timedelta(minutes=2))
 
@@ -94,9 +96,10 @@ def test_publish_writes_one_blob_per_hour_of_window_end(service: BlobServiceClie
         ("d", "s", "2026-11-25T10:54:00Z", 2.0),  # window ends 10:55 -> scoring hour 10
     )
     names = aggregate_and_publish(service, frame, SPEC)
+    shard = shard_name(shard_of("d", DEFAULT_SHARD_COUNT), DEFAULT_SHARD_COUNT)
     assert sorted(names) == [
-        "2026/11/25/10/local-aggregator.parquet",
-        "2026/11/25/11/local-aggregator.parquet",
+        f"2026/11/25/10/{shard}/local-aggregator.parquet",
+        f"2026/11/25/11/{shard}/local-aggregator.parquet",
     ]
     assert list(read_hour_aggregates(service, HOUR).frame["avg"]) == [2.0]
     assert list(read_hour_aggregates(service, HOUR + timedelta(hours=1)).frame["avg"]) == [1.0]
@@ -105,6 +108,44 @@ def test_publish_writes_one_blob_per_hour_of_window_end(service: BlobServiceClie
     container = service.get_container_client(str(Container.AGGREGATES))
     assert len(list(container.list_blobs(name_starts_with="2026/11/25/10/"))) == 1
     assert list(read_hour_aggregates(service, HOUR).frame["avg"]) == [7.0]
+
+
+@pytest.mark.parametrize("shard_count", [DEFAULT_SHARD_COUNT, 4])
+def test_publish_files_each_row_under_the_partition_its_data_decides(
+    service: BlobServiceClient, shard_count: int
+) -> None:
+    devices = [f"dev-{i:02d}" for i in range(12)]
+    times = ["2026-11-25T10:54:00Z", "2026-11-25T10:58:00Z", "2026-11-25T11:03:00Z"]  # ends 10:55, 11:00, 11:05
+    frame = readings(*[(device, sensor, t, 1.0) for device in devices for sensor in ("s", "t") for t in times])
+    aggregates = aggregate_readings(frame, SPEC)
+    places = [
+        partition_of(device, end.to_pydatetime(), shard_count)
+        for device, end in zip(aggregates["device_id"], aggregates["window_end"], strict=True)
+    ]
+    assert len(set(places)) > 3  # several shards and both hours, so a misfiled row would show
+
+    names = aggregate_and_publish(service, frame, SPEC, shard_count)
+    container = service.get_container_client(str(Container.AGGREGATES))
+    listed = sorted(b.name for b in container.list_blobs())
+    assert sorted(names) == listed == sorted(local_aggregate_blob(p) for p in set(places))  # one blob per partition
+    expected = aggregates.assign(partition=places)
+    for name in listed:
+        rows = from_parquet(container.download_blob(name).readall())
+        folder = name.rsplit("/", 1)[0]
+        mine = expected[expected.partition == folder]
+        assert len(rows) == len(mine) > 0
+        assert sorted(zip(rows.device_id, rows.sensor, rows.window_end, strict=True)) == sorted(
+            zip(mine.device_id, mine.sensor, mine.window_end, strict=True)
+        )
+        shard = shard_name(shard_of(str(rows.device_id.iloc[0]), shard_count), shard_count)
+        assert {shard_of(d, shard_count) for d in rows.device_id} == {parse_shard_name(shard)[0]}
+        assert folder.endswith(f"/{shard}")
+        # The hour folder is the hour of the window end; a window ending on the hour is the next hour's.
+        assert {f"{t:%Y/%m/%d/%H}" for t in rows.window_end} == {folder.rsplit("/", 1)[0]}
+        if folder.startswith("2026/11/25/11/"):
+            assert pd.Timestamp("2026-11-25T11:00:00Z") in set(rows.window_end)
+        else:
+            assert set(rows.window_end) == {pd.Timestamp("2026-11-25T10:55:00Z")}
 
 
 def test_asa_query_is_generated_from_the_same_features() -> None:

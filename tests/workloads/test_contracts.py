@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -15,6 +16,7 @@ from workloads.common.manifest import TaskManifest
 from workloads.common.model_metadata import ModelFormat, ModelMetadata
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, parse_jsonl, to_jsonl
+from workloads.common.shards import partition_of, shard_name, shard_of
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import last_complete_hour, parse_hour, validate_window
 
@@ -30,9 +32,17 @@ def test_pair_parse_and_validation() -> None:
 def test_blob_layout_is_time_partitioned() -> None:
     pair = Pair("dev-1", "temp")
     assert layout.hour_prefix(HOUR) == "2026/11/25/10/"
-    assert layout.local_aggregate_blob(HOUR) == "2026/11/25/10/local-aggregator.parquet"
+    partition = partition_of("dev-1", HOUR, 16)
+    assert partition == f"2026/11/25/10/{shard_name(shard_of('dev-1', 16), 16)}"
+    assert layout.aggregate_folder(partition) == f"{partition}/"
+    assert layout.local_aggregate_blob(partition) == f"{partition}/local-aggregator.parquet"
+    # Refiled rows: one blob per source blob version and target partition, named only by those.
+    refiled = layout.refiled_blob(partition, "2026/11/25/09/asa-1.parquet", '"0x1"')
+    assert refiled == layout.refiled_blob(partition, "2026/11/25/09/asa-1.parquet", '"0x1"')
+    assert re.fullmatch(rf"{partition}/refiled-[0-9a-f]{{24}}\.parquet", refiled)
+    assert refiled != layout.refiled_blob(partition, "2026/11/25/09/asa-1.parquet", '"0x2"')
+    assert refiled != layout.refiled_blob(partition, "2026/11/25/09/asa-2.parquet", '"0x1"')
     assert layout.prediction_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/task-00001.parquet"
-    assert layout.task_input_blob(HOUR, "job", "task-00001") == "2026/11/25/10/job/inputs/task-00001.parquet"
     assert layout.pack_blob("s00007-of-00064") == "packs/s00007-of-00064.npz"
     assert layout.pair_from_model_blob(layout.pack_blob("s00007-of-00064")) is None  # never taken for a model
     assert layout.hour_state_blob(HOUR) == "2026/11/25/10/hour.json"
@@ -41,6 +51,20 @@ def test_blob_layout_is_time_partitioned() -> None:
     assert layout.model_blob(pair) == "dev-1/temp/model.skops"
     assert layout.pair_from_model_blob("dev-1/temp/model.skops") == pair
     assert layout.pair_from_model_blob("dev-1/temp/other.txt") is None
+
+
+def test_aggregate_blobs_are_placed_by_their_folder_under_the_hour() -> None:
+    place = layout.parse_aggregate_blob
+    assert place("2026/11/25/10/s00003-of-00016/asa-0.parquet") == layout.AggregateBlobPlace(HOUR, "s00003-of-00016")
+    assert place("2026/11/25/10/local-aggregator.parquet") == layout.AggregateBlobPlace(HOUR, None)  # old layout
+    assert place("2026/11/25/10/a/b/x.parquet") == layout.AggregateBlobPlace(HOUR, "a/b")
+    for other in (
+        "2026/11/25/10/s00003-of-00016/asa-0.json",
+        "2026/13/25/10/x.parquet",
+        "x.parquet",
+        "2026/11/25/x.parquet",
+    ):
+        assert place(other) is None
 
 
 def test_hours_parse_and_last_complete_hour() -> None:
@@ -62,10 +86,30 @@ def test_windows_must_tile_an_hour(minutes: int) -> None:
 
 
 def test_manifest_round_trip() -> None:
-    manifest = TaskManifest(job_id="j", task_id="t", hour=HOUR, pairs=(Pair("a", "x"), Pair("b", "y")))
+    inputs = ("2026/11/25/10/s00003-of-00016/asa-0.parquet", "2026/11/25/10/s00003-of-00016/asa-1.parquet")
+    manifest = TaskManifest(
+        job_id="j",
+        task_id="t",
+        hour=HOUR,
+        shard_count=16,
+        folder="s00003-of-00016",
+        inputs=inputs,
+        slice_index=1,
+        slices=2,
+        trusted_types=("sklearn.tree._tree.Tree",),
+    )
     text = manifest.model_dump_json()
-    assert '"pairs":["a/x","b/y"]' in text
+    assert '"folder":"s00003-of-00016"' in text and f'"inputs":["{inputs[0]}","{inputs[1]}"]' in text
     assert TaskManifest.model_validate_json(text) == manifest
+    assert manifest.shard == "s00003-of-00016" and not manifest.accounts_for_blobs
+    # A folder that is no shard of the stack's count is read (its rows refiled) but has no shard to score.
+    legacy = TaskManifest(
+        job_id="j", task_id="t", hour=HOUR, shard_count=16, folder=None, inputs=("2026/11/25/10/old.parquet",)
+    )
+    assert legacy.shard is None and legacy.accounts_for_blobs
+    assert TaskManifest.model_validate_json(legacy.model_dump_json()) == legacy
+    other_count = TaskManifest(job_id="j", task_id="t", hour=HOUR, shard_count=16, folder="s00003-of-00004", inputs=())
+    assert other_count.shard is None
 
 
 def test_model_metadata_round_trips_through_blob_metadata() -> None:
@@ -101,7 +145,17 @@ def test_run_log_round_trip() -> None:
         failed=0,
         anomalies=0,
         aggregate_blobs=1,
+        folder="s00003-of-00016",
+        slice_index=0,
+        slices=2,
+        rows_read=20,
+        rows=12,
+        corrupt_blobs={"2026/11/25/10/s00003-of-00016/bad.parquet": "ArrowInvalid: not parquet"},
+        quarantined={"2026/11/25/10/s00003-of-00016/asa-0.parquet": {"bad_device_id": 2}},
+        refiled={"2026/11/25/11/s00003-of-00016": 5},
+        duplicate_rows=1,
     )
+    assert (task.quarantined_rows, task.refiled_rows) == (2, 5)
     assert parse_jsonl(to_jsonl(task, [pair])) == (task, [pair])
 
 

@@ -15,11 +15,16 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.workloads.helpers import GOOD_PAIRS, publish_data_and_models
+from tests.workloads.helpers import publish_data_and_models
 from workloads.common import telemetry
+from workloads.common.pairs import Pair
+from workloads.common.shards import DEFAULT_SHARD_COUNT, shard_name, shard_of
 from workloads.common.telemetry import CONNECTION_STRING_ENV
 
 IKEY = "00000000-0000-0000-0000-000000000001"
+# Two pairs of one device: one shard, so one scorer task scores both.
+PAIRS = [Pair("a", "x"), Pair("a", "y")]
+SHARD = shard_name(shard_of("a", DEFAULT_SHARD_COUNT), DEFAULT_SHARD_COUNT)
 
 
 class Ingestion(ThreadingHTTPServer):
@@ -68,9 +73,8 @@ def run_scorer(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         "import atexit, sys; atexit.register(lambda: print('OTEL', 'opentelemetry' in sys.modules, file=sys.stderr))"
     )
     run = "sys.argv = ['scorer', *sys.argv[1:]]; from workloads.scorer.cli import app; app()"
-    pairs = ",".join(str(p) for p in GOOD_PAIRS)
     return subprocess.run(
-        [sys.executable, "-c", f"{probe}\n{run}", "--hour", "2026-11-25T10", "--pairs", pairs],
+        [sys.executable, "-c", f"{probe}\n{run}", "--hour", "2026-11-25T10", "--shard", SHARD],
         env=env,
         capture_output=True,
         text=True,
@@ -80,7 +84,7 @@ def run_scorer(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_without_a_connection_string_nothing_is_imported_or_sent(service: BlobServiceClient) -> None:
-    publish_data_and_models(service, GOOD_PAIRS)
+    publish_data_and_models(service, PAIRS)
     env = {k: v for k, v in os.environ.items() if k != CONNECTION_STRING_ENV}
     done = run_scorer(env)
     assert done.returncode == 0, done.stderr
@@ -90,7 +94,7 @@ def test_without_a_connection_string_nothing_is_imported_or_sent(service: BlobSe
 def test_with_a_connection_string_the_task_span_and_pair_counts_are_sent(
     service: BlobServiceClient, ingestion: Ingestion
 ) -> None:
-    publish_data_and_models(service, GOOD_PAIRS)
+    publish_data_and_models(service, PAIRS)
     endpoint = f"http://127.0.0.1:{ingestion.server_address[1]}/"
     env = {**os.environ, CONNECTION_STRING_ENV: f"InstrumentationKey={IKEY};IngestionEndpoint={endpoint}"}
     done = run_scorer(env)
@@ -102,6 +106,7 @@ def test_with_a_connection_string_the_task_span_and_pair_counts_are_sent(
     assert len(spans) == 1
     properties = spans[0]["data"]["baseData"]["properties"]
     assert (properties["job_id"], properties["ok"], properties["failed"]) == ("manual", "2", "0")
+    assert (properties["folder"], properties["slice"], properties["blobs"]) == (SHARD, "0/1", "1")
     assert spans[0]["tags"]["ai.cloud.role"] == "batchscoring-scorer"
     metrics = {
         m["name"]: m
