@@ -114,7 +114,7 @@ def pack(
     with bad_input():
         settings = StorageSettings.from_env()
         types = tuple(validate_trusted_type(t) for t in trusted_type or ())
-    with run_failures():
+    with run_failures(PackUpdateError):
         models = settings.client().get_container_client(str(Container.MODELS))
         update = rebuild_packs(models, shard_count, trusted_types=types)
     typer.echo(

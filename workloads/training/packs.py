@@ -1,10 +1,12 @@
 """Keeping the per-shard model packs in step with the per-pair models.
 
 A scorer task reads one pack per shard instead of one skops file per pair, so packs are what make a
-large fleet cheap to score. They are only an accelerator: the per-pair models are published first and
-stay the source of truth, and the scorer uses a pack entry only while its ``model_sha256`` equals the
-current model's. A pack that is missing, stale or lost therefore costs speed, never correctness, which
-is why a failure here never unpublishes a model.
+large fleet cheap to score. The per-pair models stay the source of truth, but the scorer trusts a pack
+entry's ``model_sha256`` without looking at the model file (the hourly plan no longer lists a million
+models), so no entry may ever be older than its file: the trainer retires a pair's entry *before* it
+replaces the file and adds the new entry after (``train.train_and_publish``), and a rebuild never
+writes over a pack that changed while it was compiling. A pack that is missing or lost costs speed
+(pairs take the per-pair path), never correctness.
 
 Two ways to write packs:
 
@@ -13,8 +15,10 @@ Two ways to write packs:
   conditional on the version read (If-Match its ETag, or If-None-Match ``*`` for a new pack) and a
   lost race is re-read and re-applied, never silently overwritten.
 - :func:`rebuild_packs`, ``trainer pack``: compiles every published skops model and replaces every
-  shard's pack outright. It repairs whatever updates could not: a pack rebuilt after it was found
-  unreadable, entries of deleted models, a changed shard count.
+  shard's pack, each write conditional on the pack's version listed *before* the models were read, so
+  a trainer's update made meanwhile is never overwritten by an older entry (that shard is reported and
+  left as the trainer wrote it). It repairs whatever updates could not: a pack found unreadable, entries
+  of deleted models or of models written by other tools, a changed shard count.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import BlobClient, ContainerClient
 
 from workloads.common.fastpath import compile_model
-from workloads.common.layout import pack_blob
+from workloads.common.layout import PACK_FOLDER, pack_blob
 from workloads.common.model_metadata import ModelFormat, list_models
 from workloads.common.model_pack import PackEntry, PackError, read_pack, write_pack
 from workloads.common.modelstore import ModelError, load_model
@@ -167,11 +171,13 @@ def rebuild_packs(
     Pickled models are never loaded here (packs exist to avoid running code from model files), and
     models that cannot be loaded or compiled are left out with the reason in ``skipped``: the scorer
     falls back to their per-pair models. Every shard gets a pack, empty if need be, so no stale pack
-    outlives the rebuild. Writes are unconditional: a trainer updating a pack at the same time may be
-    overwritten by an older entry, which the scorer then ignores (its checksum no longer matches).
+    outlives the rebuild. A pack changed by a trainer since the rebuild began is left as it is (its entries
+    are at least as new as the rebuild's) and PackUpdateError names it after every other pack is written.
     """
     shards: dict[str, list[PackEntry]] = {shard_name(s, shard_count): [] for s in range(shard_count)}
     update = PackUpdate()
+    # Versions first, models second: any write to a pack after this listing makes our write of it fail.
+    versions = {blob.name: str(blob.etag) for blob in models.list_blobs(name_starts_with=f"{PACK_FOLDER}/")}
     wanted: list[Pair] = []
     for pair, metadata in sorted(list_models(models).items()):
         if isinstance(metadata, str):
@@ -198,13 +204,28 @@ def rebuild_packs(
         else:
             shards[shard_name(shard_of(pair.device_id, shard_count), shard_count)].append(result)
 
-    def write(item: tuple[str, list[PackEntry]]) -> int:
+    def write(item: tuple[str, list[PackEntry]]) -> int | None:
         shard, entries = item
-        models.upload_blob(pack_blob(shard), write_pack(entries), overwrite=True)
+        name, data = pack_blob(shard), write_pack(entries)
+        etag = versions.get(name)
+        try:
+            if etag is None:
+                models.upload_blob(name, data, overwrite=False)
+            else:
+                models.upload_blob(name, data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceExistsError):
+            return None  # a trainer wrote it meanwhile: its entries are newer than ours
         return len(entries)
 
     items = list(shards.items())
-    update.written = {shard: written for (shard, _), written in zip(items, _map(write, items, workers), strict=True)}
+    results = _map(write, items, workers)
+    update.written = {shard: n for (shard, _), n in zip(items, results, strict=True) if n is not None}
+    changed = [shard for (shard, _), n in zip(items, results, strict=True) if n is None]
+    if changed:
+        raise PackUpdateError(
+            f"{len(changed)} pack(s) changed while they were rebuilt and were left as the trainer wrote them "
+            f"(e.g. {pack_blob(changed[0])}); run `trainer pack` again to rebuild them too"
+        )
     return update
 
 
