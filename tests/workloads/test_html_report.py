@@ -31,9 +31,10 @@ def page(service: BlobServiceClient, settings: StorageSettings, tmp_path: Path) 
         publish_data_and_models(service, PAIRS, hour)
     service.get_container_client(str(Container.MODELS)).delete_blob(model_blob(PAIRS[0]))
     with LocalBackend(settings, workers=0) as backend:
-        reconciler = Reconciler(service, backend, ReconcileSettings(stack="dev", chunk_size=3, shard_count=2))
+        reconciler = Reconciler(service, backend, ReconcileSettings(stack="dev"))
         for hour in (HOUR, HOUR + timedelta(hours=1)):
-            reconciler.hour(hour, HOUR + timedelta(hours=3))
+            result = reconciler.hour(hour, HOUR + timedelta(hours=3))
+            assert result.record is not None and result.record.tasks == 4  # the 4 devices' shard folders
     path = tmp_path / "report.html"
     result = CliRunner().invoke(
         submitter, ["report", "--hour", "2026-11-25T12", "--last", "3", "--html", str(path), "--json"]
