@@ -18,7 +18,7 @@ from tests.workloads.fake_batch import (
     task_results,
 )
 from workloads.common.manifest import TaskManifest
-from workloads.common.pairs import Pair
+from workloads.common.shards import shard_name
 from workloads.submitter.backend import JobOutcome
 from workloads.submitter.batch import BatchBackend, TaskCounts
 from workloads.submitter.batch_settings import BatchSettings
@@ -41,12 +41,20 @@ SETTINGS = BatchSettings(
 )
 
 
-def plan_with(tasks: int) -> tuple[JobPlan, dict[str, str]]:
+def plan_with(tasks: int, shard_count: int = 256) -> tuple[JobPlan, dict[str, str]]:
+    """A plan of ``tasks`` shard folders (one blob each) and where their manifests would be."""
     manifests = tuple(
-        TaskManifest(job_id=JOB, task_id=task_id_for(i), hour=HOUR, pairs=(Pair(f"dev-{i}", "temp"),))
+        TaskManifest(
+            job_id=JOB,
+            task_id=task_id_for(i),
+            hour=HOUR,
+            shard_count=shard_count,
+            folder=shard_name(i, shard_count),
+            inputs=(f"2026/11/25/10/{shard_name(i, shard_count)}/local-aggregator.parquet",),
+        )
         for i in range(tasks)
     )
-    plan = JobPlan(job_id=JOB, stack="dev", hour=HOUR, tasks=manifests, silent_pairs=())
+    plan = JobPlan(job_id=JOB, stack="dev", hour=HOUR, tasks=manifests)
     blobs = {t.task_id: f"2026/11/25/10/{JOB}/manifests/{t.task_id}.json" for t in manifests}
     return plan, blobs
 
