@@ -314,7 +314,7 @@ def test_well_formed_connection_strings_are_accepted(clean_env: pytest.MonkeyPat
 
 def test_the_scorer_cli_reports_a_bad_connection_string_as_a_usage_error(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AZURE_STORAGE_CONNECTION_STRING", "nonsense")
-    result = CliRunner().invoke(scorer, ["--hour", "2026-11-25T10", "--pairs", "a/x"])
+    result = CliRunner().invoke(scorer, ["--hour", "2026-11-25T10", "--shard", "s00003-of-00016"])
     assert result.exit_code == 2
     flat = " ".join(result.output.replace("│", " ").split())
     assert "AZURE_STORAGE_CONNECTION_STRING is malformed: part 1 is not Key=Value" in flat

@@ -25,13 +25,16 @@ def split_by_partition(aggregates: pd.DataFrame, shard_count: int) -> dict[str, 
     if aggregates.empty:
         return {}
     hours = aggregates[WINDOW_END].dt.floor("h")
-    keys = pd.DataFrame({"device_id": aggregates["device_id"], "hour": hours}).drop_duplicates()
+    # A missing id (pandas' NA, which ``partition_of`` cannot test for truth) is filed as None, like the stream
+    # job's UDF files a null: under the shard of "", where the scoring task quarantines it.
+    devices = aggregates["device_id"].astype(object).where(aggregates["device_id"].notna(), None)
+    keys = pd.DataFrame({"device_id": devices, "hour": hours}).drop_duplicates()
     places = {
         (device, hour): partition_of(device, hour.to_pydatetime(), shard_count)
         for device, hour in keys.itertuples(index=False)
     }
     partition = pd.Series(
-        [places[key] for key in zip(aggregates["device_id"].tolist(), hours.tolist(), strict=True)],
+        [places[key] for key in zip(devices.tolist(), hours.tolist(), strict=True)],
         index=aggregates.index,
     )
     return {str(name): rows.reset_index(drop=True) for name, rows in aggregates.groupby(partition, sort=True)}
