@@ -151,8 +151,10 @@ def test_publish_files_each_row_under_the_partition_its_data_decides(
 def test_asa_query_is_generated_from_the_same_features() -> None:
     from workloads.common.aggregates import asa_query
 
-    query = asa_query(SPEC, "readings", "aggregates")
+    query = asa_query(SPEC, "readings", "aggregates", 64)
     assert "TumblingWindow(second, 300)" in query
+    # The row's folder comes from its own device and window end, through the UDF twin of partition_of.
+    assert "udf.partitionOf([device_id], System.Timestamp(), 64) AS [partition_path]" in query
     for expression in (
         "AVG([value]) AS [avg]",
         "MIN([value]) AS [min]",
