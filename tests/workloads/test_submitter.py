@@ -33,7 +33,7 @@ from workloads.common.layout import (
     scored_marker_blob,
 )
 from workloads.common.manifest import MAX_SLICES, TaskManifest
-from workloads.common.model_metadata import list_model_checksums, list_models
+from workloads.common.model_metadata import ModelMetadata, list_models
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairStatus
@@ -347,7 +347,7 @@ def test_each_task_scores_only_its_own_shard_with_the_checksum_of_the_model_it_u
     pairs = [Pair(f"dev-{i:02d}", sensor) for i in range(20) for sensor in ("temp", "hum")]
     publish_data_and_models(service, pairs)
     models = service.get_container_client(str(Container.MODELS))
-    listed = list_model_checksums(models)
+    listed = {p: m.sha256 for p, m in list_models(models).items() if isinstance(m, ModelMetadata)}
     rebuild_packs(models, COUNT)
     unpacked = pairs[1::2]  # their entries retired: they are scored from their own model files
     update_packs(models, COUNT, dict.fromkeys(unpacked))

@@ -7,7 +7,6 @@ This module has no scikit-learn dependency, so the submitter can list models wit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -71,26 +70,4 @@ def list_models(models: ContainerClient) -> dict[Pair, ModelMetadata | str]:
             found[pair] = ModelMetadata.from_blob_metadata(blob.metadata)
         except ValueError as exc:
             found[pair] = str(exc)
-    return found
-
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def list_model_checksums(models: ContainerClient) -> dict[Pair, str | None]:
-    """Every published model's pair and, for a skops model, the sha256 its metadata names.
-
-    What the planner needs each hour, read without validating whole metadata documents (a million
-    pydantic validations would take longer than the listing). None for pickles and unreadable
-    metadata: those pairs never take a model pack's fast path; the scorer's per-pair path applies the
-    operator's trust options and reports what is wrong with them.
-    """
-    found: dict[Pair, str | None] = {}
-    for blob in list_blobs_with_metadata(models):
-        pair = pair_from_model_blob(blob.name)
-        if pair is None:
-            continue
-        sha = blob.metadata.get("sha256", "")
-        skops = blob.metadata.get("format") == ModelFormat.SKOPS.value
-        found[pair] = sha if skops and _SHA256.fullmatch(sha) else None
     return found

@@ -1,7 +1,7 @@
 """The scorer entry point shared by the CLI (a Batch task) and the local backend's worker processes.
 
 A worker process keeps its storage client and model cache between tasks, so a local pool or a
-long-lived node amortises connection set-up and model loading across chunks and hours.
+long-lived node amortises connection set-up and model loading across tasks and hours.
 """
 
 from __future__ import annotations

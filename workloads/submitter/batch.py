@@ -1,4 +1,4 @@
-"""The Azure Batch backend: one job per stack+hour, one container task per chunk of pairs.
+"""The Azure Batch backend: one job per stack+hour, one container task per shard folder (or slice) of the hour.
 
 Uses the generated ``azure-batch`` 15.x client. Submission is idempotent: the job id is
 deterministic, an existing job is resumed by adding only the tasks it lacks, and a completed job is
