@@ -51,7 +51,7 @@ def refiled_blob(partition: str, source: str, etag: str) -> str:
     return f"{aggregate_folder(partition)}refiled-{key}.parquet"
 
 
-_AGGREGATE = re.compile(r"(?P<hour>\d{4}/\d{2}/\d{2}/\d{2})/(?:(?P<folder>.+)/)?[^/]+\.parquet")
+_AGGREGATE = re.compile(r"(?P<hour>\d{4}/\d{2}/\d{2}/\d{2})/(?:(?P<folder>.+)/)?[^/]*\.parquet")
 
 
 @dataclass(frozen=True)

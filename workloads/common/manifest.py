@@ -24,7 +24,7 @@ from workloads.common.shards import MAX_SHARD_COUNT, is_shard_folder
 from workloads.common.windows import floor_hour
 
 TRUSTED_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
-_FILE = re.compile(r"[^/]+\.parquet")
+_FILE = re.compile(r"[^/]*\.parquet")
 MAX_SLICES = 4096
 # A shard folder with more aggregates than this in an hour is split into slices (some 800k rows of
 # Parquet: seconds of scoring, well inside a task's memory). The stack's ``taskInputMiB``.
