@@ -43,7 +43,6 @@ class TaskInputs:
     """The rows the task scores and an account of every other row of its blobs."""
 
     frame: pd.DataFrame  # its folder's rows of its slice, deduplicated, sorted by pair and window
-    blobs: int = 0
     rows_read: int = 0  # rows decoded from its blobs (counted by the first slice only)
     rows: int = 0  # rows of its own folder and slice, before deduplication
     corrupt: dict[str, str] = field(default_factory=dict)
@@ -122,7 +121,7 @@ def read_task_inputs(service: BlobServiceClient, manifest: TaskManifest) -> Task
     decoded = decode_blobs(downloads)
     frame = decoded.frame
     own = _in_own_folder(frame, manifest)
-    result = TaskInputs(frame=frame.iloc[:0].drop(columns=ORDER), blobs=len(manifest.inputs))
+    result = TaskInputs(frame=frame.iloc[:0].drop(columns=ORDER))
     if manifest.accounts_for_blobs:
         result.rows_read = decoded.rows
         result.corrupt = decoded.corrupt
