@@ -12,7 +12,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 export BC_SKIP_MAPPING := TRUE
 export CKV_SKIP_PACKAGE_UPDATE_CHECK := TRUE
 
-.PHONY: setup setup-checkov demo test lint scan bench bench-fleet clean
+.PHONY: setup setup-checkov demo test lint scan bench bench-fleet bench-plan clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -59,6 +59,14 @@ bench: setup
 # a table per size and build/bench/fleet.json. ARGS="--pairs 1000 --scorer-max-pairs 1000" passes options.
 bench-fleet: setup
 	$(BIN)/python -m benchmarks.fleet --pairs 1000 10000 100000 --out build/bench/fleet.json $(ARGS)
+
+# The submitter's planning of one hour (list + plan_hour + write_manifests) at 10k, 100k and 1M pairs, on a fresh,
+# restarted Azurite holding the hour's blob names (1,000 pairs per shard, 3 blobs per shard folder) and, to show the
+# model listing is gone, up to 100,000 empty model blobs (Azurite's metadata store cannot save a million: it writes
+# one JSON string of ~850 bytes per blob, and Node's strings stop at 512 Mi characters). build/bench/planning.json.
+bench-plan: setup
+	$(BIN)/python -m benchmarks.planning --pairs 10000 100000 1000000 --max-models 100000 \
+		--out build/bench/planning.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build node_modules .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -26,8 +26,10 @@ from benchmarks import procstat
 ROLES = ("driver", "workers")
 OPERATIONS = ("GET", "PUT", "LIST", "HEAD", "DELETE", "OTHER")
 CONTAINERS = ("aggregates", "models", "predictions", "logs", "other")
-# One row per role: operations, bytes received per container (response bodies), bytes sent, peak RSS (KiB).
-_ROW = len(OPERATIONS) + len(CONTAINERS) + 2
+# One row per role: operations, bytes received per container (response bodies), operations per container and
+# kind, bytes sent, peak RSS (KiB).
+_BY_CONTAINER = len(OPERATIONS) + len(CONTAINERS)
+_ROW = _BY_CONTAINER + len(OPERATIONS) * len(CONTAINERS) + 2
 _SENT, _PEAK = _ROW - 2, _ROW - 1
 
 _state: dict[str, Any] = {}
@@ -73,10 +75,11 @@ def _record(request: Any, response: Any, stream: bool) -> None:
             received = int(length)
         elif not stream:
             received = len(response.internal_response.content or b"")
-    base = role * _ROW
+    base, container = role * _ROW, CONTAINERS.index(_container(request.url))
     with counters.get_lock():
         counters[base + OPERATIONS.index(operation)] += 1
-        counters[base + len(OPERATIONS) + CONTAINERS.index(_container(request.url))] += received
+        counters[base + len(OPERATIONS) + container] += received
+        counters[base + _BY_CONTAINER + container * len(OPERATIONS) + OPERATIONS.index(operation)] += 1
         counters[base + _SENT] += _body_length(request)
 
 
@@ -117,7 +120,8 @@ def uninstall() -> None:
 
 
 def snapshot(counters: Any) -> dict[str, dict[str, int]]:
-    """``{role: {operation: count, ..., "bytes_<container>": n, "bytes_sent": n}}``."""
+    """``{role: {operation: count, ..., "bytes_<container>": n, "<operation>_<container>": count, ...}}``,
+    and ``"bytes_sent"``."""
     with counters.get_lock():
         values = list(counters)
     result: dict[str, dict[str, int]] = {}
@@ -125,6 +129,11 @@ def snapshot(counters: Any) -> dict[str, dict[str, int]]:
         row = values[role_index * _ROW : (role_index + 1) * _ROW]
         counts = {op: int(row[i]) for i, op in enumerate(OPERATIONS)}
         counts |= {f"bytes_{c}": int(row[len(OPERATIONS) + i]) for i, c in enumerate(CONTAINERS)}
+        counts |= {
+            f"{op}_{c}": int(row[_BY_CONTAINER + i * len(OPERATIONS) + j])
+            for i, c in enumerate(CONTAINERS)
+            for j, op in enumerate(OPERATIONS)
+        }
         counts["bytes_sent"] = int(row[_SENT])
         result[role] = counts
     return result
@@ -142,6 +151,16 @@ def operations(counts: dict[str, int]) -> int:
 
 def bytes_received(counts: dict[str, int]) -> int:
     return sum(counts[f"bytes_{c}"] for c in CONTAINERS)
+
+
+def by_container(counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    """``{container: {operation: count}}`` for the containers and operations that were used."""
+    found: dict[str, dict[str, int]] = {}
+    for container in CONTAINERS:
+        ops = {op: counts[f"{op}_{container}"] for op in OPERATIONS if counts[f"{op}_{container}"]}
+        if ops:
+            found[container] = ops
+    return found
 
 
 @contextlib.contextmanager

@@ -10,7 +10,10 @@ one hour; not timed), then measures, each in a fresh process (``benchmarks/fleet
 (a) reference  one process per pair on a sample: read the whole hour's file, unpickle, score;
 (b) naive      skops load + predict + decision_function per pair from local files, no writes;
 (c) scorer     the hour reconciled by the submitter with the local backend on Azurite, end to end,
-               with every blob request counted (capped by ``--scorer-max-pairs``: above it, "not run");
+               with every blob request counted (capped by ``--scorer-max-pairs``: above it, "not run").
+               The aggregates are published into shard folders (``publish_aggregates``) and the model
+               packs with the same shard count, about ``--shard-pairs`` pairs per shard, so a shard
+               folder is one task (a folder over ``--task-input-mib`` would be split into slices);
 (d) kernel     the compiled fast path alone (``workloads.common.fastpath``): ``score_many`` over
                every pair's matrix, models compiled beforehand.
 
@@ -44,6 +47,7 @@ from rich.table import Table
 
 from benchmarks.fleet_data import SyntheticFleet, sample_indices, write_pickle_models, write_skops_models
 from benchmarks.fleet_measure import KINDS, WorkspaceSpec
+from workloads.submitter.plan import DEFAULT_TASK_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {
@@ -66,8 +70,8 @@ class BenchOptions:
     naive_max_pairs: int = 10_000
     scorer_max_pairs: int = 100_000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    shard_pairs: int = 2_500  # pairs per shard aimed at: shard count = ceil(pairs / shard_pairs)
-    chunk_size: int = 5_000  # most pairs per task: twice a shard, so a shard is one task
+    shard_pairs: int = 2_500  # pairs per shard aimed at: shard count = ceil(pairs / shard_pairs), a task each
+    max_task_bytes: int = DEFAULT_TASK_BYTES  # the submitter's default: a shard folder above it becomes slices
     seed: int = 7
     kernel_min_seconds: float = 1.0
 
@@ -247,8 +251,8 @@ def run_size(
         reference=tuple(naive[i] for i in sample_indices(len(naive), options.reference_sample)),
         naive=tuple(naive),
         workers=options.workers,
-        chunk_size=options.chunk_size,
         shard_count=max(1, -(-pairs // options.shard_pairs)),
+        max_task_bytes=options.max_task_bytes,
         kernel_min_seconds=options.kernel_min_seconds,
     )
     spec.save(folder)
@@ -271,7 +275,10 @@ def run_size(
         }
     else:
         with _storage(connection, folder) as conn:
-            console.log(f"{pairs:,} pairs: publishing the hour's aggregates and {pairs:,} models to Azurite")
+            console.log(
+                f"{pairs:,} pairs: publishing the hour's aggregates and {pairs:,} models to Azurite "
+                f"({spec.shard_count} shard(s))"
+            )
             step = time.perf_counter()
             _publish(conn, fleet, spec.shard_count)
             build_s += time.perf_counter() - step
@@ -359,7 +366,9 @@ def note_lines(size: dict[str, Any]) -> list[str]:
                 f"{name} {value / 2**20:.2f}" for name, value in by_container.items()
             )
             note += (
-                f" ({result['bytes_read_per_pair']:,} bytes per pair); {result['shard_count']} shard(s); "
+                f" ({result['bytes_read_per_pair']:,} bytes per pair); {result['shard_count']} shard(s), "
+                f"{result['shards_with_data']} with data; submitter blob ops {result['blob_ops_driver_by_kind']}, "
+                f"read {result['bytes_read_driver'] / 2**20:.2f} MiB; "
                 f"{result['pairs_from_pack']:,} pairs from packs, {result['pairs_from_models']:,} from their models; "
                 f"peak RSS submitter {result['driver_peak_rss_mib']} MiB, worker {result['worker_peak_rss_mib']} MiB; "
                 f"slowest task {result['task_wall_s_max']} s; a fresh scorer process reaches its first pair in "
@@ -442,22 +451,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scorer-max-pairs", type=int, default=defaults.scorer_max_pairs, help="(c) is not run above this"
     )
     parser.add_argument("--workers", type=int, default=defaults.workers, help="local backend worker processes")
-    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size, help="most pairs per scorer task")
     parser.add_argument("--shard-pairs", type=int, default=defaults.shard_pairs, help="pairs per shard aimed at")
+    parser.add_argument(
+        "--task-input-mib",
+        type=float,
+        default=defaults.max_task_bytes / 2**20,
+        help="aggregate MiB per task above which a shard folder is split into slices (the submitter's default)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--kernel-min-seconds", type=float, default=defaults.kernel_min_seconds)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the fleets' files here")
     args = parser.parse_args(argv)
-    if min(*args.pairs, args.reference_sample, args.naive_max_pairs, args.chunk_size, args.shard_pairs) < 1:
-        parser.error("--pairs, --reference-sample, --naive-max-pairs, --chunk-size, --shard-pairs must be at least 1")
+    if min(*args.pairs, args.reference_sample, args.naive_max_pairs, args.shard_pairs) < 1:
+        parser.error("--pairs, --reference-sample, --naive-max-pairs, --shard-pairs must be at least 1")
+    if args.task_input_mib * 2**20 < 1:
+        parser.error("--task-input-mib must be positive")
     options = BenchOptions(
         sizes=tuple(args.pairs),
         reference_sample=args.reference_sample,
         naive_max_pairs=args.naive_max_pairs,
         scorer_max_pairs=args.scorer_max_pairs,
         workers=args.workers,
-        chunk_size=args.chunk_size,
         shard_pairs=args.shard_pairs,
+        max_task_bytes=int(args.task_input_mib * 2**20),
         seed=args.seed,
         kernel_min_seconds=args.kernel_min_seconds,
     )

@@ -246,12 +246,12 @@ def write_pickle_models(fleet: SyntheticFleet, indices: Sequence[int], folder: P
 
 
 def publish_fleet(service: BlobServiceClient, fleet: SyntheticFleet, shard_count: int = 1, threads: int = 8) -> None:
-    """The hour's aggregates, every pair's model and the shards' model packs, through the project's own
-    publishing code (as the trainer publishes them)."""
+    """The hour's aggregates (in ``shard_count`` shard folders, as the stream job writes them), every pair's
+    model and the shards' model packs, through the project's own publishing code (as the trainer publishes them)."""
     from workloads.aggregator.publish import publish_aggregates
     from workloads.training.packs import pack_entry, update_packs
 
-    publish_aggregates(service, fleet.frame())
+    publish_aggregates(service, fleet.frame(), shard_count)  # the same shard folders as the packs
     models = service.get_container_client(str(Container.MODELS))
     start, end = fleet.hour - timedelta(days=1), fleet.hour
 

@@ -11,7 +11,8 @@ Kinds:
                unpickles the pair's model, scores it (``benchmarks/fleet_reference.py``);
 ``naive``      (b) in one process, per pair: skops load from a local file, predict + decision_function;
 ``scorer``     (c) the submitter's reconcile of the hour with the local backend, on Azurite
-               (``AZURE_STORAGE_CONNECTION_STRING``), blob requests counted;
+               (``AZURE_STORAGE_CONNECTION_STRING``), blob requests counted: planning lists the hour's
+               shard folders, each task reads its own folder and its shard's model pack;
 ``kernel``     (d) the compiled fast path alone: models compiled up front, one ``score_many`` over
                every pair's matrix.
 """
@@ -59,8 +60,8 @@ class WorkspaceSpec:
     reference: tuple[int, ...]  # the sample (a) runs on
     naive: tuple[int, ...]  # the pairs (b) runs on
     workers: int
-    chunk_size: int
-    shard_count: int = 1
+    shard_count: int = 1  # the aggregates, the packs and the plan all use it: a task per shard folder
+    max_task_bytes: int = 64 * 1024 * 1024  # a shard folder with more aggregate bytes is split into slices
     kernel_min_seconds: float = 1.0
 
     def fleet(self) -> SyntheticFleet:
@@ -213,7 +214,7 @@ def _run_hour(spec: WorkspaceSpec, settings: Any, hour: datetime, port: int | No
         backend = local.LocalBackend(settings, workers=spec.workers, options=ScorerOptions())
     if spec.workers > 0 and not pools:
         raise RuntimeError("the local backend created no process pool: its workers' blob requests cannot be counted")
-    plan = ReconcileSettings(stack="bench", chunk_size=spec.chunk_size, shard_count=spec.shard_count)
+    plan = ReconcileSettings(stack="bench", shard_count=spec.shard_count, max_task_bytes=spec.max_task_bytes)
     reconciler = Reconciler(service, backend, plan)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     storage_before = azurite_cpu_seconds(port)
@@ -288,15 +289,22 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     driver, workers = run.counts["driver"], run.counts["workers"]
     tasks = max(1, record.tasks)
     cpu = run.driver_cpu + run.workers_cpu
+    # Pairs as the tasks found them in their rows (finalise sums the run logs: manifests name no pairs).
+    logged_pairs = sum(log.pairs for log in task_logs.values())
     return {
         "pairs": record.pairs,
+        "pairs_in_run_logs": logged_pairs,
         "pairs_ok": record.ok,
         "pairs_failed": record.failed,
         "pairs_with_predictions": with_predictions,
         "job_status": record.status.value,
         "tasks": record.tasks,
+        "shards_with_data": record.shards,
+        "slices_max": max((log.slices for log in task_logs.values()), default=0),
+        "rows_read": sum(log.rows_read for log in task_logs.values()),
+        "rows_unaccounted": record.unaccounted_rows,
         "workers": spec.workers,
-        "chunk_size": spec.chunk_size,
+        "max_task_bytes": spec.max_task_bytes,
         "wall_s": round(run.wall, 3),
         "cpu_s": round(cpu, 3),
         "driver_cpu_s": round(run.driver_cpu, 3),
@@ -310,6 +318,10 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
         "blob_ops": {op: driver[op] + workers[op] for op in blob_counter.OPERATIONS if driver[op] + workers[op]},
         "blob_ops_driver": blob_counter.operations(driver),
         "blob_ops_workers": blob_counter.operations(workers),
+        "blob_ops_driver_by_kind": {op: driver[op] for op in blob_counter.OPERATIONS if driver[op]},
+        "blob_ops_workers_by_kind": {op: workers[op] for op in blob_counter.OPERATIONS if workers[op]},
+        "blob_ops_driver_by_container": blob_counter.by_container(driver),
+        "blob_ops_workers_by_container": blob_counter.by_container(workers),
         "bytes_read_per_task": round(blob_counter.bytes_received(workers) / tasks),
         "bytes_read_per_pair": round(blob_counter.bytes_received(workers) / max(1, record.pairs)),
         "shard_count": spec.shard_count,
@@ -321,16 +333,23 @@ def measure_scorer(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
             c: round(workers[f"bytes_{c}"] / tasks) for c in blob_counter.CONTAINERS if workers[f"bytes_{c}"]
         },
         "bytes_read_driver": blob_counter.bytes_received(driver),
+        "bytes_read_driver_by_container": {
+            c: driver[f"bytes_{c}"] for c in blob_counter.CONTAINERS if driver[f"bytes_{c}"]
+        },
+        "aggregate_bytes_read_by_tasks": workers["bytes_aggregates"],
         "bytes_written": driver["bytes_sent"] + workers["bytes_sent"],
         "aggregate_bytes_in_hour": sum(b.size for b in inputs),
         "aggregate_blobs_in_hour": len(inputs),
-        "note": f"{record.tasks} task(s) of up to {spec.chunk_size} pairs, {spec.workers} worker process(es)",
+        "note": (
+            f"{record.tasks} task(s) for {record.shards} shard folder(s) of {spec.shard_count} "
+            f"(up to {spec.max_task_bytes / 2**20:g} MiB of aggregates per task), {spec.workers} worker process(es)"
+        ),
     }
 
 
 def _scorer_start(connection: str, record: Any) -> dict[str, Any]:
     """Not part of (c)'s time: one task run again as Batch runs it, a fresh ``scorer`` process, to time
-    its start (process start to the first pair scored: imports, manifest, its rows and pack read).
+    its start (process start to the first pair scored: imports, manifest, its folder's blobs and pack read).
     Re-running a task of a finished job rewrites the same outputs."""
     import subprocess
     import sys
