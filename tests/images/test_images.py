@@ -8,9 +8,11 @@ import subprocess
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
 
-from tests.workloads.helpers import GOOD_PAIRS, HOUR, publish_data_and_models
+from tests.workloads.helpers import HOUR, hour_manifests, publish_data_and_models
 from workloads.common.frames import read_predictions
 from workloads.common.manifest import TaskManifest
+from workloads.common.pairs import Pair
+from workloads.common.shards import DEFAULT_SHARD_COUNT, shard_name, shard_of
 from workloads.scorer.task import score_task
 from workloads.submitter.plan import plan_hour
 from workloads.submitter.submit import write_manifests
@@ -64,12 +66,24 @@ def test_submitter_image_has_the_batch_sdk_but_not_scikit_learn(submitter_image:
     assert "--trusted-types" in helps["reconcile --help"] and "--hours" in helps["reconcile --help"]
 
 
+# Two pairs of one device: one shard folder, one task.
+PAIRS = [Pair("a", "x"), Pair("a", "y")]
+SHARD = shard_name(shard_of("a", DEFAULT_SHARD_COUNT), DEFAULT_SHARD_COUNT)
+
+
+def _in_process(service: BlobServiceClient) -> pd.DataFrame:
+    """The shard's predictions scored in this process, as the reference."""
+    (planned,) = hour_manifests(service)
+    manifest = TaskManifest.model_validate({**planned.model_dump(), "job_id": "in-process", "task_id": "t0"})
+    score_task(service, manifest)
+    return read_predictions(service, HOUR, "in-process").sort_values(["device_id", "sensor", "window_end"])
+
+
 def test_scorer_container_predicts_what_the_in_process_scorer_does(
     scorer_image: str, service: BlobServiceClient, azurite: tuple[int, str]
 ) -> None:
-    publish_data_and_models(service, GOOD_PAIRS)
-    score_task(service, TaskManifest(job_id="in-process", task_id="t0", hour=HOUR, pairs=tuple(GOOD_PAIRS)))
-    expected = read_predictions(service, HOUR, "in-process").sort_values(["device_id", "sensor", "window_end"])
+    publish_data_and_models(service, PAIRS)
+    expected = _in_process(service)
 
     result = subprocess.run(
         [
@@ -83,8 +97,8 @@ def test_scorer_container_predicts_what_the_in_process_scorer_does(
             scorer_image,
             "--hour",
             "2026-11-25T10",
-            "--pairs",
-            ",".join(str(p) for p in GOOD_PAIRS),
+            "--shard",
+            SHARD,
             "--job-id",
             "container",
             "--task-id",
@@ -104,9 +118,11 @@ def test_scorer_container_predicts_what_the_in_process_scorer_does(
 def test_scorer_container_scores_a_planned_task_from_its_shards_pack(
     scorer_image: str, service: BlobServiceClient, azurite: tuple[int, str]
 ) -> None:
-    publish_data_and_models(service, GOOD_PAIRS)
-    assert rebuild_packs(service.get_container_client("models"), 1).written == {"s00000-of-00001": 2}
-    plan = plan_hour(service, "dev", HOUR, 10)
+    publish_data_and_models(service, PAIRS)
+    expected = _in_process(service)  # no packs yet: every pair scored with its own skops model, by scikit-learn
+    assert rebuild_packs(service.get_container_client("models"), DEFAULT_SHARD_COUNT).written[SHARD] == 2
+    plan = plan_hour(service, "dev", HOUR, shard_count=DEFAULT_SHARD_COUNT)
+    assert [t.folder for t in plan.tasks] == [SHARD]
     manifest = write_manifests(service, plan)["task-00000"]
     docker = ["docker", "run", "--rm", "--network", "host", "-e", f"AZURE_STORAGE_CONNECTION_STRING={azurite[1]}"]
     result = subprocess.run(
@@ -119,7 +135,5 @@ def test_scorer_container_scores_a_planned_task_from_its_shards_pack(
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["ok"], summary["pack"], summary["pack_pairs"], summary["model_pairs"]) == (2, "used", 2, 0)
     got = read_predictions(service, HOUR, plan.job_id).sort_values(["device_id", "sensor", "window_end"])
-    score_task(service, TaskManifest(job_id="in-process", task_id="t0", hour=HOUR, pairs=tuple(GOOD_PAIRS)))
-    expected = read_predictions(service, HOUR, "in-process").sort_values(["device_id", "sensor", "window_end"])
     assert (got["is_anomaly"].to_numpy() == expected["is_anomaly"].to_numpy()).all()
     assert abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-9
