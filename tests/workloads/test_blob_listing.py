@@ -18,8 +18,10 @@ def test_the_fast_listing_equals_the_sdks_across_pages(
         metadata = {"sha256": f"{i:064x}", "format": "skops", "Name": "a<b & 'c'"} if i % 3 else {}
         container.upload_blob(f"dev-{i:02d}/temp & co/model.skops", b"x" * i, metadata=metadata)
     monkeypatch.setattr(blob_listing, "PAGE_SIZE", 5)  # five pages: the markers are followed
-    mine = [(b.name, b.etag, b.metadata) for b in list_blobs_with_metadata(container)]
-    sdk = [(b.name, str(b.etag), dict(b.metadata or {})) for b in container.list_blobs(include=["metadata"])]
+    mine = [(b.name, b.etag, b.size, b.metadata) for b in list_blobs_with_metadata(container)]
+    sdk = [
+        (b.name, str(b.etag), int(b.size), dict(b.metadata or {})) for b in container.list_blobs(include=["metadata"])
+    ]
     assert mine == sdk and len(mine) == 23
     assert [b.name for b in list_blobs_with_metadata(container, prefix="dev-1")] == [
         f"dev-{i}/temp & co/model.skops" for i in range(10, 20)

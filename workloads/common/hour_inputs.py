@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common.aggregates import AGGREGATE_COLUMNS, FEATURES, KEYS, WINDOW_END, empty_aggregates
+from workloads.common.blob_listing import list_blobs_with_metadata
 from workloads.common.layout import Container, hour_prefix
 from workloads.common.pairs import PART_PATTERN
 from workloads.common.runlog import error_line
@@ -49,11 +50,12 @@ class InputBlob:
 
 
 def list_hour_inputs(service: BlobServiceClient, hour: datetime) -> list[InputBlob]:
-    """The Parquet blobs under the hour's folder, from one listing (a failed listing raises)."""
+    """The Parquet blobs under the hour's folders, from one listing (a failed listing raises). Through the
+    lean listing (``blob_listing``): the SDK's deserialiser costs ~0.2 ms of CPU per blob listed."""
     container = service.get_container_client(str(Container.AGGREGATES))
-    blobs = container.list_blobs(name_starts_with=hour_prefix(hour))
+    blobs = list_blobs_with_metadata(container, hour_prefix(hour))
     return sorted(
-        (InputBlob(b.name, str(b.etag), int(b.size or 0)) for b in blobs if b.name.endswith(".parquet")),
+        (InputBlob(b.name, b.etag, b.size) for b in blobs if b.name.endswith(".parquet")),
         key=lambda b: b.name,
     )
 
