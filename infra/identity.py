@@ -15,12 +15,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_azure_native import authorization, managedidentity
 
 from infra import roles
+from infra.wait import Wait
+
+# A role assignment is not in effect the moment its PUT returns: "it can take up to 10 minutes for changes to take
+# effect" (learn.microsoft.com/azure/role-based-access-control/troubleshooting), and a pull as a just-granted managed
+# identity fails until it has, then "will recover in 1-2 minutes" (kubernetes/kubernetes#92326, AcrPull). Consumers
+# that act as the identity at creation (ACI runs the submitter group when it is created, pool nodes pull the scorer
+# image when they start) wait this long after the grants are first made; a later `pulumi up` waits only for grants
+# that are new (the Wait's triggers are the assignments' ids). If a first deployment still fails on a pull
+# (InaccessibleImage), running `pulumi up` again creates what failed: nothing else needs undoing.
+GRANT_SETTLE_SECONDS = 120
+# A new custom role definition is not yet visible to every ARM replica when its PUT returns: an assignment of it can
+# fail with RoleDefinitionDoesNotExist (pulumi/pulumi-azure#840; "a brand-new custom role can take a minute to become
+# assignable"). Its assignments wait this long after it is created or changed.
+ROLE_DEFINITION_SETTLE_SECONDS = 60
 
 
 @dataclass
@@ -69,7 +85,16 @@ def built_in(role_guid: str) -> pulumi.Output[str]:
 
 
 class AccessPolicy(pulumi.ComponentResource):
-    def __init__(self, name: str, grants: list[Grant], opts: pulumi.ResourceOptions | None = None) -> None:
+    """Role assignments; with ``settle_seconds``, also a pause after them (a child, so whatever ``depends_on`` the
+    policy waits for the pause too: Pulumi expands a component dependency to all its children)."""
+
+    def __init__(
+        self,
+        name: str,
+        grants: list[Grant],
+        opts: pulumi.ResourceOptions | None = None,
+        settle_seconds: int = 0,
+    ) -> None:
         super().__init__("batchscoring:infra:AccessPolicy", name, None, opts)
         self.assignments = {
             grant.name: authorization.RoleAssignment(
@@ -82,24 +107,68 @@ class AccessPolicy(pulumi.ComponentResource):
             )
             for grant in grants
         }
+        self.settled = (
+            Wait(
+                f"{name}-settle",
+                f"{name}: role assignments taking effect",
+                [assignment.id for assignment in self.assignments.values()],
+                create_seconds=settle_seconds,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            if settle_seconds
+            else None
+        )
         self.register_outputs({"assignments": len(self.assignments)})
+
+
+def role_identity(scope_id: str, label: str) -> tuple[str, str]:
+    """The definition's GUID and the suffix of its name, both derived from the scope's full ARM id.
+
+    A role name is unique in the tenant (a second definition with it fails with RoleDefinitionWithSameNameExists, as
+    in pulumi/pulumi-azure#840 and Azure/ARO-RP#1346): the scope's id (subscription and resource group) makes it
+    unique per stack and per subscription. A fixed GUID makes a retried create (after a failed or interrupted
+    `pulumi up`) PUT the same definition again, an update, instead of a second definition with the same name."""
+    key = f"{scope_id.lower()}/{label}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, key)), hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+@dataclass
+class CustomRole:
+    definition: authorization.RoleDefinition
+    settled: Wait
+
+    @property
+    def id(self) -> pulumi.Output[str]:
+        """The definition's id, known only once it has settled: an assignment given this waits for both."""
+        return pulumi.Output.all(self.definition.id, self.settled.id).apply(lambda ids: str(ids[0]))
 
 
 def custom_role(
     name: str,
-    role_name: pulumi.Input[str],
-    scope: pulumi.Input[str],
+    role_name: str,
+    scope: pulumi.Output[str],
     actions: list[str],
     data_actions: list[str] | None = None,
     opts: pulumi.ResourceOptions | None = None,
-) -> authorization.RoleDefinition:
-    """A role with exactly the listed permissions, assignable only within ``scope``."""
-    return authorization.RoleDefinition(
+) -> CustomRole:
+    """A role with exactly the listed permissions, assignable only within ``scope``; named ``<role_name> <hash of the
+    scope id>``, unique per tenant (see :func:`role_identity`)."""
+    identity = scope.apply(lambda scope_id: role_identity(scope_id, role_name))
+    definition = authorization.RoleDefinition(
         name,
-        role_name=role_name,
+        role_definition_id=identity.apply(lambda i: i[0]),
+        role_name=identity.apply(lambda i: f"{role_name} {i[1]}"),
         scope=scope,
         assignable_scopes=[scope],
         permissions=[authorization.PermissionArgs(actions=actions, data_actions=data_actions or [])],
         description="Least-privilege role of the batch scoring platform.",
         opts=opts,
     )
+    settled = Wait(
+        f"{name}-settle",
+        f"{name}: role definition replicating",
+        [definition.id],
+        create_seconds=ROLE_DEFINITION_SETTLE_SECONDS,
+        opts=pulumi.ResourceOptions(parent=definition),
+    )
+    return CustomRole(definition, settled)

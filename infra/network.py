@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import network, privatedns
 
+from infra.wait import Wait
+
 # Private DNS zone per private-link group (learn.microsoft.com/azure/private-link/private-endpoint-dns).
 DNS_ZONES = {
     "blob": "privatelink.blob.core.windows.net",
@@ -30,6 +32,18 @@ DNS_ZONES = {
     "registry": "privatelink.azurecr.io",
 }
 SUBNETS = ("pool", "submitter", "endpoints")
+# Destroy. A subnet delegated to ACI carries a service association link (SAL) that ACI creates with the first group in
+# it and removes on its own some time after the last group is deleted; until then the subnet's delete fails with
+# InUseSubnetCannotBeDeleted (Azure/azure-quickstart-templates#5450), and removing the delegation fails with "requires
+# any of the following delegation(s) [Microsoft.ContainerInstance/containerGroups] to reference service association
+# link .../serviceAssociationLinks/acisal" (MicrosoftDocs/azure-docs#47802). No network profile is involved: the group
+# names its subnet (subnetIds), and network profiles "have been deprecated as of the 2021-07-01 API version"
+# (learn.microsoft.com/azure/container-instances/container-instances-vnet, network profile callout). So the order on
+# `pulumi destroy` is: container group (it depends on the release below) -> the release waits this long -> the
+# submitter subnet (the release depends on it) -> the VNet, NAT gateway and NSG. Should the link still be there, the
+# subnet's delete fails and a second `pulumi destroy` finishes; the link can also be deleted by hand (REST "Subnet
+# Service Association Link - Delete", README "Destroy").
+ACI_LINK_RELEASE_SECONDS = 300
 
 
 def subnet_prefixes(address_space: str) -> dict[str, str]:
@@ -54,7 +68,8 @@ class PrivateNetwork(pulumi.ComponentResource):
         tags = {**args.tags, "component": "network"}
         self._args, self._name = args, name
         # Every private endpoint with its DNS record: what must exist before a workload in the VNet starts, or it
-        # resolves a service's public name to its public address, which the firewall denies.
+        # resolves a service's public name to its public address, which the firewall denies. And the submitter
+        # subnet's release (ACI_LINK_RELEASE_SECONDS), which the container group must be deleted before.
         self.ready: list[pulumi.Resource] = []
         child = pulumi.ResourceOptions(parent=self)
         nat_ip = network.PublicIPAddress(
@@ -113,6 +128,14 @@ class PrivateNetwork(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self.vnet, depends_on=list(previous)),
             )
             previous = [self.subnets[subnet]]
+        submitter = self.subnets["submitter"]
+        self.aci_link_release = Wait(
+            f"{name}-submitter-release",
+            "ACI releasing the submitter subnet (service association link)",
+            [submitter.id],
+            delete_seconds=ACI_LINK_RELEASE_SECONDS,
+            opts=pulumi.ResourceOptions(parent=submitter),
+        )
         self.zones: dict[str, privatedns.PrivateZone] = {}
         for zone_name in sorted(set(DNS_ZONES.values())):
             zone = privatedns.PrivateZone(
@@ -134,6 +157,7 @@ class PrivateNetwork(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=zone),
             )
             self.zones[zone_name] = zone
+        self.ready.append(self.aci_link_release)
         self.register_outputs({"vnet_id": self.vnet.id, "subnets": {k: v.id for k, v in self.subnets.items()}})
 
     def subnet_id(self, subnet: str) -> pulumi.Output[str]:

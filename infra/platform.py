@@ -10,7 +10,15 @@ from infra.acr_token import TokenExchanger, exchange_token
 from infra.alerts import AlertTargets, platform_rules
 from infra.batch import BatchCompute, BatchComputeArgs, PoolImage
 from infra.config import PlatformConfig
-from infra.identity import AccessPolicy, Grant, Identities, IdentitiesArgs, built_in, custom_role
+from infra.identity import (
+    GRANT_SETTLE_SECONDS,
+    AccessPolicy,
+    Grant,
+    Identities,
+    IdentitiesArgs,
+    built_in,
+    custom_role,
+)
 from infra.ingestion import Ingestion, IngestionArgs, StreamJobIO, StreamJobIOArgs
 from infra.monitoring import Diagnostics, Monitoring, MonitoringArgs, Watch
 from infra.naming import compact_name, dashed_name
@@ -158,6 +166,9 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 Grant("pull", scorer_id.principal_id, acr_pull, registry_id),
             ],
             child,
+            # Nodes pull the scorer image as this identity when they start; the submitter's group (below) submits
+            # tasks that run as it. Both wait for these grants to take effect (infra/identity.py).
+            settle_seconds=GRANT_SETTLE_SECONDS,
         )
         self.batch = BatchCompute(
             f"{name}-batch",
@@ -197,6 +208,8 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 ),
             ],
             child,
+            # ACI pulls the submitter image as this identity and runs it once when the group is created.
+            settle_seconds=GRANT_SETTLE_SECONDS,
         )
         group_starter = custom_role(
             f"{name}-role-group-starter",

@@ -156,3 +156,75 @@ def test_in_a_private_network_workloads_start_after_every_private_endpoint_and_i
     for consumer in (mocks.one("azure-native:batch:Pool"), mocks.one("azure-native:containerinstance:ContainerGroup")):
         missing = [r.name for r in ready if r.urn not in consumer.dependencies]
         assert not missing, f"{consumer.name} may start before {missing}"
+
+
+# --- issue 16: grants taking effect, the custom role replicating, the delegated subnet on destroy ----------------
+
+WAIT = "pulumi-python:dynamic/batchscoring:Wait"
+PRIVATE = {"privateNetwork": True, "registrySku": "Premium", "adminIpRanges": ["203.0.113.0/24"]}
+
+
+@pytest.mark.parametrize("stack,overrides", [("dev", {}), ("prod", PRIVATE)])
+def test_the_submitter_group_and_the_pool_start_only_after_their_grants_have_settled(
+    deploy: Deploy, stack: str, overrides: dict[str, object]
+) -> None:
+    """ACI pulls and runs the group when it is created, nodes pull when they start: both as identities whose AcrPull
+    was granted moments before. Each waits for a pause that itself follows every grant of its identity."""
+    from infra.identity import GRANT_SETTLE_SECONDS
+
+    mocks = deploy(stack=stack, **overrides).mocks
+    for policy, consumers in (
+        ("submitter-access", ("azure-native:containerinstance:ContainerGroup",)),
+        ("scorer-access", ("azure-native:containerinstance:ContainerGroup", "azure-native:batch:Pool")),
+    ):
+        settle = mocks.one(WAIT, f"{policy}-settle")
+        assert settle.inputs["create_seconds"] == GRANT_SETTLE_SECONDS
+        grants = [g for g in mocks.of_type(ASSIGNMENT) if g.name.startswith(f"batchscoring-{policy}-")]
+        assert grants and all(g.urn in settle.dependencies for g in grants), f"{policy}-settle before its grants"
+        assert sorted(settle.inputs["triggers"]) == sorted(f"/mock/{ASSIGNMENT}/{g.name}" for g in grants)
+        for typ in consumers:
+            consumer = mocks.one(typ)
+            assert settle.urn in consumer.dependencies, f"{consumer.name} may start before {policy} has settled"
+
+
+def test_the_custom_role_is_assigned_only_after_its_definition_has_settled(deploy: Deploy) -> None:
+    from infra.identity import ROLE_DEFINITION_SETTLE_SECONDS
+
+    mocks = deploy().mocks
+    definition = mocks.one("azure-native:authorization:RoleDefinition")
+    settle = mocks.one(WAIT, "role-group-starter-settle")
+    assignment = mocks.one(ASSIGNMENT, "scheduler-access-start-submitter")
+    assert definition.urn in settle.dependencies
+    assert settle.inputs["create_seconds"] == ROLE_DEFINITION_SETTLE_SECONDS
+    assert {definition.urn, settle.urn} <= assignment.dependencies
+    assert assignment.inputs["roleDefinitionId"] == f"/mock/{definition.typ}/{definition.name}"
+
+
+def test_in_a_private_network_destroy_deletes_the_group_then_waits_then_the_delegated_subnet(deploy: Deploy) -> None:
+    """Pulumi deletes a resource before what it depends on: group -> release (waits for ACI's service association
+    link to go) -> submitter subnet. Nothing else may sit in the delegated subnet, and no network profile is used."""
+    from infra.network import ACI_LINK_RELEASE_SECONDS
+
+    mocks = deploy(stack="prod", **PRIVATE).mocks
+    group = mocks.one("azure-native:containerinstance:ContainerGroup")
+    release = mocks.one(WAIT, "submitter-release")
+    subnet = mocks.one("azure-native:network:Subnet", "network-submitter")
+    assert release.inputs["delete_seconds"] == ACI_LINK_RELEASE_SECONDS and not release.inputs["create_seconds"]
+    assert release.urn in group.dependencies
+    assert subnet.urn in release.dependencies and subnet.urn in group.dependencies
+    assert group.urn not in subnet.dependencies and release.urn not in subnet.dependencies
+    subnet_id = f"/mock/{subnet.typ}/{subnet.name}"
+    assert group.inputs["subnetIds"] == [{"id": subnet_id}]
+    users = [
+        r.name
+        for r in mocks.resources
+        if subnet_id in json.dumps(r.inputs, default=str) and r.typ not in (WAIT, group.typ)
+    ]
+    assert users == [], f"only container groups may use the ACI-delegated subnet: {users}"
+    assert not [r for r in mocks.resources if r.typ == "azure-native:network:NetworkProfile"]
+
+
+def test_dev_has_no_subnet_to_release(deploy: Deploy) -> None:
+    mocks = deploy().mocks
+    assert not [r for r in mocks.of_type(WAIT) if r.name.endswith("submitter-release")]
+    assert "subnetIds" not in mocks.inputs("azure-native:containerinstance:ContainerGroup")

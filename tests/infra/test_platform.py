@@ -27,6 +27,9 @@ EXPECTED_RESOURCES = {
     "azure-native:eventhub:ConsumerGroup": 1,
     "azure-native:streamanalytics:StreamingJob": 1,
     "pulumi-python:dynamic/batchscoring:StreamJobDeployment": 1,  # the job's inputs, outputs, query and settings
+    # Pauses where Azure is eventually consistent (infra/wait.py): the scorer's and the submitter's grants taking
+    # effect, the custom role replicating.
+    "pulumi-python:dynamic/batchscoring:Wait": 3,
     "azure-native:containerregistry:Registry": 1,
     "docker:index/image:Image": 2,
     "azure-native:batch:BatchAccount": 1,
