@@ -7,7 +7,12 @@ supported metrics: Microsoft.StreamAnalytics/streamingjobs ``Errors`` (runtime e
 ``TaskFailEvent``, ``PoolResizeStartEvent`` and ``PoolResizeCompleteEvent``
 (learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/). The log rules read the workspace's
 ``AzureMetrics`` table (what the diagnostic settings export) and ``StorageBlobLogs`` (the blob service's
-resource logs).
+resource logs). Neither table exists in a new workspace until its first rows arrive, so the log rules are
+created without Azure's query validation (``infra/monitoring.py``): their KQL is checked here, by the tests.
+Each query starts with its table, not ``union isfuzzy=true``, which would tolerate the missing table but is
+refused in alert rules ("We don't support creating or modifying log search alert rules that use search or
+union operators, except for cross-resource queries", learn.microsoft.com/azure/azure-monitor/alerts/
+alerts-log-query, *Log query constraints*).
 """
 
 from __future__ import annotations
@@ -54,16 +59,22 @@ class LogRule:
     frequency: str = "PT15M"
 
 
-def hour_not_scored_query(deadline_minutes: int, lookback_hours: int = 6) -> str:
+def hour_not_scored_query(deadline_minutes: int, scoring_since: str, lookback_hours: int = 6) -> str:
     """Hours whose deadline passed within the lookback without a ``logs/<hour>/scored.json`` written.
 
     Hour H ends at H+1h and is due at H+1h+deadline. The submitter writes the marker when a revision of the
     hour completes (``workloads/submitter/finalise.py``), so a Put Blob of it in ``StorageBlobLogs`` is the
     proof the hour was scored; an hour missing from that set, once due, has been missed.
+
+    Only hours from the one in which scoring began (``scoring_since``: the scheduler's creation time, as Azure
+    reports it) count: the hours before it ended before any run could score them, and the first run after a
+    deployment may be up to an hour away. The hour of ``scoring_since`` itself is due after the first run at
+    ``scheduleMinute`` past its end (``hourDeadlineMinutes`` > ``scheduleMinute`` is a config rule).
     """
     return f"""let deadline = {deadline_minutes}m;
 let lookback = {lookback_hours}h;
-let due = range hour from bin(now() - 1h - deadline - lookback, 1h) to now() - 1h - deadline step 1h;
+let since = bin(todatetime("{scoring_since}"), 1h);
+let due = range hour from max_of(bin(now() - 1h - deadline - lookback, 1h), since) to now() - 1h - deadline step 1h;
 let scored = StorageBlobLogs
     | where TimeGenerated > ago(lookback + deadline + 1h)
     | where OperationName == "PutBlob" and Uri has "/{Container.LOGS.value}/" and Uri has "/scored.json"
@@ -100,6 +111,7 @@ class AlertTargets:
     stream_job_id: pulumi.Output[str]
     workflow_id: pulumi.Output[str]
     batch_account_id: pulumi.Output[str]
+    scoring_since: pulumi.Output[str]  # the scheduler's createdTime: no hour before it is due
 
 
 def platform_rules(
@@ -154,7 +166,7 @@ def platform_rules(
         LogRule(
             "hour-not-scored",
             f"An hour was not scored {hour_deadline_minutes} min after it ended",
-            hour_not_scored_query(hour_deadline_minutes),
+            targets.scoring_since.apply(lambda since: hour_not_scored_query(hour_deadline_minutes, since)),
             "missed",
             "GreaterThan",
             0,

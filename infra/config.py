@@ -274,6 +274,13 @@ class PlatformConfig(BaseModel):
         list[Annotated[str, StringConstraints(pattern=HTTPS_URL.pattern)]],
         Field(max_length=10, description="HTTPS webhook receivers of every alert (common alert schema)."),
     ] = Field(default_factory=list)
+    require_alert_receivers: Annotated[
+        bool | None,
+        Field(
+            description="Refuse to deploy without an alertEmails or alertWebhooks receiver; unset: required "
+            "when protectData is (a stack whose data matters is one whose alerts must reach someone).",
+        ),
+    ] = None
     hour_deadline_minutes: Annotated[
         int,
         Field(
@@ -417,12 +424,31 @@ def _deadline_after_the_run(hour_deadline_minutes: int, schedule_minute: int) ->
     return None
 
 
+def _alerts_reach_someone(
+    require_alert_receivers: bool | None, protect_data: bool, alert_emails: list[str], alert_webhooks: list[str]
+) -> str | None:
+    """A stack that must be watched (requireAlertReceivers, by default protectData) needs a receiver: an action
+    group without one is valid to Azure, and every alert of the stack would then reach nobody."""
+    required = protect_data if require_alert_receivers is None else require_alert_receivers
+    if required and not alert_emails and not alert_webhooks:
+        why = "requireAlertReceivers is true" if require_alert_receivers else "protectData is true"
+        return (
+            f"{NAMESPACE}:alertEmails: no alert receiver, and {why}: list at least one address in alertEmails "
+            "(or an HTTPS URL in alertWebhooks), or set requireAlertReceivers: false to deploy unwatched"
+        )
+    return None
+
+
 CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
     (("min_nodes", "max_nodes"), _nodes_in_order),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
     (("private_network", "subnet_id"), _one_network_mode),
     (("private_network", "registry_sku", "admin_ip_ranges"), _private_registry_reachable_by_deployer),
     (("hour_deadline_minutes", "schedule_minute"), _deadline_after_the_run),
+    (
+        ("require_alert_receivers", "protect_data", "alert_emails", "alert_webhooks"),
+        _alerts_reach_someone,
+    ),
 )
 
 
@@ -566,7 +592,7 @@ def reference_table() -> str:
             else " / ".join(annotation.split("[", 1)[1].rstrip("]").replace("'", "").split(", "))
             if "Literal" in annotation
             else "true / false"
-            if field.annotation is bool
+            if field.annotation in (bool, bool | None)
             else ""
         )
         rows.append(f"| `{NAMESPACE}:{to_camel(name)}` | `{shown}` | {allowed} | {field.description or ''} |")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pulumi
 from pulumi_azure_native import applicationinsights, monitor, operationalinsights
@@ -19,6 +20,23 @@ from pulumi_azure_native import applicationinsights, monitor, operationalinsight
 from infra.alerts import LogRule, MetricRule
 
 METRIC_CRITERIA = "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
+# Names reserved for documentation (RFC 2606): a receiver there is a placeholder nobody reads.
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+RESERVED_TLDS = ("example", "test", "invalid", "localhost")
+
+
+def placeholder_receivers(emails: Sequence[str], webhooks: Sequence[str]) -> list[str]:
+    """The receivers on a domain reserved for documentation, e.g. a stack file's placeholder left unreplaced."""
+
+    def reserved(host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host.rsplit(".", 1)[-1] in RESERVED_TLDS or any(
+            host == domain or host.endswith(f".{domain}") for domain in RESERVED_DOMAINS
+        )
+
+    hosts = [(email, email.rsplit("@", 1)[-1]) for email in emails]
+    hosts += [(url, urlsplit(url).hostname or "") for url in webhooks]
+    return [receiver for receiver, host in hosts if reserved(host)]
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,12 @@ class Monitoring(pulumi.ComponentResource):
             )
             for d in watch.diagnostics
         ]
+        for receiver in placeholder_receivers(watch.emails, watch.webhooks):
+            pulumi.log.warn(
+                f"alert receiver {receiver} is on a domain reserved for documentation (RFC 2606): nobody receives "
+                "these alerts; replace it in alertEmails / alertWebhooks",
+                self,
+            )
         self.action_group = monitor.ActionGroup(
             f"{name}-action-group",
             action_group_name=watch.action_group_name,
@@ -186,6 +210,15 @@ class Monitoring(pulumi.ComponentResource):
             resource_group_name=rg,
             location=location,
             kind="LogAlert",
+            # The tables the rules read (StorageBlobLogs, AzureMetrics) appear in a new workspace only with their
+            # first rows, minutes after the diagnostic settings exist, and Azure validates the query at creation:
+            # 400 SemanticError SEM0100 "Failed to resolve table or column expression named 'AzureDiagnostics'"
+            # (github.com/CDCgov/prime-reportstream/issues/11773, the same for any table not there yet). Creation
+            # skips that check: "skipQueryValidation: The flag which indicates whether the provided query should be
+            # validated or not. The default is false. Relevant only for rules of the kind LogAlert."
+            # (azure-rest-api-specs, Microsoft.Insights scheduledQueryRule_API.json, 2025-01-01-preview, the API
+            # version of this azure-native monitor.ScheduledQueryRule). The KQL is asserted in tests instead.
+            skip_query_validation=True,
             description=rule.description,
             severity=rule.severity,
             enabled=True,

@@ -281,7 +281,12 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         )
         self.access = [scorer_access, submitter_access, stream_access, self.scheduler.access]
         metric_rules, log_rules = platform_rules(
-            AlertTargets(self.ingestion.job.id, self.scheduler.workflow.id, self.batch.account.id),
+            AlertTargets(
+                self.ingestion.job.id,
+                self.scheduler.workflow.id,
+                self.batch.account.id,
+                scoring_since=self.scheduler.workflow.created_time,
+            ),
             config.hour_deadline_minutes,
             config.watermark_alert_minutes,
         )

@@ -15,6 +15,7 @@ from infra.platform import BatchScoringPlatform
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "tenant-0001"
+WORKFLOW_CREATED = "2026-12-01T10:37:12.1234567Z"  # Logic Apps' createdTime, as ARM returns it
 
 # The input that names the resource itself, most specific first (a pool also names its account).
 NAME_INPUTS = (
@@ -85,6 +86,8 @@ def computed(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
         extra["identity"] = {"type": "SystemAssigned", "principalId": f"{args.name}-principal"}
     elif args.typ == "docker:index/image:Image":
         extra["repoDigest"] = f"{str(args.inputs['imageName']).rsplit(':', 1)[0]}@sha256:{'0' * 64}"
+    if args.typ == "azure-native:logic:Workflow":
+        extra["createdTime"] = WORKFLOW_CREATED
     return extra
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from infra.alerts import hour_not_scored_query, pool_resize_stuck_query, stream_job_stopped_query
-from tests.infra.conftest import Deploy, Deployment
+from infra.config import ConfigError, parse_config
+from infra.monitoring import placeholder_receivers
+from tests.infra.conftest import WORKFLOW_CREATED, Deploy, Deployment
+
+ROOT = Path(__file__).resolve().parents[2]
 
 WORKSPACE = "azure-native:operationalinsights:Workspace"
 DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
@@ -119,19 +127,99 @@ def test_each_log_alert_queries_the_workspace_after_its_data_is_wired(deploy: De
             condition["threshold"],
         )
     assert summary == {
-        "hour-not-scored": (hour_not_scored_query(50), "missed", "GreaterThan", 0),
+        "hour-not-scored": (hour_not_scored_query(50, WORKFLOW_CREATED), "missed", "GreaterThan", 0),
         "stream-job-stopped": (stream_job_stopped_query(known["job"]), "samples", "LessThan", 1),
         "pool-resize-stuck": (pool_resize_stuck_query(known["batch"]), "stuck", "GreaterThan", 0),
     }
 
 
+def test_log_alerts_can_be_created_before_their_tables_have_rows(deploy: Deploy) -> None:
+    """A new workspace has no StorageBlobLogs or AzureMetrics table yet: Azure's query validation at creation
+    would fail with SEM0100, so every log rule skips it, and each query starts with its table (a union, which
+    would tolerate the missing table, is refused in alert rules)."""
+    alerts = deploy().mocks.of_type(LOG_ALERT)
+    assert len(alerts) == 3 and all(a.inputs["skipQueryValidation"] is True for a in alerts)
+    tables = {a.name.rsplit("alert-", 1)[1]: _first_table(a.inputs["criteria"]["allOf"][0]["query"]) for a in alerts}
+    assert tables == {
+        "hour-not-scored": "StorageBlobLogs",
+        "stream-job-stopped": "AzureMetrics",
+        "pool-resize-stuck": "AzureMetrics",
+    }
+    assert not any(word in a.inputs["criteria"]["allOf"][0]["query"] for a in alerts for word in ("union", "search"))
+
+
+def _first_table(query: str) -> str:
+    """The table the query's data comes from: the first statement that is not a `let` of a scalar or range."""
+    for line in query.splitlines():
+        text = line.split("=", 1)[1].strip() if line.startswith("let ") else line.strip()
+        first = text.split()[0] if text.split() else ""
+        if first and first[0].isupper():
+            return first
+    raise AssertionError(f"no table in {query!r}")
+
+
 def test_the_hour_alert_looks_for_the_marker_the_submitter_writes() -> None:
-    query = hour_not_scored_query(45)
+    query = hour_not_scored_query(45, WORKFLOW_CREATED)
     assert "let deadline = 45m;" in query
     # Due hours end an hour plus the deadline ago; scored ones are those with a logs/<hour>/scored.json Put Blob.
     assert "to now() - 1h - deadline step 1h" in query
     assert 'parse Uri with * "/logs/" y:int "/" m:int "/" d:int "/" h:int "/scored.json" *' in query
     assert "join kind=leftanti scored on hour" in query and "missed = count()" in query
+
+
+def test_the_hour_alert_counts_no_hour_before_scoring_began() -> None:
+    """Right after the first deployment, the hours of the lookback ended before any run could score them: only
+    hours from the one in which the scheduler was created are due (its createdTime, an Azure output that later
+    deployments do not change), so the rule stays quiet until the first run has had its chance."""
+    query = hour_not_scored_query(45, WORKFLOW_CREATED)
+    assert f'let since = bin(todatetime("{WORKFLOW_CREATED}"), 1h);' in query
+    assert "range hour from max_of(bin(now() - 1h - deadline - lookback, 1h), since) to now()" in query
+    # The due hours end at the same place as before; only their start moves (never before the lookback's).
+    assert "to now() - 1h - deadline step 1h;" in query
+
+
+def test_the_hour_alert_starts_when_the_stacks_scheduler_was_created(deploy: Deploy) -> None:
+    deployment = deploy()
+    workflow = deployment.mocks.one("azure-native:logic:Workflow")
+    alert = next(a for a in deployment.mocks.of_type(LOG_ALERT) if a.name.endswith("hour-not-scored"))
+    assert f'todatetime("{WORKFLOW_CREATED}")' in alert.inputs["criteria"]["allOf"][0]["query"]
+    assert workflow.urn in alert.dependencies
+
+
+def receivers(**config: Any) -> str:
+    """The config error about alert receivers, or '' when the config is valid."""
+    try:
+        parse_config(config)
+    except ConfigError as error:
+        return "\n".join(line for line in str(error).splitlines() if "alert receiver" in line)
+    return ""
+
+
+def test_a_protected_stack_refuses_to_deploy_without_an_alert_receiver() -> None:
+    missing = receivers(protectData=True)
+    assert missing.strip().startswith("batchscoring:alertEmails: no alert receiver, and protectData is true")
+    assert "requireAlertReceivers: false" in missing
+    assert receivers(protectData=True, alertEmails=["ops@contoso.com"]) == ""
+    assert receivers(protectData=True, alertWebhooks=["https://hooks.contoso.com/alerts"]) == ""
+    assert receivers(protectData=True, requireAlertReceivers=False) == ""  # said on purpose
+    assert receivers() == ""  # unprotected: dev may deploy unwatched
+    assert "requireAlertReceivers is true" in receivers(requireAlertReceivers=True)
+
+
+def test_the_receiver_rule_is_reported_with_the_other_errors() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"protectData": True, "maxNodes": 0})
+    assert "batchscoring:maxNodes" in str(raised.value) and "batchscoring:alertEmails" in str(raised.value)
+
+
+def test_placeholder_receivers_are_named_so_that_a_deployment_warns() -> None:
+    assert placeholder_receivers(
+        ["ops@example.com", "ops@contoso.com", "a@mail.example.org", "b@host.test"],
+        ["https://hooks.example.net/x", "https://hooks.contoso.com/x"],
+    ) == ["ops@example.com", "a@mail.example.org", "b@host.test", "https://hooks.example.net/x"]
+    prod = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    # prod validates with the stack file's placeholder, and `pulumi up` warns until it is replaced.
+    assert placeholder_receivers(prod["batchscoring:alertEmails"], []) == prod["batchscoring:alertEmails"]
 
 
 def test_telemetry_declares_application_insights_on_the_workspace_and_tells_the_submitter(deploy: Deploy) -> None:

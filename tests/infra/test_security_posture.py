@@ -31,7 +31,12 @@ def test_dev_defaults_keep_a_week_of_deleted_blobs_and_no_lock(deploy: Deploy) -
 
 def test_prod_protection_is_zone_redundant_versioned_soft_deleted_and_locked(deploy: Deploy) -> None:
     mocks = deploy(
-        stack="prod", storageRedundancy="GZRS", softDeleteDays=30, blobVersioning=True, protectData=True
+        stack="prod",
+        storageRedundancy="GZRS",
+        softDeleteDays=30,
+        blobVersioning=True,
+        protectData=True,
+        alertEmails=["ops@contoso.com"],
     ).mocks
     assert mocks.inputs(STORAGE)["sku"] == {"name": "Standard_GZRS"}
     service = mocks.inputs(BLOB_SERVICE)
