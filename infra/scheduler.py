@@ -143,6 +143,10 @@ class Scheduler(pulumi.ComponentResource):
             identity=containerinstance.ContainerGroupIdentityArgs(
                 type=containerinstance.ResourceIdentityType.USER_ASSIGNED, user_assigned_identities=[args.identity_id]
             ),
+            # ACI pulls with a user-assigned identity only, and from a registry behind a private endpoint only when the
+            # endpoint is outside the ACI-delegated subnet ("Deploy to Azure Container Instances from Azure Container
+            # Registry using a managed identity", Limitations; the endpoint is in `endpoints`, infra/network.py). The
+            # identity's AcrPull has settled before this group exists (its grants' Wait, infra/identity.py).
             image_registry_credentials=[
                 containerinstance.ImageRegistryCredentialArgs(server=args.registry_server, identity=args.identity_id)
             ],
