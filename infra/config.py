@@ -80,6 +80,8 @@ OUTPUT_DELAY_MINUTES = 5
 ASA_PARTITION_KEY_LIMIT = 8000
 HOURS_WRITTEN_AT_ONCE = 2
 MAX_STREAM_SHARD_COUNT = min(MAX_SHARD_COUNT, ASA_PARTITION_KEY_LIMIT // HOURS_WRITTEN_AT_ONCE)
+# Stream Analytics SU V1 steps (see PlatformConfig._streaming_units_step), up to the key's bound.
+VALID_STREAMING_UNITS = (1, 3, *range(6, 121, 6))
 
 
 class ConfigError(ValueError):
@@ -182,7 +184,9 @@ class PlatformConfig(BaseModel):
     logs_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days run logs are kept.")] = 90
     event_hub_partitions: Annotated[int, Field(ge=1, le=32, description="Event Hub partitions.")] = 4
     event_hub_retention_days: Annotated[int, Field(ge=1, le=7, description="Event Hub message retention.")] = 1
-    streaming_units: Annotated[int, Field(ge=1, le=120, description="Stream Analytics streaming units.")] = 1
+    streaming_units: Annotated[
+        int, Field(ge=1, le=120, description="Stream Analytics streaming units (SU V1): 1, 3, 6 or a multiple of 6.")
+    ] = 1
     protect_data: Annotated[
         bool,
         Field(
@@ -314,6 +318,23 @@ class PlatformConfig(BaseModel):
     def _window_tiles_hour(cls, value: int) -> int:
         if 60 % value:
             raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
+        return value
+
+    @field_validator("streaming_units")
+    @classmethod
+    def _streaming_units_step(cls, value: int) -> int:
+        """The job is declared with sku ``Standard`` and an integer ``streamingUnits`` (infra/ingestion.py, API
+        2020-03-01), the SU V1 scale: "Valid values for SUs per job are 1, 3, 6, and up in increments of 6"
+        (learn.microsoft.com/azure/stream-analytics/stream-analytics-streaming-unit-consumption; today's page: "Jobs
+        may run with 1 and 3 SUs as well ... Scaling occurs in increments of 6 beyond 6 SU jobs, to 12, 18, 24 and
+        beyond"). SU V2's 1/3, 2/3, 1, 2, ... are a portal notation the same page maps onto other integers in the
+        REST API; the program does not declare them."""
+        if value not in VALID_STREAMING_UNITS:
+            below = max(v for v in VALID_STREAMING_UNITS if v <= value)
+            above = min((v for v in VALID_STREAMING_UNITS if v >= value), default=below)
+            raise ValueError(
+                f"{value} is not a valid streaming-unit count (1, 3, 6, 12, 18, ...): use {below} or {above}"
+            )
         return value
 
     @field_validator("vnet_address_space")

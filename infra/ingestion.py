@@ -61,7 +61,7 @@ class IngestionArgs:
     shard_count: int  # the stack's shardCount: the query computes each row's shard folder with it
     partitions: int = 4
     retention_days: int = 1
-    streaming_units: int = 1
+    streaming_units: int = 1  # SU V1 steps (1, 3, 6, 12, ...) with sku Standard; infra/config.py refuses others
     protect: bool = False  # protectData: Pulumi protect and a CanNotDelete lock on the namespace
     # privateNetwork: only these public CIDRs (device gateways, operators) and trusted Azure services (the stream
     # job, with its managed identity: "Allow trusted Microsoft services", learn.microsoft.com/azure/event-hubs/

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pulumi
-from pulumi_azure_native import resources
+from pulumi_azure_native import authorization, resources
 
 from infra import roles
 from infra.acr_token import TokenExchanger, exchange_token
@@ -21,7 +21,7 @@ from infra.identity import (
 )
 from infra.ingestion import Ingestion, IngestionArgs, StreamJobIO, StreamJobIOArgs
 from infra.monitoring import Diagnostics, Monitoring, MonitoringArgs, Watch
-from infra.naming import compact_name, dashed_name
+from infra.naming import NameSeed, stack_names
 from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.registry import Registry, RegistryArgs
 from infra.scheduler import Recurrence, Scheduler, SchedulerArgs
@@ -52,10 +52,13 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         super().__init__("batchscoring:infra:Platform", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         prefix, tags = config.name_prefix, {"stack": stack, "app": "batchscoring", **config.tags}
+        # The subscription seeds the global names' suffix (infra/naming.py); read once, as a plain value.
+        subscription = authorization.get_client_config().subscription_id
+        names = stack_names(NameSeed(subscription, pulumi.get_project(), stack, prefix, config.location))
 
         self.resource_group = resources.ResourceGroup(
             f"{name}-rg",
-            resource_group_name=dashed_name(prefix, stack, "rg", 90),
+            resource_group_name=names.resource_group,
             location=config.location,
             tags=tags,
             opts=child,
@@ -66,7 +69,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             IdentitiesArgs(
                 rg,
                 location,
-                {p: dashed_name(prefix, stack, p, 128) for p in ("scorer", "submitter", "scheduler")},
+                dict(names.identities),
                 tags,
             ),
             child,
@@ -77,7 +80,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             MonitoringArgs(
                 rg,
                 location,
-                workspace_name=dashed_name(prefix, stack, "logs", 63),
+                workspace_name=names.workspace,
                 retention_days=config.log_retention_days,
                 telemetry=config.telemetry,
                 tags=tags,
@@ -87,9 +90,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         self.network = (
             PrivateNetwork(
                 f"{name}-network",
-                PrivateNetworkArgs(
-                    rg, location, dashed_name(prefix, stack, "vnet", 64), config.vnet_address_space, tags
-                ),
+                PrivateNetworkArgs(rg, location, names.vnet, config.vnet_address_space, tags),
                 child,
             )
             if config.private_network
@@ -102,7 +103,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             StorageArgs(
                 rg,
                 location,
-                compact_name(prefix, stack, "data", 24),
+                names.storage_account,
                 retention_days={
                     Container.AGGREGATES: config.aggregates_retention_days,
                     Container.PREDICTIONS: config.predictions_retention_days,
@@ -124,7 +125,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             IngestionArgs(
                 rg,
                 location,
-                dashed_name(prefix, stack, "events", 50),
+                names.event_hubs_namespace,
                 config.aggregation,
                 config.shard_count,
                 partitions=config.event_hub_partitions,
@@ -141,7 +142,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             RegistryArgs(
                 rg,
                 location,
-                compact_name(prefix, stack, "acr", 50),
+                names.registry,
                 sku=config.registry_sku,
                 network=self.network,
                 allowed_ip_ranges=admin_ips,
@@ -175,7 +176,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             BatchComputeArgs(
                 rg,
                 location,
-                compact_name(prefix, stack, "batch", 24),
+                names.batch_account,
                 config.vm_size,
                 PoolImage(config.pool_image, config.node_agent_sku),
                 config.autoscale,
@@ -223,7 +224,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             SchedulerArgs(
                 rg,
                 location,
-                dashed_name(prefix, stack, "submitter", 63),
+                names.submitter_group,
                 self.registry.submitter_image,
                 self.registry.login_server,
                 submitter_id.id,
@@ -292,8 +293,8 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         )
         self.monitoring.watch(
             Watch(
-                action_group_name=dashed_name(prefix, stack, "alerts", 260),
-                action_group_short_name=f"{stack}-alerts",
+                action_group_name=names.action_group,
+                action_group_short_name=names.action_group_short,
                 emails=config.alert_emails,
                 webhooks=config.alert_webhooks,
                 diagnostics=[
