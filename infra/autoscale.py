@@ -8,7 +8,10 @@ What Batch users learned the hard way (Azure/Batch and batch-shipyard issues), a
 - nodes = ceil(tasks / task slots per node), built only from comparison operators that the formula
   language documents (each ``($t > k*slots)`` is 1 or 0), so no undocumented rounding is relied on;
 - stay within [min, max] and return to the minimum (0 by default) once nothing is pending;
-- ``taskcompletion`` deallocation: a node leaves only after its running tasks finish.
+- ``taskcompletion`` deallocation: a node leaves only after its running tasks finish;
+- Spot pools may take dedicated nodes as a fallback (``dedicated_fallback_nodes``): Spot nodes can be
+  preempted or not granted at all (a new account's Spot core quota can be 0, see infra/quota.py), and a
+  formula that targets only ``$TargetLowPriorityNodes`` then waits for ever.
 """
 
 from __future__ import annotations
@@ -25,18 +28,48 @@ class AutoscaleSpec:
     task_slots_per_node: int = 1
     lookback_minutes: int = 10
     spot: bool = False
+    # Spot pools only: up to this many dedicated nodes stand in for Spot nodes that are missing (preempted, or
+    # never allocated for want of Spot quota or capacity) once tasks have waited a whole look-back.
+    dedicated_fallback_nodes: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_nodes <= self.max_nodes:
             raise ValueError(f"need 0 <= min_nodes ({self.min_nodes}) <= max_nodes ({self.max_nodes})")
         if self.task_slots_per_node < 1 or self.lookback_minutes < 1:
             raise ValueError("task_slots_per_node and lookback_minutes must be at least 1")
+        if not 0 <= self.dedicated_fallback_nodes <= self.max_nodes:
+            raise ValueError(f"need 0 <= dedicated_fallback_nodes ({self.dedicated_fallback_nodes}) <= max_nodes")
+        if self.dedicated_fallback_nodes and not self.spot:
+            raise ValueError("dedicated_fallback_nodes needs a Spot pool (spot=True)")
 
 
 def _ceil_division_terms(max_nodes: int, slots: int) -> str:
     terms = [f"($tasks > {k * slots})" for k in range(max_nodes)]
     lines = [" + ".join(terms[i : i + 8]) for i in range(0, len(terms), 8)]
     return " +\n    ".join(lines) if lines else "0"
+
+
+def _fallback(spec: AutoscaleSpec, lookback: str) -> list[str]:
+    """Dedicated nodes for the Spot nodes that are missing, once work has waited a whole look-back.
+
+    "Create a formula to automatically scale compute nodes in a Batch pool"
+    (learn.microsoft.com/azure/batch/batch-automatic-scaling), read-only variables: ``$CurrentLowPriorityNodes``
+    is "the current number of Spot compute nodes, including any nodes that have been preempted" and
+    ``$PreemptedNodeCount`` "the number of nodes in the pool that are in a preempted state"; its "Preempted nodes"
+    sample replaces each preempted Spot node with a dedicated one. Here the fallback is bounded
+    (``dedicated_fallback_nodes``) and temporary: while the Spot nodes present (starting or running, not
+    preempted) cover the need, or nothing has been pending for the whole look-back, the dedicated target is 0
+    and ``taskcompletion`` lets the dedicated nodes finish their tasks before they go. Waiting a look-back first
+    gives Spot allocation (minutes) its chance, so a healthy Spot pool never pays for dedicated nodes; with no
+    Spot quota at all every run waits that long: use ``spotNodes: false`` there instead.
+    """
+    return [
+        "// Dedicated fallback: Spot nodes missing (preempted, or never allocated) once tasks waited a look-back.",
+        f"$waited = $samples < 70 ? 0 : min($PendingTasks.GetSample({lookback}));",
+        "$spotNodes = max(0, max($CurrentLowPriorityNodes.GetSample(1)) - max($PreemptedNodeCount.GetSample(1)));",
+        f"$missing = max(0, max({spec.min_nodes}, min({spec.max_nodes}, $nodes)) - $spotNodes);",
+        f"$TargetDedicatedNodes = $waited > 0 ? min({spec.dedicated_fallback_nodes}, $missing) : 0;",
+    ]
 
 
 def autoscale_formula(spec: AutoscaleSpec) -> str:
@@ -55,7 +88,7 @@ def autoscale_formula(spec: AutoscaleSpec) -> str:
             f"// ceil($tasks / {spec.task_slots_per_node}) capped at {spec.max_nodes}",
             f"$nodes = {_ceil_division_terms(spec.max_nodes, spec.task_slots_per_node)};",
             f"{target} = max({spec.min_nodes}, min({spec.max_nodes}, $nodes));",
-            f"{other} = 0;",
+            *(_fallback(spec, lookback) if spec.dedicated_fallback_nodes else [f"{other} = 0;"]),
             "$NodeDeallocationOption = taskcompletion;",
         ]
     )

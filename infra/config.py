@@ -111,6 +111,15 @@ class PlatformConfig(BaseModel):
     min_nodes: Annotated[int, Field(ge=0, le=300, description="Nodes kept when nothing is pending.")] = 0
     max_nodes: Annotated[int, Field(ge=1, le=300, description="Upper bound of the autoscaled pool.")] = 4
     spot_nodes: Annotated[bool, Field(description="Use Spot (low-priority) nodes instead of dedicated ones.")] = False
+    dedicated_fallback_nodes: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=300,
+            description="spotNodes: up to this many dedicated nodes stand in for Spot nodes preempted or never "
+            "allocated (Spot quota 0, no capacity) once tasks have waited a look-back; needs dedicated core quota.",
+        ),
+    ] = 0
     task_slots_per_node: Annotated[int, Field(ge=1, le=256, description="Tasks one node runs at once.")] = 1
     autoscale_interval_minutes: Annotated[
         int, Field(ge=5, le=10080, description="How often Batch evaluates the formula (service minimum: 5).")
@@ -377,6 +386,7 @@ class PlatformConfig(BaseModel):
             task_slots_per_node=self.task_slots_per_node,
             lookback_minutes=max(self.autoscale_interval_minutes, 10),
             spot=self.spot_nodes,
+            dedicated_fallback_nodes=self.dedicated_fallback_nodes,
         )
 
     @property
@@ -392,6 +402,18 @@ class PlatformConfig(BaseModel):
 def _nodes_in_order(min_nodes: int, max_nodes: int) -> str | None:
     if min_nodes > max_nodes:
         return f"{NAMESPACE}:minNodes: {min_nodes} must not exceed maxNodes ({max_nodes})"
+    return None
+
+
+def _fallback_for_spot(dedicated_fallback_nodes: int, spot_nodes: bool, max_nodes: int) -> str | None:
+    """Dedicated nodes stand in for missing Spot nodes (infra/autoscale.py): only in a Spot pool, at most maxNodes."""
+    if dedicated_fallback_nodes and not spot_nodes:
+        return (
+            f"{NAMESPACE}:dedicatedFallbackNodes: {dedicated_fallback_nodes} applies to Spot pools only; set "
+            "spotNodes: true, or remove it (a dedicated pool already uses dedicated nodes)"
+        )
+    if dedicated_fallback_nodes > max_nodes:
+        return f"{NAMESPACE}:dedicatedFallbackNodes: {dedicated_fallback_nodes} must not exceed maxNodes ({max_nodes})"
     return None
 
 
@@ -462,6 +484,7 @@ def _alerts_reach_someone(
 
 CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
     (("min_nodes", "max_nodes"), _nodes_in_order),
+    (("dedicated_fallback_nodes", "spot_nodes", "max_nodes"), _fallback_for_spot),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
     (("private_network", "subnet_id"), _one_network_mode),
     (("private_network", "registry_sku", "admin_ip_ranges"), _private_registry_reachable_by_deployer),

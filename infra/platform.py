@@ -181,7 +181,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 PoolImage(config.pool_image, config.node_agent_sku),
                 config.autoscale,
                 config.autoscale_interval_minutes,
-                self.registry.scorer_image,
+                self.registry.images["scorer"].image_name,  # the tag: stable across code deploys (infra/batch.py)
                 self.registry.login_server,
                 scorer_id.id,
                 node_grants=[scorer_access],

@@ -163,5 +163,15 @@ class Evaluator:
         raise ValueError(f"unsupported token {token!r}")
 
 
-def evaluate(formula: str, pending: list[float], percent: float = 100.0) -> dict[str, Value]:
-    return Evaluator({"$PendingTasks": Metric([float(p) for p in pending], float(percent))}).run(formula)
+def evaluate(
+    formula: str, pending: list[float], percent: float = 100.0, spot_nodes: float = 0, preempted: float = 0
+) -> dict[str, Value]:
+    """Run the formula on ``pending`` ($PendingTasks, newest first) and the pool's current Spot nodes: all of them
+    ($CurrentLowPriorityNodes, preempted ones included, as Batch counts them) and the preempted ones."""
+    return Evaluator(
+        {
+            "$PendingTasks": Metric([float(p) for p in pending], float(percent)),
+            "$CurrentLowPriorityNodes": Metric([float(spot_nodes)]),
+            "$PreemptedNodeCount": Metric([float(preempted)]),
+        }
+    ).run(formula)

@@ -81,7 +81,8 @@ def test_stack_outputs_give_a_user_what_they_need(deploy: Deploy) -> None:
     assert outputs["blob_endpoint"] == f"https://{outputs['storage_account']}.blob.core.windows.net/"
     assert outputs["event_hub"] == "readings"
     assert outputs["acr_login_server"].endswith(".azurecr.io")
-    assert outputs["batch_account_endpoint"].startswith("https://") and outputs["batch_pool_id"] == "scorers"
+    assert outputs["batch_account_endpoint"].startswith("https://")
+    assert outputs["batch_pool_id"].startswith("scorers-d2s-v5-")
     assert outputs["logic_app_id"].endswith("batchscoring-scheduler-workflow")
     assert "token" not in json.dumps(outputs).lower() and "password" not in json.dumps(outputs).lower()
 
@@ -102,7 +103,11 @@ def test_names_include_the_stack_so_stacks_do_not_collide(deploy: Deploy) -> Non
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"vmSize": "Standard_D8s_v5"}, {"batchscoring-batch-pool": {"vmSize"}}),
+        # A new pool (its id carries the size: infra/batch.py), and the submitter switched to it.
+        (
+            {"vmSize": "Standard_D8s_v5"},
+            {"batchscoring-batch-pool": {"poolName", "vmSize"}, "batchscoring-scheduler-submitter": {"containers"}},
+        ),
         ({"maxNodes": 9}, {"batchscoring-batch-pool": {"scaleSettings"}}),
         ({"scheduleInterval": 2}, {"batchscoring-scheduler-workflow": {"definition"}}),
         # The job's own input changes too, but it is create-only (ignore_changes): the deployment applies it.
