@@ -14,8 +14,9 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import annotated_types
 from pydantic import (
@@ -32,6 +33,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
 from infra.autoscale import AutoscaleSpec
+from infra.windows_zones import WINDOWS_ZONE_OF, WINDOWS_ZONES
 from workloads.common.aggregates import AggregationSpec
 from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB
 from workloads.common.shards import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT
@@ -139,7 +141,13 @@ class PlatformConfig(BaseModel):
         ),
     ] = 20
     time_zone: Annotated[
-        str, Field(min_length=1, max_length=64, description="Windows time zone name of the trigger, e.g. UTC.")
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="Windows time zone id (e.g. W. Europe Standard Time) of a Day schedule, which runs at "
+            "00:scheduleMinute; Minute and Hour schedules run on UTC hours.",
+        ),
     ] = "UTC"
     task_input_mib: Annotated[
         int,
@@ -175,7 +183,7 @@ class PlatformConfig(BaseModel):
             ge=1,
             le=168,
             description="How many recent hours each scheduled run reconciles: scores hours never scored, "
-            "re-scores hours whose aggregates changed.",
+            "re-scores hours whose aggregates changed; must cover the schedule's period.",
         ),
     ] = 24
     trusted_types: Annotated[
@@ -322,6 +330,15 @@ class PlatformConfig(BaseModel):
             )
         return value
 
+    @field_validator("time_zone")
+    @classmethod
+    def _windows_time_zone(cls, value: str) -> str:
+        """Logic Apps' Recurrence timeZone takes Windows time zone ids, e.g. "Pacific Standard Time" (the Recurrence
+        trigger's schema reference); a tzdata name such as Europe/Berlin is refused when the workflow is saved."""
+        if value in WINDOWS_ZONES:
+            return value
+        raise ValueError(_time_zone_hint(value))
+
     @field_validator("window_minutes")
     @classmethod
     def _window_tiles_hour(cls, value: int) -> int:
@@ -396,7 +413,99 @@ class PlatformConfig(BaseModel):
         )
 
 
+def _time_zone_hint(value: str) -> str:
+    """Why a time zone is refused, with the Windows id to use where one is known."""
+    windows_by_lower = {name.lower(): name for name in WINDOWS_ZONES}
+    iana_by_lower = {name.lower(): name for name in WINDOWS_ZONE_OF}
+    if value.lower() in windows_by_lower:
+        return f"Windows time zone ids are matched exactly: use {windows_by_lower[value.lower()]!r}"
+    if value.lower() in iana_by_lower:
+        return (
+            f"{value} is a tzdata (IANA) name; Logic Apps take Windows time zone ids: use "
+            f"{WINDOWS_ZONE_OF[iana_by_lower[value.lower()]]!r}"
+        )
+    close = difflib.get_close_matches(value.lower(), list(windows_by_lower), n=1, cutoff=0.8)
+    hint = f"did you mean {windows_by_lower[close[0]]!r}?" if close else "e.g. 'UTC' or 'W. Europe Standard Time'"
+    return f"{value!r} is not a Windows time zone id, which Logic Apps take: {hint}"
+
+
 # --- rules across keys: plain functions of field values, each returning its error or None ----------------------
+
+# Minutes between two runs of the trigger, per unit of scheduleInterval (infra/scheduler.py Recurrence).
+STEP_MINUTES = {"Minute": 1, "Hour": 60, "Day": 24 * 60}
+
+
+def _first_scoring_delay(frequency: str, interval: int, minute: int, lateness_minutes: int) -> int:
+    """The longest time, over all hours, from an hour's end to the start of the first run that finds it complete.
+
+    Runs fall at ``minute`` + k x step minutes past a UTC midnight (infra/scheduler.py); hour j ends at 60 j and is
+    complete from 60 j + lateness (workloads/common/windows.py, last_complete_hour). The first run then waits
+    (minute - lateness - 60 j) mod step; over all j that takes the values (minute - lateness) mod g + i g, g being
+    gcd(60, step), so the longest wait is step - g + (minute - lateness) mod g."""
+    step = STEP_MINUTES[frequency] * interval
+    g = math.gcd(60, step)
+    return lateness_minutes + step - g + (minute - lateness_minutes) % g
+
+
+def _observes_daylight_saving(windows_zone: str) -> bool:
+    """Whether a Windows time zone's offset changes within this year (unknown: assume it does)."""
+    try:
+        zone = ZoneInfo(WINDOWS_ZONES[windows_zone])
+    except (KeyError, ZoneInfoNotFoundError):
+        return True
+    year = datetime.now(UTC).year
+    return len({zone.utcoffset(datetime(year, month, 1)) for month in range(1, 13)}) > 1
+
+
+def _run_after_the_settle_time(schedule_frequency: str, schedule_minute: int, lateness_minutes: int) -> str | None:
+    """An Hour or Day run at scheduleMinute finds the hour that just ended complete only from latenessMinutes past
+    the hour (workloads/common/windows.py, last_complete_hour): earlier, every run scores the hour before it, and each
+    hour waits a whole period more (and the hour-not-scored alert fires every hour)."""
+    if schedule_frequency == "Minute":  # runs every few minutes: the first after the settle time scores the hour
+        return None
+    earliest = lateness_minutes % 60
+    if schedule_minute >= earliest:
+        return None
+    return (
+        f"{NAMESPACE}:scheduleMinute: {schedule_minute} is before the settle time "
+        f"(latenessMinutes {lateness_minutes}): each run would find the hour that just ended not yet complete "
+        "and score it a whole "
+        f"{schedule_frequency.lower()} later; use {earliest}..59"
+    )
+
+
+def _reconcile_covers_the_period(
+    reconcile_hours: int, schedule_frequency: str, schedule_interval: int, time_zone: str
+) -> str | None:
+    """Each run reconciles the reconcileHours hours up to the last complete one; between two runs that hour moves on
+    by the time between them, so hours beyond the window would never be scored. A Day schedule runs at 00:minute in
+    its time zone, so across a daylight-saving change two runs are 25 hours apart."""
+    step = STEP_MINUTES[schedule_frequency] * schedule_interval
+    gap = math.ceil(step / 60)
+    dst = schedule_frequency == "Day" and _observes_daylight_saving(time_zone)
+    needed = gap + 1 if dst else gap
+    if reconcile_hours >= needed:
+        return None
+    unit = schedule_frequency.lower() + ("s" if schedule_interval > 1 else "")
+    every = f"every {schedule_interval} {unit}" if schedule_interval > 1 else f"every {unit}"
+    why = f" ({gap + 1} across a daylight-saving change in {time_zone})" if dst else ""
+    never = f"; {gap - reconcile_hours} of every {gap} hours would never be scored" if gap > reconcile_hours else ""
+    return (
+        f"{NAMESPACE}:reconcileHours: {reconcile_hours} does not cover the schedule's period: it runs {every}, "
+        f"{gap} hours apart{why}{never}; use at least {needed}"
+    )
+
+
+def _same_region(location: str, provider_location: str | None) -> str | None:
+    """The program places every resource in batchscoring:location (the resource group's region; the others take the
+    group's); azure-native:location is only the provider's default for a resource that names none. Two different
+    regions would leave one of the settings silently unused."""
+    if provider_location is None or re.sub(r"\s+", "", provider_location).lower() == location:
+        return None
+    return (
+        f"{NAMESPACE}:location: {location} is not azure-native:location ({provider_location}): every resource goes "
+        f"to {NAMESPACE}:location, so set both to the same region"
+    )
 
 
 def _nodes_in_order(min_nodes: int, max_nodes: int) -> str | None:
@@ -457,14 +566,34 @@ def _private_registry_reachable_by_deployer(
     return None
 
 
-def _deadline_after_the_run(hour_deadline_minutes: int, schedule_minute: int) -> str | None:
-    """The run that scores an hour starts scheduleMinute past the next hour: a deadline before it always fires."""
-    if hour_deadline_minutes <= schedule_minute:
+def _deadline_after_the_run(
+    hour_deadline_minutes: int,
+    schedule_minute: int,
+    schedule_frequency: str,
+    schedule_interval: int,
+    lateness_minutes: int,
+) -> str | None:
+    """The run that scores an hour starts up to _first_scoring_delay after the hour's end (scheduleMinute past the
+    next hour for an hourly schedule): a deadline before it fires for hours that are on time. (A Day schedule in a
+    time zone with daylight saving waits an hour more once a year; that one alert is left to fire.) Not said when
+    the run starts before the settle time: that rule names the key to change."""
+    if _run_after_the_settle_time(schedule_frequency, schedule_minute, lateness_minutes):
+        return None
+    delay = _first_scoring_delay(schedule_frequency, schedule_interval, schedule_minute, lateness_minutes)
+    if hour_deadline_minutes > delay:
+        return None
+    if schedule_frequency == "Hour" and schedule_interval == 1 and delay <= schedule_minute:
         return (
             f"{NAMESPACE}:hourDeadlineMinutes: {hour_deadline_minutes} is not after scheduleMinute "
             f"({schedule_minute}), when the run that scores the hour starts: every hour would alert"
         )
-    return None
+    high = _bounds(PlatformConfig.model_fields["hour_deadline_minutes"])[1]
+    hint = f"use more than {delay}" if delay < high else f"no deadline up to {high} can wait that long: run more often"
+    return (
+        f"{NAMESPACE}:hourDeadlineMinutes: {hour_deadline_minutes} is not after the {delay} minutes an hour can wait "
+        f"past its end for the run that scores it ({schedule_frequency} schedule, interval {schedule_interval}, "
+        f"scheduleMinute {schedule_minute}): on-time hours would alert; {hint}"
+    )
 
 
 def _alerts_reach_someone(
@@ -488,7 +617,12 @@ CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...]
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
     (("private_network", "subnet_id"), _one_network_mode),
     (("private_network", "registry_sku", "admin_ip_ranges"), _private_registry_reachable_by_deployer),
-    (("hour_deadline_minutes", "schedule_minute"), _deadline_after_the_run),
+    (
+        ("hour_deadline_minutes", "schedule_minute", "schedule_frequency", "schedule_interval", "lateness_minutes"),
+        _deadline_after_the_run,
+    ),
+    (("schedule_frequency", "schedule_minute", "lateness_minutes"), _run_after_the_settle_time),
+    (("reconcile_hours", "schedule_frequency", "schedule_interval", "time_zone"), _reconcile_covers_the_period),
     (
         ("require_alert_receivers", "protect_data", "alert_emails", "alert_webhooks"),
         _alerts_reach_someone,
@@ -565,12 +699,18 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{key}: {str(error['msg']).removeprefix('Value error, ')}{_allowed(alias)}"
 
 
-def parse_config(raw: dict[str, Any]) -> PlatformConfig:
-    """Validate ``{camelCaseKey: value}``; raise ConfigError naming every bad key and every broken rule at once."""
+def parse_config(raw: dict[str, Any], provider_location: str | None = None) -> PlatformConfig:
+    """Validate ``{camelCaseKey: value}``; raise ConfigError naming every bad key and every broken rule at once.
+
+    ``provider_location``: the stack's ``azure-native:location``, when it sets one (see parse_stack_config)."""
     try:
-        return PlatformConfig.model_validate(raw)
+        config = PlatformConfig.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
+    else:
+        if (line := _same_region(config.location, provider_location)) is None:
+            return config
+        raise ConfigError(f"invalid stack configuration:\n  {line}")
     # The model validator's rule lines are recomputed below from the raw values, so they appear whether or
     # not other keys are invalid too; every other error is kept as pydantic reports it.
     lines = [_describe(e) for e in errors if e["loc"] or e["type"] != "value_error"]
@@ -583,7 +723,10 @@ def parse_config(raw: dict[str, Any]) -> PlatformConfig:
             for name in (_FIELD_BY_ALIAS.get(str(e["loc"][0])), str(e["loc"][0]))
             if name in PlatformConfig.model_fields
         )
-        lines += cross_field_errors(_raw_values(raw, invalid), invalid)
+        values = _raw_values(raw, invalid)
+        lines += cross_field_errors(values, invalid)
+        if "location" not in invalid and (line := _same_region(values["location"], provider_location)):
+            lines.append(line)
     raise ConfigError("invalid stack configuration:\n  " + "\n  ".join(lines))
 
 
@@ -600,11 +743,21 @@ def raw_stack_config(all_config: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
+PROVIDER_LOCATION = "azure-native:location"
+
+
+def parse_stack_config(all_config: Mapping[str, str]) -> PlatformConfig:
+    """Pulumi's whole config for a stack (every namespace, values as text): the ``batchscoring`` keys, checked
+    together with the provider's ``azure-native:location``."""
+    provider_location = all_config.get(PROVIDER_LOCATION)
+    return parse_config(raw_stack_config(dict(all_config)), provider_location)
+
+
 def load_config() -> PlatformConfig:
     """The current stack's config (Pulumi passes it in the environment of the program)."""
     from pulumi.runtime.config import get_config_env
 
-    return parse_config(raw_stack_config(get_config_env()))
+    return parse_stack_config(get_config_env())
 
 
 def _item_pattern(field: FieldInfo) -> str | None:

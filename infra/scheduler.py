@@ -46,21 +46,44 @@ SKIPPED_START_MESSAGE = (
 )
 
 
+# Where the runs fall. Logic Apps' Recurrence trigger ("Schema reference for trigger and action types in Azure Logic
+# Apps", learn.microsoft.com/azure/logic-apps/logic-apps-workflow-actions-triggers, Recurrence trigger): the schedule's
+# "hours" and "minutes" each "Applies only when frequency is Day or Week", and timeZone "Applies only when you specify a
+# start time because this trigger doesn't accept UTC offset"; startTime is "YYYY-MM-DDThh:mm:ss if you specify a time
+# zone -or- YYYY-MM-DDThh:mm:ssZ if you don't". So an Hour trigger with schedule.minutes (what this module declared
+# before) ignores them and runs at the minute the workflow was saved. With a start time it does not: "Run every 15
+# minutes past the hour, every hour (with start date and time) | 1 | Hour | startDateT00:15:00Z | ... Future
+# recurrences run at the "15" minute mark, which is calculated from the start time" ("Schedule and run recurring
+# workflows", learn.microsoft.com/azure/logic-apps/concepts-schedule-automated-recurring-tasks-workflows, Example
+# recurrences). A start time in the past is fine: the Recurrence trigger "Calculates run times based on the specified
+# start time and discards past run times. Runs the first workload at the next future run time" (same page, Patterns
+# for start date and time), and with a schedule it "Runs the first workload no sooner than the start time", so a
+# deployment never fires an extra run at once while the container group is still on its creation run.
+# A fixed past start keeps the definition the same on every `pulumi up`.
+START_DATE = "2024-01-01"
+
+
 @dataclass(frozen=True)
 class Recurrence:
     frequency: Frequency = "Hour"
     interval: int = 1
-    time_zone: str = "UTC"
+    time_zone: str = "UTC"  # a Windows time zone id; used by Day schedules only
     minute: int = 20  # minutes past the hour, after the settle time (config: latenessMinutes)
 
     def trigger(self) -> dict[str, Any]:
-        recurrence: dict[str, Any] = {
-            "frequency": self.frequency,
-            "interval": self.interval,
-            "timeZone": self.time_zone,
-        }
-        if self.frequency != "Minute":
-            recurrence["schedule"] = {"minutes": [self.minute]}
+        """Minute and Hour: a start time at ``minute`` past a UTC hour (the hours scoring counts in are UTC hours, so
+        no time zone: one with a half-hour offset would move the runs off ``minute``). Day: 00:``minute`` in
+        ``time_zone``, as a start time and an explicit schedule (Day honours schedule.hours/minutes)."""
+        start = f"{START_DATE}T00:{self.minute:02d}:00"
+        recurrence: dict[str, Any] = {"frequency": self.frequency, "interval": self.interval}
+        if self.frequency == "Day":
+            recurrence |= {
+                "startTime": start,
+                "timeZone": self.time_zone,
+                "schedule": {"hours": [0], "minutes": [self.minute]},
+            }
+        else:
+            recurrence["startTime"] = f"{start}Z"
         return {"type": "Recurrence", "recurrence": recurrence, "runtimeConfiguration": {"concurrency": {"runs": 1}}}
 
 

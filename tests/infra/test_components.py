@@ -251,20 +251,25 @@ def test_spot_pools_use_low_priority_targets(deploy: Deploy) -> None:
 
 def test_logic_app_recurrence_comes_from_config(deploy: Deploy) -> None:
     mocks = deploy(
-        scheduleFrequency="Day", scheduleInterval=2, timeZone="W. Europe Standard Time", scheduleMinute=20
+        scheduleFrequency="Day",
+        timeZone="W. Europe Standard Time",
+        scheduleMinute=20,
+        reconcileHours=25,  # a day across a daylight-saving change is 25 hours
+        hourDeadlineMinutes=1401,  # an hour can wait 23 h 20 min for the daily run
     ).mocks
     definition = mocks.inputs(WORKFLOW)["definition"]
     group_id = f"/mock/{GROUP}/batchscoring-scheduler-submitter"
     trigger_identity = f"/mock/{IDENTITY}/batchscoring-identities-scheduler"
     assert definition == workflow_definition(
-        Recurrence("Day", 2, "W. Europe Standard Time", 20), group_id, trigger_identity
+        Recurrence("Day", 1, "W. Europe Standard Time", 20), group_id, trigger_identity
     )
     trigger = definition["triggers"]["schedule"]
-    assert trigger["recurrence"] == {
+    assert trigger["recurrence"] == {  # tests/infra/test_scheduler.py checks it against the documented schema
         "frequency": "Day",
-        "interval": 2,
+        "interval": 1,
+        "startTime": "2024-01-01T00:20:00",
         "timeZone": "W. Europe Standard Time",
-        "schedule": {"minutes": [20]},
+        "schedule": {"hours": [0], "minutes": [20]},
     }
     action = definition["actions"]["start_submitter"]["inputs"]
     assert action["method"] == "POST" and action["uri"].startswith(f"https://management.azure.com{group_id}/start")
@@ -280,6 +285,7 @@ def test_logic_app_recurrence_comes_from_config(deploy: Deploy) -> None:
 
 def test_minute_recurrence_has_no_minute_schedule() -> None:
     assert "schedule" not in Recurrence("Minute", 15).trigger()["recurrence"]
+    assert "schedule" not in Recurrence("Hour", 1).trigger()["recurrence"]  # Logic Apps ignore it with Hour
 
 
 def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> None:

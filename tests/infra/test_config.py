@@ -12,18 +12,25 @@ from infra.config import (
     OUTPUT_DELAY_MINUTES,
     ConfigError,
     PlatformConfig,
+    _first_scoring_delay,
     parse_config,
+    parse_stack_config,
     raw_stack_config,
     reference_table,
 )
+from infra.windows_zones import WINDOWS_ZONE_OF, WINDOWS_ZONES
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def stack_file_config(stack: str) -> dict[str, Any]:
-    """A Pulumi.<stack>.yaml as Pulumi hands it to the program: flat keys, JSON-encoded values."""
+def pulumi_config(stack: str) -> dict[str, str]:
+    """A Pulumi.<stack>.yaml as Pulumi hands it to the program: flat keys of every namespace, JSON-encoded values."""
     config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return raw_stack_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def stack_file_config(stack: str) -> dict[str, Any]:
+    return raw_stack_config(pulumi_config(stack))
 
 
 def test_defaults_are_valid_and_small() -> None:
@@ -39,6 +46,7 @@ def test_defaults_are_valid_and_small() -> None:
 def test_stack_files_are_valid(stack: str) -> None:
     config = parse_config(stack_file_config(stack))
     assert isinstance(config, PlatformConfig)
+    assert parse_stack_config(pulumi_config(stack)) == config  # what the program reads: azure-native:location agrees
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -121,12 +129,124 @@ def test_prod_is_bigger_and_protected() -> None:
         ({"lateness_minutes": 20}, "batchscoring:lateness_minutes: unknown key; did you mean latenessMinutes?"),
         ({"MaxNodes": 3}, "batchscoring:MaxNodes: unknown key; did you mean maxNodes?"),
         ({"colour": "blue"}, "batchscoring:colour: unknown key; see the configuration reference in README.md"),
+        # Configs that passed but could not work (issue 16, finding 11).
+        (
+            {"scheduleMinute": 5},
+            "batchscoring:scheduleMinute: 5 is before the settle time (latenessMinutes 15): each run would find the "
+            "hour that just ended not yet complete and score it a whole hour later; use 15..59",
+        ),
+        (
+            {"scheduleMinute": 5, "latenessMinutes": 70, "hourDeadlineMinutes": 130},
+            "batchscoring:scheduleMinute: 5 is before the settle time (latenessMinutes 70): each run would find the "
+            "hour that just ended not yet complete and score it a whole hour later; use 10..59",
+        ),
+        (
+            {"scheduleFrequency": "Day", "reconcileHours": 1, "hourDeadlineMinutes": 1401},
+            "batchscoring:reconcileHours: 1 does not cover the schedule's period: it runs every day, 24 hours apart; "
+            "23 of every 24 hours would never be scored; use at least 24",
+        ),
+        (
+            {"scheduleInterval": 3, "reconcileHours": 2, "hourDeadlineMinutes": 200},
+            "batchscoring:reconcileHours: 2 does not cover the schedule's period: it runs every 3 hours, 3 hours "
+            "apart; 1 of every 3 hours would never be scored; use at least 3",
+        ),
+        (
+            {"scheduleFrequency": "Day", "timeZone": "W. Europe Standard Time", "hourDeadlineMinutes": 1401},
+            "batchscoring:reconcileHours: 24 does not cover the schedule's period: it runs every day, 24 hours apart "
+            "(25 across a daylight-saving change in W. Europe Standard Time); use at least 25",
+        ),
+        (
+            {"scheduleFrequency": "Day"},
+            "batchscoring:hourDeadlineMinutes: 45 is not after the 1400 minutes an hour can wait past its end for "
+            "the run that scores it (Day schedule, interval 1, scheduleMinute 20): on-time hours would alert; use "
+            "more than 1400",
+        ),
+        (
+            {"scheduleFrequency": "Day", "scheduleInterval": 2, "reconcileHours": 48, "hourDeadlineMinutes": 1440},
+            "no deadline up to 1440 can wait that long: run more often",
+        ),
+        (
+            {"timeZone": "Europe/Berlin"},
+            "batchscoring:timeZone: Europe/Berlin is a tzdata (IANA) name; Logic Apps take Windows time zone ids: "
+            "use 'W. Europe Standard Time'",
+        ),
+        ({"timeZone": "America/New_York"}, "use 'Eastern Standard Time'"),
+        ({"timeZone": "Etc/UTC"}, "use 'UTC'"),
+        ({"timeZone": "Asia/Calcutta"}, "use 'India Standard Time'"),
+        ({"timeZone": "pacific standard time"}, "matched exactly: use 'Pacific Standard Time'"),
+        ({"timeZone": "W Europe Standard Time"}, "did you mean 'W. Europe Standard Time'?"),
+        ({"timeZone": "CET+1"}, "'CET+1' is not a Windows time zone id, which Logic Apps take"),
     ],
 )
 def test_invalid_values_name_the_key_and_the_allowed_range(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(raw)
     assert message in str(error.value)
+
+
+def test_configs_that_cannot_work_are_reported_with_the_other_errors() -> None:
+    """Issue 16, finding 11: each one names its key, in one report with the plain errors."""
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(
+            {
+                "azure-native:location": "northeurope",
+                "batchscoring:location": "westeurope",
+                "batchscoring:maxNodes": "0",
+                "batchscoring:scheduleMinute": "5",
+                "batchscoring:timeZone": "Europe/Berlin",
+            }
+        )
+    keys = [line.strip().split(":")[1] for line in str(error.value).splitlines()[1:]]
+    assert keys == ["maxNodes", "timeZone", "scheduleMinute", "location"]
+    with pytest.raises(ConfigError) as error:
+        parse_config({"scheduleFrequency": "Day", "reconcileHours": 1, "hourDeadlineMinutes": 1401, "maxNodes": 0})
+    keys = [line.strip().split(":")[1] for line in str(error.value).splitlines()[1:]]
+    assert keys == ["maxNodes", "reconcileHours"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "ours", "valid"),
+    [
+        (None, None, True),  # the provider's default unset: nothing to compare
+        ("westeurope", None, True),  # our default
+        ("West Europe", "westeurope", True),  # ARM's display name for the same region
+        ("northeurope", None, False),  # the README's `pulumi config set azure-native:location` alone
+        ("westeurope", "northeurope", False),
+    ],
+)
+def test_the_region_is_set_once(provider: str | None, ours: str | None, valid: bool) -> None:
+    """Every resource goes to batchscoring:location (the resource group's, the others take it from the group), so an
+    azure-native:location naming another region would be a setting silently unused."""
+    all_config = {"azure-native:location": provider, "batchscoring:location": ours}
+    config = {k: v for k, v in all_config.items() if v is not None}
+    if valid:
+        assert parse_stack_config(config).location == (ours or "westeurope")
+    else:
+        with pytest.raises(ConfigError, match=r"batchscoring:location: \w+ is not azure-native:location \(\w+\)"):
+            parse_stack_config(config)
+
+
+@pytest.mark.parametrize(
+    ("frequency", "interval", "minute", "lateness", "delay"),
+    [
+        ("Hour", 1, 20, 15, 20),  # the default: scheduleMinute past the next hour
+        ("Hour", 1, 5, 15, 65),  # the review's case: an hour late
+        ("Hour", 2, 20, 15, 80),
+        ("Minute", 15, 5, 15, 20),  # runs at :05 :20 :35 :50, complete from :15
+        ("Minute", 7, 0, 15, 21),
+        ("Day", 1, 20, 15, 1400),  # 00:20 daily: the 00:00 hour waits until the next day
+    ],
+)
+def test_the_longest_wait_for_a_scoring_run(
+    frequency: str, interval: int, minute: int, lateness: int, delay: int
+) -> None:
+    assert _first_scoring_delay(frequency, interval, minute, lateness) == delay
+
+
+def test_every_windows_zone_maps_to_a_tzdata_zone() -> None:
+    assert {"UTC", "W. Europe Standard Time", "Eastern Standard Time", "India Standard Time"} <= WINDOWS_ZONES.keys()
+    assert set(WINDOWS_ZONE_OF.values()) <= WINDOWS_ZONES.keys()
+    assert all(parse_config({"timeZone": zone}).time_zone == zone for zone in WINDOWS_ZONES)
 
 
 def test_every_invalid_key_is_reported_at_once() -> None:

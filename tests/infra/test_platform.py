@@ -109,7 +109,14 @@ def test_names_include_the_stack_so_stacks_do_not_collide(deploy: Deploy) -> Non
             {"batchscoring-batch-pool": {"poolName", "vmSize"}, "batchscoring-scheduler-submitter": {"containers"}},
         ),
         ({"maxNodes": 9}, {"batchscoring-batch-pool": {"scaleSettings"}}),
-        ({"scheduleInterval": 2}, {"batchscoring-scheduler-workflow": {"definition"}}),
+        # Every 2 hours an hour can wait 80 min for its run: the deadline follows (a config rule).
+        (
+            {"scheduleInterval": 2, "hourDeadlineMinutes": 90},
+            {
+                "batchscoring-scheduler-workflow": {"definition"},
+                "batchscoring-monitoring-alert-hour-not-scored": {"criteria", "description"},
+            },
+        ),
         # The job's own input changes too, but it is create-only (ignore_changes): the deployment applies it.
         (
             {"windowMinutes": 15},
