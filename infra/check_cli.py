@@ -6,7 +6,6 @@ Exit codes: 0 nothing to do; 1 the subscription has a gap (or could not be check
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -14,47 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-import yaml
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import HttpTransport
 
-from infra.config import ConfigError, PlatformConfig, parse_config, raw_stack_config
+from infra.config import ConfigError
 from infra.naming import NameSeed, StackNames, name_errors, stack_names
 from infra.preflight import ArmReader, Preflight, PreflightError, Status, choose_subscription
+from infra.stack_file import StackFileError, load_stack_file, stack_config
 
 OFFLINE_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the names' lengths and characters do not depend on it
-
-
-class StackFileError(ValueError):
-    """The stack file cannot be read as one."""
-
-
-def load_stack_file(path: Path) -> tuple[str, str, dict[str, Any]]:
-    """(project, stack, settings) of ``Pulumi.<stack>.yaml``; the project from the ``Pulumi.yaml`` beside it."""
-    if not path.is_file():
-        raise StackFileError(f"{path}: no such file")
-    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
-    if not path.name.startswith("Pulumi.") or not stack or stack == "Pulumi":
-        raise StackFileError(f"{path}: a stack file is named Pulumi.<stack>.yaml")
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise StackFileError(f"{path}: not YAML ({err})") from None
-    settings = document.get("config") or {} if isinstance(document, dict) else None
-    if not isinstance(settings, dict):
-        raise StackFileError(f"{path}: `config:` must be a mapping of keys to values")
-    project_file = path.parent / "Pulumi.yaml"
-    project = "batchscoring"
-    if project_file.is_file():
-        project = str((yaml.safe_load(project_file.read_text()) or {}).get("name", project))
-    return project, stack, settings
-
-
-def stack_config(settings: Mapping[str, Any]) -> PlatformConfig:
-    """What the program gets: Pulumi hands every value over as text (JSON for structured ones), then parse_config."""
-    flat = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()}
-    return parse_config(raw_stack_config(flat))
 
 
 def run_check(

@@ -367,7 +367,9 @@ class Preflight:
             )
         ], None
 
-    def core_need(self) -> CoreNeed | Finding:
+    def core_needs(self) -> list[CoreNeed] | Finding:
+        """The pool's core needs at maxNodes: Spot cores, and the dedicated ones (all of them without Spot, the
+        ``dedicatedFallbackNodes`` with it: both quotas are counted separately by Batch)."""
         location = self.config.location
         path = f"/subscriptions/{self.subscription}/providers/Microsoft.Batch/locations/{location}/virtualMachineSkus"
         sku = next(
@@ -387,18 +389,21 @@ class Preflight:
                 "batchscoring:vmSize",
             )
         capabilities = {c.get("name"): c.get("value") for c in sku.get("capabilities") or []}
-        return CoreNeed(
-            self.config.vm_size,
-            int(capabilities.get("vCPUs", 0)),
-            str(sku.get("familyName", "")),
-            self.config.max_nodes,
-            self.config.spot_nodes,
-        )
+        vcpus, family = int(capabilities.get("vCPUs", 0)), str(sku.get("familyName", ""))
+        spot = self.config.spot_nodes
+        dedicated = self.config.dedicated_fallback_nodes if spot else self.config.max_nodes
+        needs = [CoreNeed(self.config.vm_size, vcpus, family, self.config.max_nodes, True)] if spot else []
+        if dedicated:
+            needs.append(CoreNeed(self.config.vm_size, vcpus, family, dedicated, False))
+        return needs
 
     def cores(self, account: dict[str, Any] | None) -> list[Finding]:
-        need = self.core_need()
-        if isinstance(need, Finding):
-            return [need]
+        needs = self.core_needs()
+        if isinstance(needs, Finding):
+            return [needs]
+        return [finding for need in needs for finding in self._core_quota(need, account)]
+
+    def _core_quota(self, need: CoreNeed, account: dict[str, Any] | None) -> list[Finding]:
         check = f"{need.kind} cores"
         wanted = (
             f"{need.cores} {need.kind} vCPUs ({need.nodes} x {need.vm_size}, {need.vcpus} vCPUs each, "

@@ -24,11 +24,9 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from infra.config import NAMESPACE, ConfigError, PlatformConfig, parse_config
+from infra.config import ConfigError, PlatformConfig
+from infra.stack_file import read_stack_config
 
 # Standard_<series><vCPUs>[-<constrained vCPUs>]<features>[_v<n>], e.g. Standard_D8s_v5, Standard_E8-4ds_v5.
 SIZE = re.compile(r"^Standard_(?P<series>[A-Z]+)(?P<vcpus>\d+)(?:-\d+)?(?P<features>[a-z]*)(?:_(?P<version>v\d+))?$")
@@ -91,19 +89,12 @@ def batch_quota_need(config: PlatformConfig) -> BatchQuotaNeed:
     )
 
 
-def stack_config(path: Path) -> PlatformConfig:
-    """The ``batchscoring:*`` keys of a stack file, validated like the program validates them."""
-    settings: Any = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    prefix = f"{NAMESPACE}:"
-    return parse_config({k.removeprefix(prefix): v for k, v in settings.items() if k.startswith(prefix)})
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m infra.quota Pulumi.<stack>.yaml", file=sys.stderr)
         return 2
     try:
-        need = batch_quota_need(stack_config(Path(argv[0])))
+        need = batch_quota_need(read_stack_config(Path(argv[0])))
     except (OSError, ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2

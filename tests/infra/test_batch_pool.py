@@ -12,7 +12,8 @@ import pytest
 from infra.autoscale import autoscale_formula
 from infra.batch import MAX_POOL_ID, pool_id
 from infra.config import ConfigError, parse_config
-from infra.quota import batch_quota_need, main, stack_config, vcpus, vm_family
+from infra.quota import batch_quota_need, main, vcpus, vm_family
+from infra.stack_file import read_stack_config
 from tests.infra import conftest
 from tests.infra.conftest import Deploy, Deployment
 from workloads.common import envvars
@@ -162,9 +163,9 @@ def test_quota_need_of_each_kind_of_pool() -> None:
 
 
 def test_the_shipped_stacks_quota_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    prod = batch_quota_need(stack_config(ROOT / "Pulumi.prod.yaml"))
+    prod = batch_quota_need(read_stack_config(ROOT / "Pulumi.prod.yaml"))
     assert (prod.family, prod.dedicated_cores, prod.spot_cores) == ("standardDSv5Family", 64, 320)
-    dev = batch_quota_need(stack_config(ROOT / "Pulumi.dev.yaml"))
+    dev = batch_quota_need(read_stack_config(ROOT / "Pulumi.dev.yaml"))
     assert (dev.family, dev.dedicated_cores, dev.spot_cores) == ("standardDSv5Family", 4, 0)
     assert main([str(ROOT / "Pulumi.prod.yaml")]) == 0
     out = capsys.readouterr().out

@@ -295,6 +295,23 @@ def test_an_existing_account_below_the_pools_cores_is_a_gap(properties: dict[str
     assert f"request 320 Spot (low-priority) cores for the Batch account {names.batch_account}" in out
 
 
+def test_a_spot_pool_needs_its_dedicated_fallback_cores_too() -> None:
+    """prod: 40 Spot nodes and up to 8 dedicated fallback nodes of 8 vCPUs: two quotas, both checked."""
+    names = names_of("prod")
+    properties = {
+        "lowPriorityCoreQuota": 320,
+        "dedicatedCoreQuotaPerVMFamilyEnforced": True,
+        "dedicatedCoreQuotaPerVMFamily": [{"name": "standardDSv5Family", "coreQuota": 16}],
+    }
+    fake = FakeSubscription(
+        accounts=[{"name": names.batch_account, "location": "westeurope", "properties": properties}]
+    )
+    code, out, _ = check(fake, stack="prod")
+    assert "quota 320 covers 320 Spot (low-priority) vCPUs" in out
+    assert code == 1 and "quota 16 is below 64 dedicated vCPUs (8 x Standard_D8s_v5" in out
+    assert "request 64 dedicated cores of family standardDSv5Family" in out
+
+
 def test_dedicated_cores_per_family_when_enforced() -> None:
     names = names_of("dev")
     properties = {
