@@ -41,6 +41,7 @@ def _check_scorer(scorer: dict[str, Any]) -> None:
     assert scorer["pairs"] == scorer["pairs_in_run_logs"] == scorer["pairs_ok"] == scorer["pairs_with_predictions"]
     assert scorer["pairs"] == PAIRS
     assert scorer["pairs_failed"] == 0 and scorer["job_status"] == "completed"
+    assert len(scorer["repeats"]["wall_s"]) == 2 and scorer["wall_s"] in scorer["repeats"]["wall_s"]
     assert scorer["rows_read"] == PAIRS * 12 and scorer["rows_unaccounted"] == 0
     # The aggregates and the packs use the same shard count; planning makes a task per shard folder with data.
     assert scorer["shard_count"] == 3
@@ -78,6 +79,7 @@ def test_fleet_benchmark_measures_every_path_and_they_agree(
         workers=2,
         shard_pairs=SHARD_PAIRS,
         kernel_min_seconds=0.05,
+        scorer_repeats=2,  # the second run starts from cleared outputs: the hour is scored again, not skipped
     )
     out = tmp_path / "fleet.json"
     printed = io.StringIO()
