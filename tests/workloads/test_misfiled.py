@@ -20,6 +20,7 @@ from workloads.scorer.task import ScorerOptions
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.reconcile import HourResult, Reconciler, ReconcileSettings
 from workloads.submitter.report import HourStatus, collect
+from workloads.training.train import TrainingReport, read_history
 
 PAIRS = [Pair("dev-1", "x"), Pair("dev-2", "x"), Pair("dev-3", "y")]
 NEXT = HOUR + timedelta(hours=1)
@@ -110,3 +111,13 @@ def test_rows_of_another_shard_count_are_refiled_into_the_current_shards(
     assert len(read_hour_predictions(service, HOUR)) == 12 * len(PAIRS)
     assert collect(service, HOUR, now, SETTINGS.settle).status is HourStatus.SCORED
     assert local_aggregate_blob(partition_of("dev-1", HOUR, 4)) in old
+
+
+def test_training_counts_the_rows_it_finds_outside_their_hour(service: BlobServiceClient) -> None:
+    """Training reads whole hours and keeps each hour's own rows; a misfiled row is counted, not dropped unseen."""
+    publish_aggregates(service, aggregates_for(PAIRS, NEXT, seed=3))
+    moved = _move_last_window_to_next_hour(service, f"{hour_prefix(NEXT)}asa-0001.parquet")
+    report = TrainingReport()
+    history = read_history(service, NEXT, NEXT + timedelta(hours=1), report)
+    assert report.rows_outside_their_hour == moved == len(PAIRS)
+    assert len(history) == 12 * len(PAIRS)  # NEXT's own rows only

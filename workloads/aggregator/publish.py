@@ -17,7 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from workloads.common.aggregates import WINDOW_END, AggregationSpec, aggregate_readings
 from workloads.common.frames import to_parquet
 from workloads.common.layout import Container, local_aggregate_blob
-from workloads.common.shards import DEFAULT_SHARD_COUNT, partition_of
+from workloads.common.shards import DEFAULT_SHARD_COUNT, partitions_of
 
 
 def split_by_partition(aggregates: pd.DataFrame, shard_count: int) -> dict[str, pd.DataFrame]:
@@ -28,14 +28,8 @@ def split_by_partition(aggregates: pd.DataFrame, shard_count: int) -> dict[str, 
     # A missing id (pandas' NA, which ``partition_of`` cannot test for truth) is filed as None, like the stream
     # job's UDF files a null: under the shard of "", where the scoring task quarantines it.
     devices = aggregates["device_id"].astype(object).where(aggregates["device_id"].notna(), None)
-    keys = pd.DataFrame({"device_id": devices, "hour": hours}).drop_duplicates()
-    places = {
-        (device, hour): partition_of(device, hour.to_pydatetime(), shard_count)
-        for device, hour in keys.itertuples(index=False)
-    }
     partition = pd.Series(
-        [places[key] for key in zip(devices.tolist(), hours.tolist(), strict=True)],
-        index=aggregates.index,
+        partitions_of(devices.tolist(), hours.dt.to_pydatetime().tolist(), shard_count), index=aggregates.index
     )
     return {str(name): rows.reset_index(drop=True) for name, rows in aggregates.groupby(partition, sort=True)}
 

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -88,19 +87,7 @@ class HourAggregates:
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)  # blob -> reason -> rows
     duplicates: int = 0  # exact duplicate rows dropped
     conflicts: int = 0  # (pair, window) keys whose rows disagreed: the newest blob's row was kept
-
-    @property
-    def quarantined_rows(self) -> int:
-        return sum(sum(reasons.values()) for reasons in self.quarantined.values())
-
-    def issues(self) -> dict[str, Any]:
-        """What the job record and reports carry about the inputs."""
-        return {
-            "corrupt_blobs": self.corrupt,
-            "quarantined_rows": self.quarantined,
-            "duplicate_rows": self.duplicates,
-            "conflicting_rows": self.conflicts,
-        }
+    outside_hour: int = 0  # rows whose window ends in another hour: left to that hour (a scoring task refiles them)
 
 
 def _valid_ids(column: pd.Series) -> pd.Series:
@@ -226,5 +213,6 @@ def read_hour_aggregates(service: BlobServiceClient, hour: datetime, max_workers
     result.quarantined = decoded.quarantined
     frame = decoded.frame
     inside = (frame[WINDOW_END] >= pd.Timestamp(hour)) & (frame[WINDOW_END] < pd.Timestamp(hour + HOUR))
+    result.outside_hour = int((~inside).sum())
     result.frame, result.duplicates, result.conflicts = deduplicate(frame.loc[inside])
     return result

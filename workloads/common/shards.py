@@ -21,6 +21,7 @@ pairs are always scored by the same task.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from importlib.resources import files
@@ -97,6 +98,14 @@ def partition_of(device_id: str | None, window_end: datetime, shard_count: int) 
     """The folder of an aggregate row under ``aggregates/``: ``yyyy/MM/dd/HH/<shard name>``, the UTC hour of
     its window end and its device's shard. The data decides it, never the time the row was written."""
     return f"{as_utc(window_end):%Y/%m/%d/%H}/{shard_name(shard_of(device_id or '', shard_count), shard_count)}"
+
+
+def partitions_of(devices: Sequence[str | None], hours: Sequence[datetime], shard_count: int) -> list[str]:
+    """``partition_of`` for many rows (``hours``: each row's window end floored to the hour), computed once per
+    distinct device and hour, not once per row."""
+    keys = list(zip(devices, hours, strict=True))
+    places = {key: partition_of(key[0], key[1], shard_count) for key in set(keys)}
+    return [places[key] for key in keys]
 
 
 def partition_udf() -> str:

@@ -35,7 +35,7 @@ from workloads.common.hour_inputs import (
 from workloads.common.layout import Container, refiled_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.runlog import error_line
-from workloads.common.shards import parse_shard_name, partition_of, shard_of, slice_of
+from workloads.common.shards import parse_shard_name, partitions_of, shard_of, slice_of
 
 
 @dataclass
@@ -92,9 +92,8 @@ def refile(
     (the task fails and is retried) when one cannot be written: the rows must not be left behind."""
     if strays.empty:
         return {}
-    keys = list(zip(strays["device_id"].tolist(), strays[WINDOW_END].dt.floor("h").tolist(), strict=True))
-    places = {key: partition_of(key[0], key[1].to_pydatetime(), count) for key in set(keys)}
-    targets = pd.Series([places[key] for key in keys], index=strays.index)
+    hours = strays[WINDOW_END].dt.floor("h").dt.to_pydatetime().tolist()
+    targets = pd.Series(partitions_of(strays["device_id"].tolist(), hours, count), index=strays.index)
     container = service.get_container_client(str(Container.AGGREGATES))
     moved: dict[str, int] = {}
     errors: dict[str, str] = {}

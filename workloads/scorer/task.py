@@ -74,15 +74,15 @@ class TaskRows:
     def of(cls, frame: pd.DataFrame) -> TaskRows:
         """Every pair in the rows (validated ids) and its span, from where device or sensor changes."""
         frame = frame.sort_values([*KEYS, WINDOW_END], kind="stable").reset_index(drop=True)
+        if frame.empty:  # a task whose rows were all refiled has no pairs
+            return cls(frame, {})
         devices = frame["device_id"].to_numpy(dtype=object)
         sensors = frame["sensor"].to_numpy(dtype=object)
         changed = (devices[1:] != devices[:-1]) | (sensors[1:] != sensors[:-1])
         starts = np.flatnonzero(np.r_[True, changed]).tolist()
-        ends = [*starts[1:], len(frame)]
         spans = {
             Pair(str(devices[start]), str(sensors[start])): (start, end)
-            for start, end in zip(starts, ends, strict=True)
-            if len(frame)  # a task whose rows were all refiled has no pairs
+            for start, end in zip(starts, [*starts[1:], len(frame)], strict=True)
         }
         return cls(frame, spans)
 

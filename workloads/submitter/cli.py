@@ -24,12 +24,12 @@ from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.cli_options import ShardCount
 from workloads.common.console import console
 from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, complete_at
-from workloads.common.manifest import validate_trusted_type
+from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB, validate_trusted_type
 from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_hour, parse_hour
 from workloads.submitter.backend import Backend
-from workloads.submitter.plan import DEFAULT_TASK_BYTES, MIB, JobPlan, Trust, plan_hour, validate_stack
+from workloads.submitter.plan import MIB, JobPlan, Trust, plan_hour, validate_stack
 from workloads.submitter.reconcile import HourResult, Reconciler, ReconcileSettings
 from workloads.submitter.report import HourReport, collect, issue_lines
 
@@ -86,7 +86,6 @@ ClaimTimeout = Annotated[
     int,
     typer.Option(min=1, max=7 * 24 * 60, help="Minutes after which a revision still in flight counts as abandoned."),
 ]
-DEFAULT_TASK_INPUT_MIB = DEFAULT_TASK_BYTES // MIB
 DEFAULT_SETTLE = int(SETTLE.total_seconds() // 60)
 DEFAULT_CLAIM_TIMEOUT = int(CLAIM_TIMEOUT.total_seconds() // 60)
 

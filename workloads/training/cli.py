@@ -89,6 +89,7 @@ def train(
                 "quarantined_rows": report.quarantined_rows,
                 "corrupt_blobs": report.corrupt_blobs,
                 "duplicate_rows": report.duplicate_rows,
+                "rows_outside_their_hour": report.rows_outside_their_hour,
                 "conflicting_rows": report.conflicting_rows,
                 "packs": _packs_summary(report.packs) if report.packs is not None else None,
             },

@@ -54,6 +54,7 @@ class TrainingReport:
     corrupt_blobs: dict[str, str] = field(default_factory=dict)  # blob -> why its rows were left out
     duplicate_rows: int = 0
     conflicting_rows: int = 0
+    rows_outside_their_hour: int = 0  # found in another hour's folder: not trained on there
     packs: PackUpdate | None = None  # None: no pair trained, packs left alone
 
 
@@ -69,6 +70,7 @@ def read_history(
             report.corrupt_blobs.update(hour.corrupt)
             report.duplicate_rows += hour.duplicates
             report.conflicting_rows += hour.conflicts
+            report.rows_outside_their_hour += hour.outside_hour
     frames = [h.frame for h in read]
     return pd.concat(frames, ignore_index=True).sort_values([*KEYS, WINDOW_END]) if frames else pd.DataFrame()
 
