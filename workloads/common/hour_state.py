@@ -1,19 +1,34 @@
 """The life cycle of one scoring hour, stored as ``logs/{hour}/hour.json``.
 
-not ready -> complete (due) -> scoring (revision n submitted) -> scored (revision n) | failed -> ...
+not ready -> complete (due) -> scoring (revision n submitted) -> cleaning -> scored (revision n) | failed -> ...
 and scored -> stale when the hour's aggregates change after scoring (late data, a replay).
 
-Only ``attempts`` and ``current_job_id`` are stored; whether an hour is ready, due or stale is derived
-from the clock and the inputs' fingerprint each time (``decide``), so the document cannot disagree
-with the blobs it describes. Writes are conditional on the ETag read (optimistic concurrency): two
+Only ``attempts``, ``current_job_id`` and ``cleanup_pending`` are stored; whether an hour is ready, due or
+stale is derived from the clock and the inputs' fingerprint each time (``decide``), so the document cannot
+disagree with the blobs it describes. Writes are conditional on the ETag read (optimistic concurrency): two
 reconcilers that decide to score the same hour race on one conditional write, and the loser backs off.
+
+Switching the hour to a completed revision is one conditional write that also sets ``cleanup_pending``;
+the hour is not done until the other revisions' predictions are deleted and ``scored.json`` names the new
+one, after which a second write clears it. A run that fails in between leaves the flag, and the next run
+finishes the job (``Action.CLEAN``): cleanup is a state of the hour, not a best effort.
+
+A claim (a revision ``submitted``) is judged by the storage service's clock, never the reconciler's: its age
+is the ``Date`` of the response that read the state minus the state blob's ``Last-Modified`` (both stamped by
+the service), so reconcilers whose clocks disagree by hours still agree on it. A claim whose owner is a
+local process on this host that no longer exists is abandoned at once, without waiting for the timeout.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -25,7 +40,9 @@ from workloads.common.layout import Container, hour_state_blob
 from workloads.common.windows import HOUR, floor_hour
 
 MAX_ATTEMPTS_KEPT = 50
-# A revision in flight longer than this belongs to a run that died: the next run replaces it.
+# A revision in flight longer than this belongs to a run that died: the next run replaces it. The default
+# serves the local backend, whose dead runs are found at once by their owner process (``Owner``); the Batch
+# backend derives its own from the job's wall-clock limit (``batch_settings.BatchSettings.claim_timeout``).
 CLAIM_TIMEOUT = timedelta(hours=3)
 
 
@@ -33,6 +50,7 @@ class AttemptStatus(StrEnum):
     SUBMITTED = "submitted"  # claimed and handed to a backend; not yet finalised
     COMPLETED = "completed"  # every pair ok, truly absent, or failed with a reason
     FAILED = "failed"  # inputs unreadable or a task did not finish: the hour stays due
+    ABANDONED = "abandoned"  # its owner died or its claim timed out: a later revision took the hour over
 
 
 class Reason(StrEnum):
@@ -45,6 +63,49 @@ class Reason(StrEnum):
     FORCED = "forced"  # an operator asked for it
 
 
+class Owner(BaseModel):
+    """The process that claimed a revision. Only a local run's owner can be checked (its tasks run in that
+    process's workers, so they die with it); a Batch job outlives the submitter that created it."""
+
+    host: str
+    pid: int
+    started: int | None = None  # the process's start time in clock ticks since boot: a reused pid differs
+    backend: str = "local"
+
+    @classmethod
+    def this_process(cls, backend: str) -> Owner:
+        return cls(host=socket.gethostname(), pid=os.getpid(), started=_process_start(os.getpid()), backend=backend)
+
+    def gone(self) -> bool:
+        """True only when this is a local run's owner on this host and that process no longer exists."""
+        if self.backend != "local" or self.host != socket.gethostname():
+            return False
+        started = _process_start(self.pid)
+        return started is None or (self.started is not None and started != self.started)
+
+
+def _process_start(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (after the parenthesised command name), None if there is no such
+    process; on a system without ``/proc`` every owner counts as alive (the claim timeout still applies)."""
+    if not Path("/proc/self/stat").exists():
+        return 0 if pid == os.getpid() else _alive_without_proc(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive_without_proc(pid: int) -> int | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0
+
+
 class Attempt(BaseModel):
     revision: int = Field(ge=1)
     job_id: JobId
@@ -52,6 +113,7 @@ class Attempt(BaseModel):
     status: AttemptStatus
     fingerprint: str  # of the aggregates the revision was planned on
     started_at: datetime
+    owner: Owner | None = None
     finished_at: datetime | None = None
     pairs: int = 0
     corrupt_blobs: int = 0  # aggregate blobs whose rows the revision could not use (it completed without them)
@@ -62,6 +124,9 @@ class HourState(BaseModel):
     hour: datetime
     stack: str
     current_job_id: str | None = None  # the revision whose predictions readers see
+    # The current revision's switch is not finished: other revisions' predictions may still exist, or
+    # scored.json may not name it yet. The next run finishes it before anything else.
+    cleanup_pending: bool = False
     attempts: list[Attempt] = Field(default_factory=list)
 
     @property
@@ -84,15 +149,29 @@ class StateConflictError(Exception):
 class StoredState:
     state: HourState | None
     etag: str | None  # None: no document yet
+    # How long ago the document was last written, by the storage service's clock (its Date minus the blob's
+    # Last-Modified); None when unknown (no document, or no Date header).
+    age: timedelta | None = None
 
 
 def read_state(service: BlobServiceClient, hour: datetime) -> StoredState:
     logs = service.get_container_client(str(Container.LOGS))
+    served: dict[str, datetime] = {}
+
+    def service_date(response: Any) -> None:
+        date = response.http_response.headers.get("Date")
+        if date:
+            served["date"] = parsedate_to_datetime(date)
+
     try:
-        downloader = logs.download_blob(hour_state_blob(hour))
+        downloader = logs.download_blob(hour_state_blob(hour), raw_response_hook=service_date)
     except ResourceNotFoundError:
         return StoredState(None, None)
-    return StoredState(HourState.model_validate_json(downloader.readall()), str(downloader.properties.etag))
+    state = HourState.model_validate_json(downloader.readall())
+    modified = downloader.properties.last_modified
+    # Date has one-second resolution; Last-Modified too: a negative age is clamped.
+    age = max(timedelta(0), served["date"] - modified) if "date" in served and modified else None
+    return StoredState(state, str(downloader.properties.etag), age)
 
 
 def write_state(service: BlobServiceClient, state: HourState, etag: str | None) -> str:
@@ -118,8 +197,10 @@ def write_state(service: BlobServiceClient, state: HourState, etag: str | None) 
 class Action(StrEnum):
     WAIT = "wait"  # not complete yet
     FINALISE = "finalise"  # a submitted revision must be checked before anything else
+    CLEAN = "clean"  # the current revision's switch is unfinished: delete the others' outputs, mark it scored
     SCORE = "score"
     SKIP = "skip"  # scored on the inputs it has now
+    ERROR = "error"  # storage failed while this run handled the hour: the next run takes it up again
 
 
 @dataclass(frozen=True)
@@ -135,8 +216,17 @@ def complete_at(hour: datetime, settle: timedelta) -> datetime:
     return floor_hour(hour) + HOUR + settle
 
 
+def claim_age(stored: StoredState, now: datetime) -> timedelta:
+    """How long the latest revision has been claimed: by the service's clock when the read said (the claim is
+    the last write of a state whose latest revision is submitted), else by the local clock."""
+    latest = stored.state.latest if stored.state else None
+    if stored.age is not None:
+        return stored.age
+    return now - latest.started_at if latest is not None else timedelta(0)
+
+
 def decide(
-    state: HourState | None,
+    stored: StoredState,
     hour: datetime,
     now: datetime,
     settle: timedelta,
@@ -145,22 +235,32 @@ def decide(
     *,
     force: bool = False,
 ) -> Decision:
-    """What a reconcile run does with an hour: a pure function of the stored state, clock and inputs."""
+    """What a reconcile run does with an hour: a pure function of the stored state, clocks and inputs
+    (``Owner.gone`` reads the local process table, which is the point of it)."""
+    state = stored.state
     ready_at = complete_at(hour, settle)
     if now < ready_at:
         return Decision(Action.WAIT, f"not ready: complete at {ready_at:%Y-%m-%dT%H:%M}Z")
     latest = state.latest if state else None
     if latest is not None and latest.status is AttemptStatus.SUBMITTED:
-        if now - latest.started_at < claim_timeout:
+        if latest.owner is not None and latest.owner.gone():
+            owner = latest.owner
+            why = f"revision {latest.revision} abandoned: its run (pid {owner.pid} on {owner.host}) is gone"
+            return Decision(Action.SCORE, why, Reason.ABANDONED)
+        age = claim_age(stored, now)
+        if age < claim_timeout:
             return Decision(Action.FINALISE, f"revision {latest.revision} in flight ({latest.job_id})")
+        minutes = int(age.total_seconds() // 60)
         return Decision(
-            Action.SCORE, f"revision {latest.revision} abandoned since {latest.started_at:%H:%M}Z", Reason.ABANDONED
+            Action.SCORE, f"revision {latest.revision} abandoned: claimed {minutes} min ago", Reason.ABANDONED
         )
+    if state is not None and state.cleanup_pending:
+        return Decision(Action.CLEAN, f"revision {state.current.revision if state.current else '?'} not cleaned up")
     if force:
         return Decision(Action.SCORE, "forced by the operator", Reason.FORCED)
     if latest is None:
         return Decision(Action.SCORE, "never scored", Reason.NEVER_SCORED)
-    if latest.status is AttemptStatus.FAILED:
+    if latest.status in (AttemptStatus.FAILED, AttemptStatus.ABANDONED):
         return Decision(Action.SCORE, f"revision {latest.revision} failed: {latest.error}", Reason.RETRY_FAILED)
     if latest.fingerprint != inputs_fingerprint:
         return Decision(Action.SCORE, f"inputs changed since revision {latest.revision}", Reason.INPUTS_CHANGED)

@@ -5,7 +5,8 @@ task found has a line in it (ok, or failed with a reason), and the tasks' row ac
 row decoded is quarantined, refiled to its own folder, dropped as a duplicate or conflict, or belongs to
 a pair line (scored or non-finite). Anything else is ``failed`` and the hour stays due. Only a completed
 revision becomes the hour's current one; predictions of every other revision of the hour are then
-deleted, so a pair that no longer scores loses its old prediction and readers only ever see one revision.
+deleted (``clean``, a state of the hour until it is done), so a pair that no longer scores loses its old
+prediction and the hour's prefix converges to one revision.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.hour_state import AttemptStatus, StoredState, write_state
+from workloads.common.hour_state import AttemptStatus, StateConflictError, StoredState, read_state, write_state
 from workloads.common.layout import Container, hour_prefix, prediction_prefix, run_log_blob, scored_marker_blob
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, parse_jsonl
 from workloads.submitter.backend import JobOutcome
@@ -131,25 +132,59 @@ def close_record(service: BlobServiceClient, record: JobRecord, outcome: JobOutc
     return record
 
 
-def delete_other_revisions(service: BlobServiceClient, hour: datetime, keep_job_id: str | None) -> int:
-    """Delete the hour's predictions that do not belong to ``keep_job_id``; returns how many."""
+class ClaimLostError(Exception):
+    """The revision's claim was taken over (its owner looked dead, or its claim timed out) while it ran: the
+    hour belongs to the newer revision, and this one's outputs are not the hour's."""
+
+
+def delete_other_revisions(service: BlobServiceClient, hour: datetime, keep: set[str]) -> int:
+    """Delete the hour's predictions outside the folders of ``keep`` (job ids); returns how many."""
     predictions = service.get_container_client(str(Container.PREDICTIONS))
-    keep = prediction_prefix(hour, keep_job_id) if keep_job_id else None
-    doomed = [
-        b.name
-        for b in predictions.list_blobs(name_starts_with=hour_prefix(hour))
-        if keep is None or not b.name.startswith(keep)
-    ]
+    kept = tuple(prediction_prefix(hour, job_id) for job_id in keep)
+    doomed = [b.name for b in predictions.list_blobs(name_starts_with=hour_prefix(hour)) if not b.name.startswith(kept)]
     for start in range(0, len(doomed), 256):
         predictions.delete_blobs(*doomed[start : start + 256])
     return len(doomed)
 
 
-def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord, outcome: JobOutcome) -> StoredState:
-    """Close the revision in the record and in the hour's state (conditional on the state's etag);
-    returns the state as written, with its new etag."""
+def delete_revision(service: BlobServiceClient, hour: datetime, job_id: str) -> int:
+    """Delete one revision's predictions (one that lost its claim); returns how many blobs."""
+    predictions = service.get_container_client(str(Container.PREDICTIONS))
+    doomed = [b.name for b in predictions.list_blobs(name_starts_with=prediction_prefix(hour, job_id))]
+    for start in range(0, len(doomed), 256):
+        predictions.delete_blobs(*doomed[start : start + 256])
+    return len(doomed)
+
+
+def clean(service: BlobServiceClient, stored: StoredState) -> StoredState:
+    """Finish switching the hour to its current revision: delete every other revision's predictions (those
+    still in flight excepted), write ``scored.json`` naming it, and only then clear ``cleanup_pending``. Any
+    step may fail; the flag stays and the next run calls this again (every step is idempotent)."""
+    state = stored.state
+    assert state is not None and state.current is not None
+    current = state.current
+    in_flight = {a.job_id for a in state.attempts if a.status is AttemptStatus.SUBMITTED}
+    delete_other_revisions(service, state.hour, {current.job_id, *in_flight})
+    marker = {"job_id": current.job_id, "revision": current.revision, "finished_at": current.finished_at}
+    marker["pairs"] = current.pairs
+    service.get_container_client(str(Container.LOGS)).upload_blob(
+        scored_marker_blob(state.hour), json.dumps(marker, default=str), overwrite=True
+    )
+    done = state.model_copy(deep=True)
+    done.cleanup_pending = False
+    try:
+        return StoredState(done, write_state(service, done, stored.etag))
+    except StateConflictError:  # another run cleaned (or moved on) meanwhile: what it wrote stands
+        return read_state(service, state.hour)
+
+
+def apply_record(service: BlobServiceClient, stored: StoredState, record: JobRecord) -> StoredState:
+    """Close the revision in the hour's state from its closed record (conditional on the state's etag); a
+    completed one becomes current and the switch is finished (``clean``). Also what repairs an hour whose
+    run closed the record but failed to write the state: the next run applies the record again.
+
+    Raises ClaimLostError when another run took the hour over from this revision meanwhile."""
     assert stored.state is not None
-    record = close_record(service, record, outcome)
     state = stored.state.model_copy(deep=True)
     for attempt in state.attempts:
         if attempt.job_id == record.job_id:
@@ -160,14 +195,29 @@ def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord,
             attempt.error = _first_error(record)
     if record.status is AttemptStatus.COMPLETED:
         state.current_job_id = record.job_id
-    etag = write_state(service, state, stored.etag)
-    if record.status is AttemptStatus.COMPLETED:
-        delete_other_revisions(service, record.hour, record.job_id)
-        marker = {"job_id": record.job_id, "finished_at": record.finished_at, "pairs": record.pairs}
-        service.get_container_client(str(Container.LOGS)).upload_blob(
-            scored_marker_blob(record.hour), json.dumps(marker, default=str), overwrite=True
-        )
-    return StoredState(state, etag)
+        state.cleanup_pending = True
+    try:
+        etag = write_state(service, state, stored.etag)
+    except StateConflictError:
+        fresh = read_state(service, state.hour)
+        mine = next((a for a in fresh.state.attempts if a.job_id == record.job_id), None) if fresh.state else None
+        if mine is not None and mine.status is AttemptStatus.SUBMITTED and fresh.state and fresh.state.latest is mine:
+            return apply_record(service, fresh, record)  # something else changed the document: try again
+        if mine is not None and mine.status in (AttemptStatus.COMPLETED, AttemptStatus.FAILED):
+            return fresh  # another run closed this revision at the same moment
+        newer = fresh.state.latest if fresh.state else None
+        taken = f"revision {newer.revision} ({newer.reason.value})" if newer else "another run"
+        raise ClaimLostError(
+            f"{record.job_id}: the hour {record.hour:%Y-%m-%dT%H} was taken over by {taken}; this run stopped"
+        ) from None
+    written = StoredState(state, etag)
+    return clean(service, written) if state.cleanup_pending else written
+
+
+def finalise(service: BlobServiceClient, stored: StoredState, record: JobRecord, outcome: JobOutcome) -> StoredState:
+    """Close the revision in its record (from the run logs) and in the hour's state; returns the state as
+    written, with its new etag. Raises ClaimLostError when the hour was taken over meanwhile."""
+    return apply_record(service, stored, close_record(service, record, outcome))
 
 
 def _first_error(record: JobRecord) -> str | None:

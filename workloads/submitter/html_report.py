@@ -32,6 +32,7 @@ STATUS_COLOURS = {
     HourStatus.EMPTY: "#90a4ae",
     HourStatus.STALE: "#f9a825",
     HourStatus.SCORING: "#1565c0",
+    HourStatus.CLEANING: "#4fc3f7",
     HourStatus.PENDING: "#ef6c00",
     HourStatus.FAILED: "#c62828",
     HourStatus.NOT_READY: "#cfd8dc",

@@ -8,8 +8,12 @@ submitted, and leave everything else alone. A second run right after the first d
 
 Each revision is claimed with a conditional write of the hour's state before anything is submitted,
 and its Batch job id is deterministic (stack + hour + revision): two reconcilers at once cannot both
-score an hour, and a crashed one leaves a claim that the next run finishes or, after the claim
-timeout, replaces.
+score an hour. Nothing waits for a timeout that it can see through: a claim whose local owner process is
+gone is replaced at once, a claim with no job record long after planning should have ended is replaced, a
+revision whose record was closed by a run that then failed to write the state is applied from the record,
+and an unfinished switch (``cleanup_pending``) is finished. A run that loses its claim to another stops
+with one line and deletes its own predictions. A storage failure on one hour is that hour's result
+(``Action.ERROR``), never the end of the run for the others.
 """
 
 from __future__ import annotations
@@ -27,21 +31,29 @@ from workloads.common.hour_state import (
     Action,
     Attempt,
     AttemptStatus,
+    Decision,
     HourState,
+    Owner,
     Reason,
     StateConflictError,
     StoredState,
+    claim_age,
     decide,
     read_state,
     write_state,
 )
+from workloads.common.runlog import error_line
 from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.windows import HOUR, SETTLE, floor_hour
 from workloads.submitter.backend import Backend
-from workloads.submitter.finalise import finalise
+from workloads.submitter.finalise import ClaimLostError, apply_record, clean, delete_revision, finalise
 from workloads.submitter.plan import DEFAULT_TASK_BYTES, Trust, job_id_for, plan_hour
-from workloads.submitter.record import JobRecord, read_record
+from workloads.submitter.record import JobRecord, read_record, write_record
 from workloads.submitter.submit import submit_plan
+
+# A claim with no job record this long after it was made belongs to a run that died while planning (planning
+# a million pairs takes seconds, ``benchmarks/planning.py``): it is replaced without waiting for the timeout.
+RECORD_GRACE = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ class HourResult:
 
     @property
     def failed(self) -> bool:
-        return self.status is AttemptStatus.FAILED
+        return self.status is AttemptStatus.FAILED or self.action is Action.ERROR
 
     @property
     def lost_inputs(self) -> dict[str, str]:
@@ -108,10 +120,14 @@ class Reconciler:
         return results
 
     def hour(self, hour: datetime, now: datetime, *, force: bool = False) -> HourResult:
-        """Reconcile one hour. Raises only for storage errors outside a claimed revision."""
+        """Reconcile one hour. Never raises for the hour's own trouble (storage down, a corrupt state
+        document, a bug): that is the hour's ``error`` result, and the next run takes the hour up again."""
         stack = self.settings.stack
         with telemetry.span("reconcile_hour", hour=f"{floor_hour(hour):%Y-%m-%dT%H}", stack=stack) as current:
-            result = self._hour(floor_hour(hour), now, force=force)
+            try:
+                result = self._hour(floor_hour(hour), now, force=force)
+            except Exception as exc:
+                result = HourResult(floor_hour(hour), Action.ERROR, error_line(exc)[:500])
             if current is not None:
                 current.set_attribute("action", result.action.value)
                 current.set_attribute("status", result.status.value if result.status else "")
@@ -123,55 +139,91 @@ class Reconciler:
         inputs = list_hour_inputs(self.service, hour)
         current = fingerprint(inputs)
         stored = read_state(self.service, hour)
-        decision = decide(
-            stored.state, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force
-        )
+
+        def decision_now() -> Decision:
+            return decide(stored, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force)
+
+        decision = decision_now()
+        finished: JobRecord | None = None
         if decision.action is Action.FINALISE:
-            closed = self._finalise_in_flight(stored)
-            if closed is None:
-                latest = stored.state.latest if stored.state else None
-                return HourResult(hour, Action.WAIT, decision.why, job_id=latest.job_id if latest else None)
-            finished, stored = closed
-            decision = decide(
-                stored.state, hour, now, self.settings.settle, current, self.settings.claim_timeout, force=force
+            step = self._finalise_in_flight(stored, now)
+            if isinstance(step, HourResult):
+                return step
+            if isinstance(step, Decision):
+                decision = step
+            else:
+                finished, stored = step
+                decision = decision_now()
+        cleaned = decision.action is Action.CLEAN
+        if cleaned:
+            stored = clean(self.service, stored)
+            decision = decision_now()
+        if decision.action is Action.SCORE:
+            assert decision.reason is not None
+            return self._score(hour, stored, inputs, decision.reason, decision.why, now)
+        if finished is not None:
+            return HourResult(
+                hour,
+                Action.SKIP,
+                f"finished {finished.job_id}: {finished.status.value}",
+                job_id=finished.job_id,
+                status=finished.status,
+                record=finished,
             )
-            if decision.action is not Action.SCORE:
-                return HourResult(
-                    hour,
-                    Action.SKIP,
-                    f"finished {finished.job_id}: {finished.status.value}",
-                    job_id=finished.job_id,
-                    status=finished.status,
-                    record=finished,
-                )
-        if decision.action is not Action.SCORE:
-            return HourResult(hour, decision.action, decision.why)
-        assert decision.reason is not None
-        return self._score(hour, stored, inputs, decision.reason, decision.why, now)
+        if cleaned:
+            job_id = stored.state.current_job_id if stored.state else None
+            return HourResult(
+                hour, Action.CLEAN, f"finished switching to {job_id}: other revisions deleted", None, job_id
+            )
+        return HourResult(hour, decision.action, decision.why)
 
     # -- steps -----------------------------------------------------------------------------------------
-    def _finalise_in_flight(self, stored: StoredState) -> tuple[JobRecord, StoredState] | None:
-        """Close a revision submitted earlier if its job has finished (its record and the hour's new
-        state); None while it runs."""
+    def _finalise_in_flight(
+        self, stored: StoredState, now: datetime
+    ) -> tuple[JobRecord, StoredState] | HourResult | Decision:
+        """Close a revision submitted earlier if it has finished (its record and the hour's new state); an
+        HourResult while it runs or when this run cannot close it; a Decision to replace a dead claim."""
         assert stored.state is not None and stored.state.latest is not None
         latest = stored.state.latest
-        record = read_record(self.service, stored.state.hour, latest.job_id)
-        if record is None:  # claimed, but the claimant died before writing its record: wait for the timeout
-            return None
-        outcome = self.backend.poll(latest.job_id)
-        if not outcome.finished:
-            return None
+        hour = stored.state.hour
+        record = read_record(self.service, hour, latest.job_id)
+        if record is None:
+            age = claim_age(stored, now)
+            if age >= RECORD_GRACE:
+                minutes = int(age.total_seconds() // 60)
+                why = f"revision {latest.revision} abandoned: claimed {minutes} min ago, never submitted"
+                return Decision(Action.SCORE, why, Reason.ABANDONED)
+            return HourResult(hour, Action.WAIT, f"revision {latest.revision} being planned", job_id=latest.job_id)
         try:
+            if record.status is not AttemptStatus.SUBMITTED:
+                # Its run closed the record, then failed to write the hour's state: apply the record now.
+                return record, apply_record(self.service, stored, record)
+            outcome = self.backend.poll(latest.job_id)
+            if not outcome.finished:
+                return HourResult(hour, Action.WAIT, f"revision {latest.revision} in flight", job_id=latest.job_id)
             return record, finalise(self.service, stored, record, outcome)
-        except StateConflictError:
-            return None  # another run finalised it at the same moment
+        except ClaimLostError as exc:
+            return self._lost(record, str(exc))
+
+    def _lost(self, record: JobRecord, why: str) -> HourResult:
+        """This run's revision lost its claim: say so in its record, remove its predictions (they are not the
+        hour's), and leave the hour to the run that took it over."""
+        record.status = AttemptStatus.ABANDONED
+        write_record(self.service, record)
+        state = read_state(self.service, record.hour).state
+        if state is None or state.current_job_id != record.job_id:
+            delete_revision(self.service, record.hour, record.job_id)
+        return HourResult(record.hour, Action.SKIP, why, record.reason, record.job_id, AttemptStatus.ABANDONED, record)
 
     def _score(
         self, hour: datetime, stored: StoredState, inputs: list[InputBlob], reason: Reason, why: str, now: datetime
     ) -> HourResult:
-        state = stored.state or HourState(hour=hour, stack=self.settings.stack)
+        state = stored.state.model_copy(deep=True) if stored.state else HourState(hour=hour, stack=self.settings.stack)
         revision = state.next_revision()
         job_id = job_id_for(self.settings.stack, hour, revision)
+        if reason is Reason.ABANDONED and state.latest is not None:
+            # The replaced claim is closed in the same write that makes the new one: it never stays submitted.
+            state.latest.status, state.latest.finished_at, state.latest.error = AttemptStatus.ABANDONED, now, why
         state.attempts.append(
             Attempt(
                 revision=revision,
@@ -180,6 +232,7 @@ class Reconciler:
                 status=AttemptStatus.SUBMITTED,
                 fingerprint=fingerprint(inputs),
                 started_at=now,
+                owner=Owner.this_process(self.backend.name),
             )
         )
         try:
@@ -200,6 +253,9 @@ class Reconciler:
         record, outcome = submit_plan(self.service, plan, self.backend, revision, reason)
         status = AttemptStatus.SUBMITTED
         if outcome.finished:
-            finalise(self.service, claimed, record, outcome)
+            try:
+                finalise(self.service, claimed, record, outcome)
+            except ClaimLostError as exc:
+                return self._lost(record, str(exc))
             status = record.status
         return HourResult(hour, Action.SCORE, why, reason, job_id, status, record)

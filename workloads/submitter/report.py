@@ -10,8 +10,18 @@ from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.hour_inputs import fingerprint, list_hour_inputs
-from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, HourState, Reason, decide, read_state
+from workloads.common.hour_inputs import MAX_NAMES_SHOWN, fingerprint, list_hour_inputs, list_misnamed_under_day
+from workloads.common.hour_state import (
+    CLAIM_TIMEOUT,
+    Action,
+    AttemptStatus,
+    HourState,
+    Reason,
+    StoredState,
+    decide,
+    read_state,
+)
+from workloads.common.layout import day_prefix
 from workloads.common.runlog import PairLog, PairStatus, TaskLog
 from workloads.common.windows import format_hour
 from workloads.submitter.finalise import read_run_logs
@@ -22,6 +32,7 @@ class HourStatus(StrEnum):
     NOT_READY = "not_ready"  # not complete yet: its windows may still be written
     PENDING = "pending"  # complete, never scored: the next reconcile scores it
     SCORING = "scoring"  # a revision is in flight
+    CLEANING = "cleaning"  # a revision completed; other revisions' outputs are still being deleted
     SCORED = "scored"  # the latest revision completed on the inputs the hour has now
     PARTIAL = "partial"  # scored on its current inputs, but without corrupt blobs' rows (see corrupt_blobs)
     EMPTY = "empty"  # complete, no aggregates at all: scored with 0 pairs; re-scored if data lands
@@ -38,6 +49,10 @@ class HourReport:
     tasks: list[TaskLog] = field(default_factory=list)
     pairs: list[PairLog] = field(default_factory=list)
     log_problems: dict[str, str] = field(default_factory=dict)
+    # Blobs under the hour that no task reads, as listed now (None: not listed; the record's are shown then),
+    # and what sits under the hour's day in no hour folder (``list_misnamed_under_day``).
+    ignored_blobs: tuple[str, ...] | None = None
+    misnamed_under_day: tuple[str, ...] = ()
 
     @property
     def failures(self) -> list[PairLog]:
@@ -49,6 +64,10 @@ class HourReport:
         pair_ms = sorted(p.timings_ms["total"] for p in self.pairs if "total" in p.timings_ms)
         count = {s: sum(p.status is s for p in self.pairs) for s in PairStatus}
         issues = record.input_issues if record else {}
+        if self.ignored_blobs is not None:
+            ignored, ignored_total = list(self.ignored_blobs[:MAX_NAMES_SHOWN]), len(self.ignored_blobs)
+        else:
+            ignored, ignored_total = (record.ignored_blobs, record.ignored_blobs_total) if record else ([], 0)
         return {
             "hour": format_hour(self.hour),
             "status": self.status.value,
@@ -73,6 +92,10 @@ class HourReport:
             "refiled_rows": issues.get("refiled_rows", {}),
             "duplicate_rows": issues.get("duplicate_rows", 0),
             "conflicting_rows": issues.get("conflicting_rows", 0),
+            "ignored_blobs": ignored,
+            "ignored_blobs_total": ignored_total,
+            "misnamed_under_day": list(self.misnamed_under_day[:MAX_NAMES_SHOWN]),
+            "misnamed_under_day_total": len(self.misnamed_under_day),
             "task_errors": record.task_errors if record else {},
             "task_seconds_mean": round(statistics.fmean(task_seconds), 3) if task_seconds else None,
             "task_seconds_max": round(max(task_seconds), 3) if task_seconds else None,
@@ -101,14 +124,17 @@ _DUE = {
 }
 
 
-def hour_status(state: HourState | None, hour: datetime, now: datetime, settle: timedelta, inputs: str) -> HourStatus:
+def hour_status(stored: StoredState, hour: datetime, now: datetime, settle: timedelta, inputs: str) -> HourStatus:
     """The status shown for an hour: what the next reconcile would do with it (``decide``), so the report
     and the reconciler cannot disagree."""
-    decision = decide(state, hour, now, settle, inputs, CLAIM_TIMEOUT)
+    decision = decide(stored, hour, now, settle, inputs, CLAIM_TIMEOUT)
+    state = stored.state
     if decision.action is Action.WAIT:
         return HourStatus.NOT_READY
     if decision.action is Action.FINALISE:
         return HourStatus.SCORING
+    if decision.action is Action.CLEAN:
+        return HourStatus.CLEANING
     if decision.action is Action.SCORE:
         assert decision.reason is not None
         return _DUE[decision.reason]
@@ -117,12 +143,28 @@ def hour_status(state: HourState | None, hour: datetime, now: datetime, settle: 
     return HourStatus.PARTIAL if latest.corrupt_blobs else HourStatus.EMPTY if not latest.pairs else HourStatus.SCORED
 
 
-def collect(service: BlobServiceClient, hour: datetime, now: datetime, settle: timedelta) -> HourReport:
+def collect(
+    service: BlobServiceClient,
+    hour: datetime,
+    now: datetime,
+    settle: timedelta,
+    days: dict[str, tuple[str, ...]] | None = None,
+) -> HourReport:
     """One hour: its state, derived status, and the latest revision's record and run logs (only that
-    revision's: earlier revisions' logs stay for the record but are never counted)."""
-    state = read_state(service, hour).state
-    status = hour_status(state, hour, now, settle, fingerprint(list_hour_inputs(service, hour)))
-    report = HourReport(hour=hour, status=status, state=state)
+    revision's: earlier revisions' logs stay for the record but are never counted); the blobs under the hour
+    that no task reads, and what sits under its day in no hour folder (one listing of the day; ``days``, by
+    day prefix, spares it for the other hours of a day within one report run)."""
+    stored = read_state(service, hour)
+    state = stored.state
+    listing = list_hour_inputs(service, hour)
+    status = hour_status(stored, hour, now, settle, fingerprint(listing))
+    days = {} if days is None else days
+    day = day_prefix(hour)
+    if day not in days:
+        days[day] = tuple(list_misnamed_under_day(service, hour))
+    report = HourReport(
+        hour=hour, status=status, state=state, ignored_blobs=listing.ignored, misnamed_under_day=days[day]
+    )
     latest = state.latest if state else None
     if latest is not None:
         report.record = read_record(service, hour, latest.job_id)
@@ -132,6 +174,23 @@ def collect(service: BlobServiceClient, hour: datetime, now: datetime, settle: t
         if latest is not None and latest.status is AttemptStatus.SUBMITTED:
             report.log_problems = {}  # tasks still running have no logs yet: not a problem
     return report
+
+
+def _not_read_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Blobs that no task reads: under the hour but no input by the layout's rule, or under the day in no hour
+    folder. Each is named (up to ``MAX_NAMES_SHOWN``), the rest counted: a writer's mistake never goes unseen."""
+    out: list[tuple[str, str]] = []
+    ignored, misnamed = list(summary["ignored_blobs"]), list(summary["misnamed_under_day"])
+    out += [("ignored blobs (not inputs)", f"aggregates/{name}") for name in ignored]
+    if summary["ignored_blobs_total"] > len(ignored):
+        out.append(("ignored blobs (not inputs)", f"{summary['ignored_blobs_total'] - len(ignored)} more, not named"))
+    for name in misnamed:
+        kind = "misnamed folder under the day" if name.endswith("/") else "blob under the day, in no hour folder"
+        out.append((f"{kind} (never read)", f"aggregates/{name}"))
+    if summary["misnamed_under_day_total"] > len(misnamed):
+        more = summary["misnamed_under_day_total"] - len(misnamed)
+        out.append(("misnamed folder under the day (never read)", f"{more} more, not named"))
+    return out
 
 
 def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -144,6 +203,7 @@ def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("quarantined rows", f"aggregates/{blob}: " + ", ".join(f"{n} {r}" for r, n in reasons.items())))
     for partition, rows in dict(summary["refiled_rows"]).items():
         out.append(("rows refiled to their own folder (re-scored there)", f"aggregates/{partition}/: {rows}"))
+    out.extend(_not_read_lines(summary))
     if summary["duplicate_rows"]:
         out.append(("duplicate rows dropped", str(summary["duplicate_rows"])))
     if summary["conflicting_rows"]:
