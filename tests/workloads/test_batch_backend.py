@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -92,7 +92,10 @@ def test_job_and_task_bodies() -> None:
         "displayName": "scoring dev 2026-11-25T10",
         "poolInfo": {"poolId": "scorers"},
         "onAllTasksComplete": "noaction",
+        # 30 min x (1 + 2 retries) + 1 h for nodes: Batch terminates the job and its tasks after it.
+        "constraints": {"maxWallClockTime": "PT02H30M00S"},
     }
+    assert SETTINGS.claim_timeout == timedelta(hours=2, minutes=45)
     (update,) = fake.of("PATCH", JOB_PATH)
     assert update.body == {"onAllTasksComplete": "terminatejob"}
     # The job is switched to terminate only after its tasks were added.

@@ -150,6 +150,9 @@ class BatchBackend:
                     # Terminate only once every task is added: a job with no tasks yet would
                     # otherwise count as complete and end at once.
                     all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.NO_ACTION,
+                    # Bounds the revision: after it no task can write, so the claim timeout derived from it
+                    # (BatchSettings.claim_timeout) never hands the hour over while this job still runs.
+                    constraints=batchmodels.BatchJobConstraints(max_wall_clock_time=self.settings.job_max_wall),
                 )
             )
             self._say(f"created job {plan.job_id} on pool {self.settings.pool_id}")

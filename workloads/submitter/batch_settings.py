@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workloads.common import envvars
+
+NODE_START_ALLOWANCE = timedelta(hours=1)
+CLAIM_MARGIN = timedelta(minutes=15)
 
 
 class BatchSettings(BaseModel):
@@ -22,6 +26,20 @@ class BatchSettings(BaseModel):
     max_wall_minutes: int = Field(default=30, ge=1, le=10080)
     # Forwarded to tasks; an ingestion-only identifier, "not considered a security token or key" (Azure Monitor docs).
     telemetry_connection_string: str | None = None
+
+    @property
+    def job_max_wall(self) -> timedelta:
+        """The job's own wall-clock limit: every task tried ``1 + max_task_retries`` times at its limit, plus
+        an hour for nodes to be allocated and to pull the image. "If the Job does not complete within the time
+        limit, the Batch service terminates it and any Tasks that are still running" (BatchJobConstraints
+        .maxWallClockTime, measured from the job's creation): so no task of a revision can still write after it."""
+        return timedelta(minutes=self.max_wall_minutes * (self.max_task_retries + 1)) + NODE_START_ALLOWANCE
+
+    @property
+    def claim_timeout(self) -> timedelta:
+        """After this a Batch revision's claim is abandoned: its job has been terminated by then (job_max_wall),
+        and the margin covers the submitter's own steps before it created the job."""
+        return self.job_max_wall + CLAIM_MARGIN
 
     @classmethod
     def from_env(cls) -> BatchSettings:

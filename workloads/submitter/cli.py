@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -83,15 +84,40 @@ TrustedTypes = Annotated[
     ),
 ]
 ClaimTimeout = Annotated[
-    int,
-    typer.Option(min=1, max=7 * 24 * 60, help="Minutes after which a revision still in flight counts as abandoned."),
+    int | None,
+    typer.Option(
+        min=1,
+        max=7 * 24 * 60,
+        help="Minutes after which a revision still in flight counts as abandoned (by the storage service's clock). "
+        "Default: Batch, the job's wall-clock limit + 15 min (tasks x retries x BATCH_TASK_MAX_WALL_MINUTES + 1 h); "
+        "local, 180 (a local run whose process is gone is replaced at once).",
+    ),
 ]
 DEFAULT_SETTLE = int(SETTLE.total_seconds() // 60)
-DEFAULT_CLAIM_TIMEOUT = int(CLAIM_TIMEOUT.total_seconds() // 60)
+
+
+_CLOCK: dict[str, datetime] = {}  # set by the hidden --now: replays and the soak (``make soak``) run on a fake clock
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return _CLOCK.get("now") or datetime.now(UTC)
+
+
+@app.callback()
+def _main(
+    now: Annotated[
+        str | None,
+        typer.Option(
+            hidden=True,
+            help="Pretend it is this UTC time (ISO 8601), e.g. to replay a night. Claims still age by the "
+            "storage service's clock.",
+        ),
+    ] = None,
+) -> None:
+    if now is not None:
+        with bad_input():
+            when = datetime.fromisoformat(now)
+            _CLOCK["now"] = when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _last_complete(settle_minutes: int) -> datetime:
@@ -108,7 +134,7 @@ def _settings(
     task_input_mib: int,
     shard_count: int,
     lateness_minutes: int,
-    claim_timeout_minutes: int,
+    claim_timeout_minutes: int | None,
     trust_pickle: bool,
     trusted_types: str,
     **extra: int,
@@ -119,10 +145,19 @@ def _settings(
         max_task_bytes=task_input_mib * MIB,
         shard_count=shard_count,
         settle=timedelta(minutes=lateness_minutes),
-        claim_timeout=timedelta(minutes=claim_timeout_minutes),
+        claim_timeout=timedelta(minutes=claim_timeout_minutes) if claim_timeout_minutes else CLAIM_TIMEOUT,
         trust=_trust(trust_pickle, trusted_types),
         **extra,
     )
+
+
+def _claim_timeout_of(runner: Backend, settings: ReconcileSettings, minutes: int | None) -> ReconcileSettings:
+    """A Batch run's default claim timeout comes from its job's wall-clock limit (``BatchSettings``)."""
+    from workloads.submitter.batch import BatchBackend
+
+    if minutes is None and isinstance(runner, BatchBackend):
+        return replace(settings, claim_timeout=runner.settings.claim_timeout)
+    return settings
 
 
 def _open_backend(name: BackendName, settings: StorageSettings, workers: int, stack: ExitStack) -> Backend:
@@ -212,7 +247,7 @@ def reconcile(
     workers: Workers = 2,
     trust_pickle: TrustPickle = False,
     trusted_types: TrustedTypes = "",
-    claim_timeout_minutes: ClaimTimeout = DEFAULT_CLAIM_TIMEOUT,
+    claim_timeout_minutes: ClaimTimeout = None,
 ) -> None:
     """Score every complete hour of the window that needs it (never scored, failed, inputs changed);
     finish revisions submitted earlier; print one line per hour saying what was done and why."""
@@ -233,6 +268,7 @@ def reconcile(
     with ExitStack() as resources:
         with bad_input():
             runner = _open_backend(backend, storage, workers, resources)
+        settings = _claim_timeout_of(runner, settings, claim_timeout_minutes)
         with run_failures():
             results = Reconciler(service, runner, settings, log=err.print).run(_now())
     _finish(results)
@@ -250,7 +286,7 @@ def run(
     force: Annotated[bool, typer.Option(help="Score a new revision even if the hour is scored on its inputs.")] = False,
     trust_pickle: TrustPickle = False,
     trusted_types: TrustedTypes = "",
-    claim_timeout_minutes: ClaimTimeout = DEFAULT_CLAIM_TIMEOUT,
+    claim_timeout_minutes: ClaimTimeout = None,
     wait: Annotated[
         bool, typer.Option(help="Batch backend: wait for the job, finalise the hour, print its report.")
     ] = False,
@@ -275,6 +311,7 @@ def run(
     with ExitStack() as resources:
         with bad_input():
             runner = _open_backend(backend, storage, workers, resources)
+        settings = _claim_timeout_of(runner, settings, claim_timeout_minutes)
         with run_failures():
             reconciler = Reconciler(service, runner, settings, log=err.print)
             result = reconciler.hour(when, _now(), force=force)
@@ -408,8 +445,9 @@ def report(
         newest = parse_hour(hour) if hour is not None else _last_complete(lateness_minutes)
         service: BlobServiceClient = storage.client()
     settle = timedelta(minutes=lateness_minutes)
+    days: dict[str, tuple[str, ...]] = {}  # each day listed once for all its hours
     with run_failures():
-        reports = [collect(service, newest - i * HOUR, _now(), settle) for i in reversed(range(last))]
+        reports = [collect(service, newest - i * HOUR, _now(), settle, days) for i in reversed(range(last))]
     _print_reports(reports, as_json=as_json)
     if html_file is not None:
         with run_failures():

@@ -1,0 +1,273 @@
+"""Issue 17, items 1-3: no crash or partial failure leaves an hour's outputs or state wrong (real Azurite, fault proxy).
+
+1. a failed cleanup after a re-score is finished by the next run; ``scored.json`` is written for every revision;
+2. a run whose claim is taken over stops with one line and leaves the hour to the new owner; a reconciler whose
+   clock is ahead does not take over a live claim (the claim's age is the storage service's);
+3. a run whose final state write failed is repaired from its job record by the next run; a claim whose local
+   owner process is gone is replaced at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from tests.faults import FaultProxy, Rule
+from tests.workloads.helpers import HOUR, publish_data_and_models
+from workloads.common.frames import read_hour_predictions
+from workloads.common.hour_state import (
+    Action,
+    Attempt,
+    AttemptStatus,
+    HourState,
+    Owner,
+    Reason,
+    StoredState,
+    decide,
+    read_state,
+    write_state,
+)
+from workloads.common.layout import Container, hour_prefix, scored_marker_blob
+from workloads.common.pairs import Pair
+from workloads.common.storage import StorageSettings
+from workloads.submitter.backend import JobOutcome
+from workloads.submitter.local import LocalBackend
+from workloads.submitter.plan import JobPlan, job_id_for
+from workloads.submitter.reconcile import Reconciler, ReconcileSettings
+from workloads.submitter.report import HourStatus, collect
+
+PAIRS = [Pair(f"dev-{i}", "temp") for i in range(6)]
+NOW = HOUR + timedelta(hours=2)
+SETTLE = timedelta(minutes=15)
+
+
+def reconciler(service: BlobServiceClient, backend: Any, **kwargs: Any) -> Reconciler:
+    return Reconciler(service, backend, ReconcileSettings(stack="dev", hours=1, **kwargs))
+
+
+def prediction_folders(service: BlobServiceClient) -> set[str]:
+    """The job folders under the hour's prefix of ``predictions``, as a reader listing by prefix sees them."""
+    blobs = service.get_container_client(str(Container.PREDICTIONS)).list_blobs(name_starts_with=hour_prefix(HOUR))
+    return {b.name[len(hour_prefix(HOUR)) :].split("/")[0] for b in blobs}
+
+
+def marker(service: BlobServiceClient) -> dict[str, Any]:
+    logs = service.get_container_client(str(Container.LOGS))
+    return dict(json.loads(logs.download_blob(scored_marker_blob(HOUR)).readall()))
+
+
+@pytest.fixture
+def faulty_service(service: BlobServiceClient, faulty_settings: StorageSettings) -> BlobServiceClient:
+    return faulty_settings.client()
+
+
+class ArmsDuringTasks(LocalBackend):
+    """Arms proxy rules once tasks start (after the claim and the plan), so only what follows meets them."""
+
+    def __init__(self, settings: StorageSettings, proxy: FaultProxy, *rules: Rule) -> None:
+        super().__init__(settings, workers=0)
+        self.proxy, self.rules = proxy, rules
+
+    def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        for rule in self.rules:
+            self.proxy.add(rule)
+        return super().submit(plan, manifests)
+
+
+# 1. Cleanup that cannot be skipped.
+def test_a_failed_cleanup_after_a_rescore_is_finished_by_the_next_run(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS)
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        first = reconciler(service, backend).hour(HOUR, NOW)
+    assert first.status is AttemptStatus.COMPLETED
+    assert marker(service)["job_id"] == first.job_id == job_id_for("dev", HOUR, 1)
+
+    # r002 is forced; every listing of `predictions` fails while it is finalised (cleanup's first step).
+    listing = Rule(r"/predictions$")
+    with ArmsDuringTasks(faulty_settings, fault_proxy, listing) as backend:
+        second = reconciler(service, backend).hour(HOUR, NOW, force=True)
+    fault_proxy.clear()
+    assert listing.hits >= 1
+    assert second.action is Action.ERROR and second.failed  # the hour named, the run does not report success
+    assert "503" in second.why or "ServerBusy" in second.why or "HttpResponseError" in second.why
+    state = read_state(service, HOUR).state
+    assert state is not None and state.current_job_id == job_id_for("dev", HOUR, 2) and state.cleanup_pending
+    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.CLEANING
+    assert prediction_folders(service) == {job_id_for("dev", HOUR, 1), job_id_for("dev", HOUR, 2)}
+
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        repaired = reconciler(service, backend).hour(HOUR, NOW)
+    assert (repaired.action, repaired.job_id) == (Action.CLEAN, job_id_for("dev", HOUR, 2))
+    assert prediction_folders(service) == {job_id_for("dev", HOUR, 2)}  # a prefix reader sees one revision
+    assert marker(service)["job_id"] == job_id_for("dev", HOUR, 2)
+    state = read_state(service, HOUR).state
+    assert state is not None and not state.cleanup_pending
+    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.SCORED
+    predictions = read_hour_predictions(service, HOUR)
+    assert (
+        len(predictions) == len(PAIRS) * 12 and not predictions.duplicated(["device_id", "sensor", "window_end"]).any()
+    )
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        assert reconciler(service, backend).hour(HOUR, NOW).action is Action.SKIP
+
+
+def test_scored_json_is_written_for_a_first_revision_even_if_its_first_write_fails(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS[:2])
+    put_marker = Rule(r"/scored\.json$", method="PUT")
+    with ArmsDuringTasks(faulty_settings, fault_proxy, put_marker) as backend:
+        first = reconciler(service, backend).hour(HOUR, NOW)
+    fault_proxy.clear()
+    assert first.action is Action.ERROR and put_marker.hits >= 1
+    assert not service.get_blob_client(str(Container.LOGS), scored_marker_blob(HOUR)).exists()
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        assert reconciler(service, backend).hour(HOUR, NOW).action is Action.CLEAN
+    assert marker(service)["job_id"] == job_id_for("dev", HOUR, 1)
+
+
+# 2. Claims that survive skew and takeover.
+class TakenOverMidway(LocalBackend):
+    """While its tasks are about to run, a second reconciler (``rival``) looks at the hour at ``rival_now``."""
+
+    def __init__(self, settings: StorageSettings, service: BlobServiceClient, rival_now: datetime, **rival: Any):
+        super().__init__(settings, workers=0)
+        self.service, self.rival_now, self.rival = service, rival_now, rival
+        self.rival_result: Any = None
+
+    def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        with LocalBackend(self.settings, workers=0) as other:
+            self.rival_result = reconciler(self.service, other, **self.rival).hour(HOUR, self.rival_now)
+        return super().submit(plan, manifests)
+
+
+def test_a_run_whose_claim_is_taken_over_stops_cleanly_and_leaves_the_hour_to_the_new_owner(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    publish_data_and_models(service, PAIRS)
+    # The rival's claim timeout is zero: it replaces the first run's claim however young.
+    with TakenOverMidway(settings, service, NOW, claim_timeout=timedelta(0)) as backend:
+        first = reconciler(service, backend).hour(HOUR, NOW)
+    rival = backend.rival_result
+    assert (rival.action, rival.reason, rival.status) == (Action.SCORE, Reason.ABANDONED, AttemptStatus.COMPLETED)
+    assert first.status is AttemptStatus.ABANDONED and first.action is Action.SKIP
+    assert "taken over by revision 2" in first.why and "\n" not in first.why
+    state = read_state(service, HOUR).state
+    assert state is not None
+    assert [(a.revision, a.status) for a in state.attempts] == [
+        (1, AttemptStatus.ABANDONED),  # never left `submitted`
+        (2, AttemptStatus.COMPLETED),
+    ]
+    assert state.current_job_id == job_id_for("dev", HOUR, 2) and not state.cleanup_pending
+    assert prediction_folders(service) == {job_id_for("dev", HOUR, 2)}  # the loser removed its own predictions
+    assert marker(service)["job_id"] == job_id_for("dev", HOUR, 2)
+    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.SCORED
+
+
+def test_a_reconciler_with_a_clock_ahead_does_not_take_over_a_live_claim(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    publish_data_and_models(service, PAIRS[:3])
+    # The rival's clock is 5 minutes ahead and its claim timeout 1 minute: by its own clock the claim is
+    # 5 minutes old; by the storage service's (the state blob's Last-Modified vs the response's Date) it is not.
+    with TakenOverMidway(settings, service, NOW + timedelta(minutes=5), claim_timeout=timedelta(minutes=1)) as backend:
+        first = reconciler(service, backend).hour(HOUR, NOW)
+    assert backend.rival_result.action is Action.WAIT
+    assert first.status is AttemptStatus.COMPLETED
+    state = read_state(service, HOUR).state
+    assert state is not None and [a.status for a in state.attempts] == [AttemptStatus.COMPLETED]
+
+
+def test_claim_age_is_the_services_not_the_callers() -> None:
+    owner = Owner(host="elsewhere", pid=1)  # another host's process: its liveness cannot be checked here
+    attempt = Attempt(
+        revision=1,
+        job_id="j",
+        reason=Reason.NEVER_SCORED,
+        status=AttemptStatus.SUBMITTED,
+        fingerprint="f",
+        started_at=NOW - timedelta(hours=5),  # the claimant's clock was far behind
+        owner=owner,
+    )
+    state = HourState(hour=HOUR, stack="dev", attempts=[attempt])
+    young = StoredState(state, "etag", age=timedelta(seconds=20))
+    old = StoredState(state, "etag", age=timedelta(hours=4))
+    assert decide(young, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).action is Action.FINALISE
+    assert decide(old, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).reason is Reason.ABANDONED
+
+
+# 3. Nothing waits for a timeout when it can know.
+def test_a_failed_final_state_write_is_repaired_from_the_job_record(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS)
+    put_state = Rule(r"/hour\.json$", method="PUT")  # every attempt of the closing write answers 503
+    with ArmsDuringTasks(faulty_settings, fault_proxy, put_state) as backend:
+        first = reconciler(service, backend).hour(HOUR, NOW)
+    fault_proxy.clear()
+    assert first.action is Action.ERROR and put_state.hits >= 1
+    state = read_state(service, HOUR).state
+    assert state is not None and state.latest is not None and state.latest.status is AttemptStatus.SUBMITTED
+
+    # The next run, one minute later (no 3-hour claim timeout), closes the hour from the completed job record.
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        repaired = reconciler(service, backend).hour(HOUR, NOW + timedelta(minutes=1))
+    assert (repaired.action, repaired.status) == (Action.SKIP, AttemptStatus.COMPLETED)
+    state = read_state(service, HOUR).state
+    assert state is not None and state.current_job_id == job_id_for("dev", HOUR, 1)
+    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.SCORED
+    assert marker(service)["job_id"] == job_id_for("dev", HOUR, 1)
+    assert len(read_hour_predictions(service, HOUR)) == len(PAIRS) * 12
+
+
+def test_a_claim_whose_local_owner_is_gone_is_replaced_at_once(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    publish_data_and_models(service, PAIRS[:2])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    owner = Owner.this_process("local").model_copy(update={"pid": int(dead.stdout), "started": 1})
+    claim = Attempt(
+        revision=1,
+        job_id=job_id_for("dev", HOUR, 1),
+        reason=Reason.NEVER_SCORED,
+        status=AttemptStatus.SUBMITTED,
+        fingerprint="whatever",
+        started_at=datetime.now(UTC),
+        owner=owner,
+    )
+    write_state(service, HourState(hour=HOUR, stack="dev", attempts=[claim]), None)
+    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.FAILED  # not "scoring" for 3 hours
+    with LocalBackend(settings, workers=0) as backend:
+        result = reconciler(service, backend).hour(HOUR, NOW)
+    assert (result.action, result.reason, result.status) == (Action.SCORE, Reason.ABANDONED, AttemptStatus.COMPLETED)
+    assert f"pid {owner.pid}" in result.why
+    state = read_state(service, HOUR).state
+    assert state is not None and [a.status for a in state.attempts] == [
+        AttemptStatus.ABANDONED,
+        AttemptStatus.COMPLETED,
+    ]
+
+
+def test_a_live_local_owner_keeps_its_claim(service: BlobServiceClient, settings: StorageSettings) -> None:
+    claim = Attempt(
+        revision=1,
+        job_id=job_id_for("dev", HOUR, 1),
+        reason=Reason.NEVER_SCORED,
+        status=AttemptStatus.SUBMITTED,
+        fingerprint="whatever",
+        started_at=datetime.now(UTC),
+        owner=Owner.this_process("local"),
+    )
+    write_state(service, HourState(hour=HOUR, stack="dev", attempts=[claim]), None)
+    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.SCORING
