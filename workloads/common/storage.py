@@ -22,7 +22,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -189,22 +189,38 @@ class StorageSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> StorageSettings:
-        """Read the settings from the environment; a bad value raises ValueError with one line naming it."""
+        """Read the settings from the environment; bad values raise one ValueError, one line naming each.
+
+        Every problem is collected before raising, so an operator with three bad variables fixes them
+        in one go instead of meeting them one failed start at a time: the source (connection string or
+        account URL) first, then the numbers in the order they are documented, "; "-separated.
+        """
         conn = os.environ.get(CONNECTION_STRING_ENV)
         values: dict[str, object] = {
             "connection_string": SecretStr(conn) if conn else None,
             "account_url": os.environ.get(ACCOUNT_URL_ENV) or None,
         }
-        numbers = {
-            "retry_total": _env_int(RETRY_TOTAL_ENV, 0, MAX_RETRY_TOTAL),
-            "retry_backoff_seconds": _env_seconds(RETRY_BACKOFF_ENV, 0, MAX_BACKOFF_SECONDS),
-            "timeout_seconds": _env_seconds(TIMEOUT_ENV, 0, MAX_TIMEOUT_SECONDS, low_inclusive=False),
+        numbers: dict[str, Callable[[], float | None]] = {
+            "retry_total": lambda: _env_int(RETRY_TOTAL_ENV, 0, MAX_RETRY_TOTAL),
+            "retry_backoff_seconds": lambda: _env_seconds(RETRY_BACKOFF_ENV, 0, MAX_BACKOFF_SECONDS),
+            "timeout_seconds": lambda: _env_seconds(TIMEOUT_ENV, 0, MAX_TIMEOUT_SECONDS, low_inclusive=False),
         }
-        values.update({field: value for field, value in numbers.items() if value is not None})
+        number_problems = []
+        for field, read in numbers.items():
+            try:
+                value = read()
+            except ValueError as exc:
+                number_problems.append(str(exc))  # the field keeps its default, so the rest is still checked
+                continue
+            if value is not None:
+                values[field] = value
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values)
         except ValidationError as exc:
-            raise ValueError(_one_line(exc)) from None
+            raise ValueError("; ".join([_one_line(exc), *number_problems])) from None
+        if number_problems:
+            raise ValueError("; ".join(number_problems))
+        return settings
 
     def retry_policy(self) -> StorageRetry:
         return StorageRetry(initial_backoff=self.retry_backoff_seconds, retry_total=self.retry_total)

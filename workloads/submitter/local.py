@@ -4,12 +4,21 @@ Workers are started once (spawn, so no threads or sockets are inherited) and kep
 life, so their storage clients and model caches serve every task and hour they run. Each worker is
 one task slot: its BLAS runs one thread, so ``workers`` processes use ``workers`` cores instead of
 each starting a thread per core and fighting over them (the scorer image sets the same for Batch).
+
+Workers die with the submitter. A submitter killed outright (SIGKILL, the OOM killer, a container
+stopped without grace) runs no shutdown, and its workers would live on: each holds both ends of the
+pool's queues, so none sees end-of-file, and a busy one is not reading anyway. Orphans finish (or hang
+in) a task of a revision that the next run replaces, then wait forever, holding memory and keeping
+multiprocessing's resource tracker alive (it exits only once every holder of its pipe, workers
+included, has closed it). So each worker watches its parent.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from types import TracebackType
 
@@ -21,6 +30,30 @@ from workloads.submitter.backend import JobOutcome
 from workloads.submitter.plan import JobPlan
 
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+PARENT_CHECK_SECONDS = 0.5
+ORPHANED_EXIT_CODE = 70  # EX_SOFTWARE: nobody is left to read it, but it is not a task's success or failure
+
+
+def _exit_when_orphaned(parent_pid: int, interval: float) -> None:
+    """Exit the moment this process's parent is no longer ``parent_pid``, checking every ``interval`` s.
+
+    A parent that dies is replaced by init or the nearest subreaper, so the pid changes; comparing with
+    the pid the parent passed in (rather than one read here) also catches a parent that died before
+    this ran. Polling, because PR_SET_PDEATHSIG fires when the parent's creating *thread* exits (here
+    the executor's manager thread), not the parent process, and is Linux-only. ``os._exit``, because a
+    task may be running in the main thread and need not finish: its revision was abandoned with the
+    submitter, and the next reconcile replaces it once its claim times out.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(ORPHANED_EXIT_CODE)
+
+
+def _watch_parent(parent_pid: int, interval: float = PARENT_CHECK_SECONDS) -> None:
+    """The pool's initializer: a daemon thread per worker, so a submitter's death takes its workers along."""
+    threading.Thread(
+        target=_exit_when_orphaned, args=(parent_pid, interval), name="exit-when-orphaned", daemon=True
+    ).start()
 
 
 class TaskFailedError(RuntimeError):
@@ -69,7 +102,12 @@ class LocalBackend:
         for name in BLAS_THREAD_VARIABLES:
             os.environ.setdefault(name, "1")
         self._executor: Executor = (
-            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
             if workers > 0
             else _InlineExecutor()
         )
