@@ -17,6 +17,9 @@ SHARD_COUNT = "SCORING_SHARD_COUNT"
 LATENESS_MINUTES = "SCORING_LATENESS_MINUTES"
 RECONCILE_HOURS = "SCORING_RECONCILE_HOURS"
 TRUSTED_TYPES = "SCORING_TRUSTED_TYPES"  # comma-separated list of dotted type paths; absent when none
+# Read by the scorer only (its CLI options' environment variables), for an operator to set on its nodes.
+MAX_MODEL_MIB = "SCORING_MAX_MODEL_MIB"  # cap on a model's uncompressed size
+MAX_CONCURRENT_LOADS = "SCORING_MAX_CONCURRENT_LOADS"  # models a task deserialises at once
 BACKEND = "SCORING_BACKEND"
 BATCH_ACCOUNT_URL = "BATCH_ACCOUNT_URL"
 BATCH_POOL_ID = "BATCH_POOL_ID"

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from azure.storage.blob import BlobServiceClient
@@ -95,6 +96,17 @@ def _valid_ids(column: pd.Series) -> pd.Series:
     return text.str.fullmatch(PART_PATTERN).fillna(False).astype(bool)
 
 
+def _booleans(column: pd.Series) -> pd.Series:
+    """Where a feature holds a boolean: True/False is no measurement (a writer's or schema's mistake), yet
+    pandas would read it as 1.0/0.0 and the model would score it as one. A boolean column (numpy, nullable
+    or Arrow) is bad in every non-null row; an object column (Parquet booleans with nulls) where a value is one."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return column.notna().astype(bool)
+    if column.dtype == object:
+        return column.map(lambda value: isinstance(value, bool | np.bool_)).astype(bool)
+    return pd.Series(False, index=column.index)
+
+
 def validate_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Coerce a blob's rows to the aggregate schema; quarantine rows that cannot be trusted.
 
@@ -116,7 +128,7 @@ def validate_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     flag(ends.isna(), "bad_window_end")
     for feature in FEATURES:
         values = pd.to_numeric(frame[feature.name], errors="coerce")
-        flag(values.isna() & frame[feature.name].notna(), "bad_value")
+        flag((values.isna() & frame[feature.name].notna()) | _booleans(frame[feature.name]), "bad_value")
         frame[feature.name] = values.astype("float64")
     frame[WINDOW_END] = ends
     frame = frame.astype(dict.fromkeys(KEYS, "string"))

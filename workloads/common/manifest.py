@@ -14,6 +14,7 @@ It also carries the model trust options the operator chose for the run.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -87,6 +88,10 @@ class TaskManifest(BaseModel):
         for name in self.inputs:
             if not name.startswith(prefix) or not _FILE.fullmatch(name[len(prefix) :]):
                 raise ValueError(f"invalid aggregate blob {name!r}: expected a .parquet blob directly under {prefix}")
+        # A blob listed twice would be read twice: its rows counted twice and every one taken for a duplicate.
+        repeated = [f"{name!r} listed {count} times" for name, count in Counter(self.inputs).items() if count > 1]
+        if repeated:
+            raise ValueError(f"duplicated aggregate blob(s): {'; '.join(repeated)}; list each blob once")
         if self.slice_index >= self.slices:
             raise ValueError(f"slice {self.slice_index} of {self.slices}: use 0 to {self.slices - 1}")
         if self.slices > 1 and self.shard is None:

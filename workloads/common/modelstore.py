@@ -11,9 +11,12 @@ pack never needs them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import pickle
 import threading
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,9 +26,18 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError, ResourceNotModifiedError
 from azure.storage.blob import ContainerClient
 
+from workloads.common import envvars
 from workloads.common.layout import model_blob
 from workloads.common.model_metadata import ModelFormat, ModelMetadata
 from workloads.common.pairs import Pair
+
+MIB = 2**20
+# The default cap on a model's uncompressed size: far above a pair's model (the trainer's default pipeline
+# is some 34 KiB, whether fitted on 72 windows or 3,000), far below what a task's node can hold.
+DEFAULT_MAX_MODEL_MIB = 256
+# The default number of models a task deserialises at once: loading briefly holds a model's inflated arrays
+# about twice (a 38 MiB skops file peaked at 84 MiB of allocations).
+DEFAULT_MAX_CONCURRENT_LOADS = 4
 
 
 class ModelError(Exception):
@@ -73,9 +85,47 @@ def publish_model(
     return metadata
 
 
+def _size(size: int) -> str:
+    return f"{size / MIB:.1f} MiB" if size >= MIB else f"{size / 1024:.1f} KiB"
+
+
+def _too_large(what: str, max_bytes: int) -> ModelError:
+    """The refusal names both sizes and how to raise the cap (the scorer's option and environment variable)."""
+    return ModelError(
+        "model_too_large",
+        f"{what}, over the cap of {max_bytes / MIB:g} MiB; if it is expected, raise the cap with the scorer's "
+        f"--max-model-mib or {envvars.MAX_MODEL_MIB}",
+    )
+
+
+def skops_size(data: bytes) -> int:
+    """The bytes a skops file (a zip) inflates to, from its central directory alone: nothing is decompressed.
+
+    The declared sizes bound what loading can produce: Python's zipfile never returns more than a member's
+    declared ``file_size`` (and fails its CRC check if the data was cut short), so a file cannot inflate past
+    what it declares. Raises ModelError("corrupt_model") for data that is no zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelError("corrupt_model", f"cannot read skops file: {type(exc).__name__}: {exc}") from None
+
+
 def deserialise(
-    data: bytes, metadata: ModelMetadata, *, trust_pickle: bool = False, trusted_types: Sequence[str] = ()
+    data: bytes,
+    metadata: ModelMetadata,
+    *,
+    trust_pickle: bool = False,
+    trusted_types: Sequence[str] = (),
+    max_bytes: int | None = None,
 ) -> Any:
+    """The estimator in ``data``, once its checksum, trust and size allow it.
+
+    ``max_bytes`` caps what loading may allocate, checked before anything is inflated: a skops file's
+    uncompressed size (a deflated file of a few hundred KiB can inflate to gigabytes and take the node's
+    memory, and every other pair of the task, with it), a pickle's length. A refusal is the pair's failure
+    (``model_too_large``), not the task's.
+    """
     digest = hashlib.sha256(data).hexdigest()
     if digest != metadata.sha256:
         raise ModelError(
@@ -85,7 +135,11 @@ def deserialise(
     if metadata.format is ModelFormat.PICKLE:
         if not trust_pickle:
             raise ModelError("untrusted_model", "model is a pickle; refusing to load it without --trust-pickle")
+        if max_bytes is not None and len(data) > max_bytes:
+            raise _too_large(f"pickled model is {_size(len(data))}", max_bytes)
         return pickle.loads(data)
+    if max_bytes is not None and (inflated := skops_size(data)) > max_bytes:
+        raise _too_large(f"skops model inflates to {_size(inflated)} (from a {_size(len(data))} file)", max_bytes)
     import skops.io as sio
 
     try:
@@ -135,7 +189,16 @@ def load_model(
     cache: ModelCache | None = None,
     trust_pickle: bool = False,
     trusted_types: Sequence[str] = (),
+    max_bytes: int | None = None,
+    load_slots: threading.Semaphore | None = None,
 ) -> LoadedModel:
+    """The pair's model, from ``cache`` when unchanged (a revalidation, no download or deserialisation).
+
+    ``load_slots`` bounds how many deserialisations run at once (the task's share of memory for models
+    being inflated); it is held only around ``deserialise``, not while downloading or for a cached model.
+    A model in the cache was loaded under some process's cap and is served whatever this call's
+    ``max_bytes``: it already takes its memory, serving it costs none more.
+    """
     key = ModelCache.key(pair, trust_pickle, trusted_types)
     cached = cache.get(key) if cache is not None else None
     try:
@@ -156,7 +219,10 @@ def load_model(
         metadata = ModelMetadata.from_blob_metadata(downloader.properties.metadata or {})
     except ValueError as exc:
         raise ModelError("corrupt_model", str(exc)) from None
-    estimator = deserialise(data, metadata, trust_pickle=trust_pickle, trusted_types=trusted_types)
+    with load_slots if load_slots is not None else contextlib.nullcontext():
+        estimator = deserialise(
+            data, metadata, trust_pickle=trust_pickle, trusted_types=trusted_types, max_bytes=max_bytes
+        )
     loaded = LoadedModel(estimator, metadata, str(downloader.properties.etag))
     if cache is not None:
         cache.put(key, loaded)

@@ -12,10 +12,12 @@ from typing import Annotated
 
 import typer
 
+from workloads.common import envvars
 from workloads.common.cli_errors import bad_input, run_failures
 from workloads.common.hour_inputs import InputReadError, list_hour_inputs
 from workloads.common.layout import hour_prefix
 from workloads.common.manifest import TaskManifest, validate_trusted_type
+from workloads.common.modelstore import DEFAULT_MAX_CONCURRENT_LOADS, DEFAULT_MAX_MODEL_MIB
 from workloads.common.shards import parse_shard_name
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import parse_hour
@@ -66,6 +68,23 @@ def score(
     ] = False,
     trusted_type: Annotated[list[str] | None, typer.Option(help="Extra type skops may load (repeatable).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Pairs fetched and scored in parallel.")] = 16,
+    max_model_mib: Annotated[
+        int,
+        typer.Option(
+            envvar=envvars.MAX_MODEL_MIB,
+            min=1,
+            help="Refuse a model that would inflate past this many MiB (its pair fails: model_too_large).",
+        ),
+    ] = DEFAULT_MAX_MODEL_MIB,
+    max_concurrent_loads: Annotated[
+        int,
+        typer.Option(
+            envvar=envvars.MAX_CONCURRENT_LOADS,
+            min=1,
+            max=256,
+            help="Models the task deserialises at once (bounds its memory for models being loaded).",
+        ),
+    ] = DEFAULT_MAX_CONCURRENT_LOADS,
     fail_on_pair_errors: Annotated[
         bool, typer.Option(help="Exit 3 when any pair failed (default: log and exit 0).")
     ] = False,
@@ -83,7 +102,13 @@ def score(
             task = load_manifest(settings, manifest)
         else:
             task = _manifest(settings, hour, shard, job_id, task_id, manifest_file)
-    options = ScorerOptions(trust_pickle=trust_pickle, trusted_types=types, concurrency=concurrency)
+    options = ScorerOptions(
+        trust_pickle=trust_pickle,
+        trusted_types=types,
+        concurrency=concurrency,
+        max_model_mib=max_model_mib,
+        max_concurrent_loads=max_concurrent_loads,
+    )
     with run_failures(InputReadError):
         report = run_manifest(settings, task, options)
     typer.echo(json.dumps({**report.task.model_dump(mode="json"), "log_blob": f"logs/{report.log_blob}"}))

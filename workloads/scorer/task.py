@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +38,14 @@ from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_pack import PackEntry, read_pack
-from workloads.common.modelstore import ModelCache, ModelError, load_model
+from workloads.common.modelstore import (
+    DEFAULT_MAX_CONCURRENT_LOADS,
+    DEFAULT_MAX_MODEL_MIB,
+    MIB,
+    ModelCache,
+    ModelError,
+    load_model,
+)
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, error_line, to_jsonl
 from workloads.common.shards import slice_of
@@ -47,9 +55,19 @@ from workloads.scorer.scoring import PREDICTION_SCHEMA, feature_matrix, predicti
 
 @dataclass(frozen=True)
 class ScorerOptions:
+    """How one task scores, as this invocation was told (trust adds to the manifest's; the rest is this
+    invocation's alone).
+
+    ``max_model_mib`` and ``max_concurrent_loads`` bound the memory a task spends on models: a model that
+    would inflate past the cap fails its pair (``model_too_large``) instead of the node, and at most that
+    many models are deserialised at once however many pairs are fetched in parallel (``concurrency``).
+    """
+
     trust_pickle: bool = False
     trusted_types: tuple[str, ...] = ()
     concurrency: int = 16
+    max_model_mib: int = DEFAULT_MAX_MODEL_MIB
+    max_concurrent_loads: int = DEFAULT_MAX_CONCURRENT_LOADS
 
 
 @dataclass
@@ -102,6 +120,9 @@ class _PairScorer:
         self.trust_pickle = options.trust_pickle or manifest.trust_pickle
         self.trusted_types = (*options.trusted_types, *manifest.trusted_types)
         self.cache = cache
+        self.max_bytes = options.max_model_mib * MIB
+        # One per task: the pool's threads download in parallel, but only this many inflate a model at once.
+        self.load_slots = threading.BoundedSemaphore(max(1, options.max_concurrent_loads))
 
     def __call__(self, pair: Pair, rows: pd.DataFrame) -> tuple[PairLog, pa.Table | None]:
         base = _base(self.manifest, pair)
@@ -109,7 +130,13 @@ class _PairScorer:
         started = time.perf_counter()
         try:
             loaded = load_model(
-                self.models, pair, cache=self.cache, trust_pickle=self.trust_pickle, trusted_types=self.trusted_types
+                self.models,
+                pair,
+                cache=self.cache,
+                trust_pickle=self.trust_pickle,
+                trusted_types=self.trusted_types,
+                max_bytes=self.max_bytes,
+                load_slots=self.load_slots,
             )
             timings["load"] = _ms(started)
             step = time.perf_counter()
