@@ -57,8 +57,10 @@ def test_aggregate_blobs_are_placed_by_their_folder_under_the_hour() -> None:
     place = layout.parse_aggregate_blob
     assert place("2026/11/25/10/s00003-of-00016/asa-0.parquet") == layout.AggregateBlobPlace(HOUR, "s00003-of-00016")
     assert place("2026/11/25/10/local-aggregator.parquet") == layout.AggregateBlobPlace(HOUR, None)  # old layout
-    assert place("2026/11/25/10/a/b/x.parquet") == layout.AggregateBlobPlace(HOUR, "a/b")
     for other in (
+        "2026/11/25/10/a/b/x.parquet",  # deeper than one folder under the hour: no input
+        "2026/11/25/10/s00003-of-00016/asa-0.PARQUET",
+        "2026/11/25/10/s00003-of-00016/asa-0.parquet.tmp",
         "2026/11/25/10/s00003-of-00016/asa-0.json",
         "2026/13/25/10/x.parquet",
         "x.parquet",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +34,7 @@ from azure.storage.blob import BlobServiceClient
 
 from workloads.common.aggregates import AGGREGATE_COLUMNS, FEATURES, KEYS, WINDOW_END, empty_aggregates
 from workloads.common.blob_listing import list_blobs_with_metadata
-from workloads.common.layout import Container, hour_prefix
+from workloads.common.layout import Container, day_prefix, hour_prefix, is_hour_folder, parse_aggregate_blob
 from workloads.common.pairs import PART_PATTERN
 from workloads.common.runlog import error_line
 from workloads.common.windows import HOUR, floor_hour
@@ -49,19 +49,52 @@ class InputBlob:
     size: int
 
 
-def list_hour_inputs(service: BlobServiceClient, hour: datetime) -> list[InputBlob]:
-    """The Parquet blobs under the hour's folders, from one listing (a failed listing raises). Through the
-    lean listing (``blob_listing``): the SDK's deserialiser costs ~0.2 ms of CPU per blob listed."""
+MAX_NAMES_SHOWN = 100  # ignored blobs and misnamed folders a record or report names; the rest are counted
+
+
+class HourInputs(list[InputBlob]):
+    """An hour's inputs, sorted by name, and ``ignored``: every other blob listed under the hour (not an input
+    by ``layout.parse_aggregate_blob``'s rule: ``.PARQUET``, ``.parquet.tmp``, a deeper folder), which no task
+    reads. A list, so every caller of ``list_hour_inputs`` keeps working; the names travel with it (the
+    reconciler hands this very object to ``plan_hour``), so the plan, the record and the report can name
+    what was not read without listing the hour again."""
+
+    def __init__(self, inputs: Iterable[InputBlob] = (), ignored: Iterable[str] = ()) -> None:
+        super().__init__(sorted(inputs, key=lambda b: b.name))
+        self.ignored: tuple[str, ...] = tuple(sorted(ignored))
+
+
+def list_hour_inputs(service: BlobServiceClient, hour: datetime) -> HourInputs:
+    """The hour's inputs and the blobs ignored under it, from one listing (a failed listing raises). Through
+    the lean listing (``blob_listing``): the SDK's deserialiser costs ~0.2 ms of CPU per blob listed."""
+    hour = floor_hour(hour)
     container = service.get_container_client(str(Container.AGGREGATES))
-    blobs = list_blobs_with_metadata(container, hour_prefix(hour))
-    return sorted(
-        (InputBlob(b.name, b.etag, b.size) for b in blobs if b.name.endswith(".parquet")),
-        key=lambda b: b.name,
-    )
+    inputs: list[InputBlob] = []
+    ignored: list[str] = []
+    for b in list_blobs_with_metadata(container, hour_prefix(hour)):
+        place = parse_aggregate_blob(b.name)
+        if place is not None and place.hour == hour:
+            inputs.append(InputBlob(b.name, b.etag, b.size))
+        else:
+            ignored.append(b.name)
+    return HourInputs(inputs, ignored)
+
+
+def list_misnamed_under_day(service: BlobServiceClient, hour: datetime) -> list[str]:
+    """What sits directly under the hour's day (``YYYY/MM/DD/``) but in no hour folder, so no hour ever reads
+    it: folders whose name is not a two-digit hour 00-23 (``7/``, ``16x/``; with their trailing '/') and blobs
+    directly in the day. One listing with delimiter '/' (some 24 prefixes: the SDK's parser is cheap here). A blob
+    named like an hour folder without its '/' (``YYYY/MM/DD/07``) is that folder's directory marker on an account
+    with a hierarchical namespace, not a misplaced blob."""
+    container = service.get_container_client(str(Container.AGGREGATES))
+    day = day_prefix(hour)
+    names = (item.name[len(day) :] for item in container.walk_blobs(name_starts_with=day, delimiter="/"))
+    return sorted(day + name for name in names if not (is_hour_folder(name) or is_hour_folder(f"{name}/")))
 
 
 def fingerprint(blobs: Sequence[InputBlob]) -> str:
-    """Changes whenever a blob of the hour is added, replaced, appended to or removed."""
+    """Changes whenever a blob of the hour is added, replaced, appended to or removed. Made of the inputs only:
+    an ignored blob is never read, so it cannot change what the hour's scores are and must not re-score it."""
     text = "\n".join(f"{b.name}\t{b.etag}\t{b.size}" for b in sorted(blobs, key=lambda b: b.name))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -51,7 +51,12 @@ def refiled_blob(partition: str, source: str, etag: str) -> str:
     return f"{aggregate_folder(partition)}refiled-{key}.parquet"
 
 
-_AGGREGATE = re.compile(r"(?P<hour>\d{4}/\d{2}/\d{2}/\d{2})/(?:(?P<folder>.+)/)?[^/]*\.parquet")
+# What is an input, the one rule: a name ending exactly in ``.parquet`` (case-sensitive, as Stream Analytics
+# and the local aggregator write) directly in an hour folder or directly in one folder under it. Anything else
+# under an hour (``.PARQUET``, ``.parquet.tmp``, a deeper folder) is never read, and is reported as ignored
+# (``hour_inputs.list_hour_inputs``), so that no writer's mistake loses rows without a word.
+_AGGREGATE = re.compile(r"(?P<hour>\d{4}/\d{2}/\d{2}/\d{2})/(?:(?P<folder>[^/]+)/)?[^/]*\.parquet")
+_HOUR_FOLDER = re.compile(r"(?:[01]\d|2[0-3])/")
 
 
 @dataclass(frozen=True)
@@ -65,15 +70,26 @@ class AggregateBlobPlace:
 
 
 def parse_aggregate_blob(name: str) -> AggregateBlobPlace | None:
-    """The place of an aggregate blob, or None for a name that is no ``.parquet`` file of an hour folder."""
+    """The place of an aggregate blob, or None for a name that is no input by the rule above (a task's
+    manifest enforces the same rule, so a blob this refuses is never read by any task)."""
     match = _AGGREGATE.fullmatch(name)
-    if match is None:
+    if match is None or match["folder"] in {".", ".."}:
         return None
     try:
         hour = datetime.strptime(match["hour"], "%Y/%m/%d/%H").replace(tzinfo=UTC)
     except ValueError:
         return None
     return AggregateBlobPlace(hour, match["folder"])
+
+
+def day_prefix(hour: datetime) -> str:
+    return f"{floor_hour(hour):%Y/%m/%d}/"
+
+
+def is_hour_folder(name: str) -> bool:
+    """Whether ``name`` (a folder directly under a day, ``YYYY/MM/DD/<name>``, with its trailing '/') is an hour
+    folder: two digits, 00 to 23. Any other folder there (``7/``, ``16x/``) is never any hour's input."""
+    return _HOUR_FOLDER.fullmatch(name) is not None
 
 
 def model_blob(pair: Pair) -> str:

@@ -78,8 +78,10 @@ class TaskManifest(BaseModel):
     @field_validator("folder")
     @classmethod
     def _one_folder_name(cls, value: str | None) -> str | None:
-        if value is not None and any(part in {"", ".", ".."} for part in value.split("/")):
-            raise ValueError(f"invalid folder {value!r}: a path under the hour, e.g. 's00007-of-00064'")
+        """One folder directly under the hour, as ``layout.parse_aggregate_blob`` allows: a blob deeper down is no
+        input, so no task may be pointed at it."""
+        if value is not None and (value in {"", ".", ".."} or "/" in value):
+            raise ValueError(f"invalid folder {value!r}: one folder name under the hour, e.g. 's00007-of-00064'")
         return value
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.hour_inputs import InputBlob, fingerprint, list_hour_inputs
+from workloads.common.hour_inputs import HourInputs, InputBlob, fingerprint, list_hour_inputs
 from workloads.common.layout import parse_aggregate_blob
 from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB, MAX_SLICES, TaskManifest
 from workloads.common.shards import is_shard_folder
@@ -66,9 +66,11 @@ class JobPlan:
     hour: datetime
     tasks: tuple[TaskManifest, ...]
     inputs: tuple[InputBlob, ...] = ()
+    ignored: tuple[str, ...] = ()  # blobs under the hour that are no input (``HourInputs``): read by no task
 
     @property
     def fingerprint(self) -> str:
+        """Of the inputs only: the ignored blobs cannot change the hour's outcome (``hour_inputs.fingerprint``)."""
         return fingerprint(self.inputs)
 
     @property
@@ -102,13 +104,22 @@ def plan_hour(
     revision: int = 1,
     inputs: Sequence[InputBlob] | None = None,
     trust: Trust | None = None,
+    ignored: Sequence[str] | None = None,
 ) -> JobPlan:
-    """One task per folder of the hour (per slice of a large shard); a listing, no reads."""
+    """One task per folder of the hour (per slice of a large shard); a listing, no reads.
+
+    The blobs ignored under the hour are kept on the plan, so its record names them: ``ignored``, or else those
+    that came with ``inputs`` when it is the ``HourInputs`` of a listing (how the reconciler calls this), or
+    else those of the plan's own listing.
+    """
     if max_task_bytes < 1:
         raise ValueError(f"max_task_bytes must be at least 1, got {max_task_bytes}")
     hour = floor_hour(hour)
     job_id = job_id_for(stack, hour, revision)
-    listed = tuple(inputs) if inputs is not None else tuple(list_hour_inputs(service, hour))
+    listing = inputs if inputs is not None else list_hour_inputs(service, hour)
+    if ignored is None:
+        ignored = listing.ignored if isinstance(listing, HourInputs) else ()
+    listed = tuple(listing)
     trust = trust or Trust()
     tasks: list[TaskManifest] = []
     for folder, blobs in sorted(folders(listed, hour).items(), key=lambda item: item[0] or ""):
@@ -128,4 +139,4 @@ def plan_hour(
                     trusted_types=trust.types,
                 )
             )
-    return JobPlan(job_id, stack, hour, tuple(tasks), listed)
+    return JobPlan(job_id, stack, hour, tuple(tasks), listed, tuple(sorted(ignored)))

@@ -29,6 +29,10 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
     fingerprint: str = ""
     inputs: list[str] = Field(default_factory=list)  # aggregate blobs the revision was planned on
+    # Blobs under the hour that are no input (``layout.parse_aggregate_blob``): read by no task, named so that
+    # none goes unseen; the first ``hour_inputs.MAX_NAMES_SHOWN`` of them, and how many there were.
+    ignored_blobs: list[str] = Field(default_factory=list)
+    ignored_blobs_total: int = 0
     tasks: int
     shards: int = 0  # shard folders with data
     manifests: list[str] = Field(default_factory=list)

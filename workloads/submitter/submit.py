@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from azure.storage.blob import BlobServiceClient
 
+from workloads.common.hour_inputs import MAX_NAMES_SHOWN
 from workloads.common.hour_state import Reason
 from workloads.common.layout import Container, manifest_blob
 from workloads.common.manifest import TaskManifest
@@ -40,6 +41,8 @@ def new_record(plan: JobPlan, backend: str, revision: int, reason: Reason) -> Jo
         submitted_at=datetime.now(UTC),
         fingerprint=plan.fingerprint,
         inputs=[b.name for b in plan.inputs],
+        ignored_blobs=list(plan.ignored[:MAX_NAMES_SHOWN]),
+        ignored_blobs_total=len(plan.ignored),
         tasks=len(plan.tasks),
         shards=plan.shards,
     )
