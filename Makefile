@@ -12,7 +12,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 export BC_SKIP_MAPPING := TRUE
 export CKV_SKIP_PACKAGE_UPDATE_CHECK := TRUE
 
-.PHONY: setup setup-checkov demo test lint scan bench bench-fleet bench-plan clean
+.PHONY: setup setup-checkov demo test lint scan bench bench-fleet bench-plan soak clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -67,6 +67,13 @@ bench-fleet: setup
 bench-plan: setup
 	$(BIN)/python -m benchmarks.planning --pairs 10000 100000 1000000 --max-models 100000 \
 		--out build/bench/planning.json $(ARGS)
+
+# The fault campaign in full: 48 simulated hours of ingestion and hourly triggers on a fake clock (missed, double and
+# killed triggers, outages before and during runs, 503 bursts, dropped connections, late, replayed, misfiled and corrupt
+# data, Azurite restarts), every window checked against ground truth; build/soak/soak.json. The test suite runs a
+# 4-hour version (tests/soak/test_soak.py). ARGS="--hours 96 --seed 3" for another campaign.
+soak: setup
+	$(BIN)/python -m tests.soak.campaign --hours 48 --seed 17 --out build/soak/soak.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build node_modules .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -226,8 +226,9 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def handle_error(self, request: object, client_address: object) -> None:
-        # A client that hangs up (a read timeout, a test's end) is routine; anything else is a bug here.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # A client that hangs up (a read timeout, a test's end) or an upstream that went away mid-answer (an outage in
+        # the soak) is routine; anything else is a bug here.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, http.client.HTTPException)):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
