@@ -271,3 +271,18 @@ def test_a_live_local_owner_keeps_its_claim(service: BlobServiceClient, settings
     )
     write_state(service, HourState(hour=HOUR, stack="dev", attempts=[claim]), None)
     assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.SCORING
+
+
+def test_the_reader_reads_the_pointer_again_when_a_revision_vanishes_under_it(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS[:2])
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        reconciler(service, backend).hour(HOUR, NOW)
+    # The first download of a prediction blob answers 404, as when a switch deletes it between list and GET.
+    gone = fault_proxy.add(
+        Rule(r"/predictions/.*\.parquet$", status=404, error_code="BlobNotFound", message="gone", times=1)
+    )
+    predictions = read_hour_predictions(service, HOUR)
+    assert gone.hits == 1 and len(predictions) == 2 * 12

@@ -9,6 +9,7 @@ from datetime import datetime
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common.hour_state import read_state
@@ -35,9 +36,19 @@ def read_predictions(service: BlobServiceClient, hour: datetime, job_id: str, ma
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_hour_predictions(service: BlobServiceClient, hour: datetime) -> pd.DataFrame:
-    """The hour's current predictions: those of the revision its state names (none before one completed)."""
-    state = read_state(service, hour).state
-    if state is None or state.current_job_id is None:
-        return pd.DataFrame()
-    return read_predictions(service, hour, state.current_job_id)
+def read_hour_predictions(service: BlobServiceClient, hour: datetime, attempts: int = 3) -> pd.DataFrame:
+    """The hour's current predictions: those of the revision its state names (none before one completed).
+
+    This is the reader's contract (README, *Reading predictions*): the pointer first, then that revision's
+    folder only. A blob that vanished between listing and download means the hour switched to a newer
+    revision meanwhile (its switch deletes the old one): the pointer is read again."""
+    for attempt in range(attempts):
+        state = read_state(service, hour).state
+        if state is None or state.current_job_id is None:
+            return pd.DataFrame()
+        try:
+            return read_predictions(service, hour, state.current_job_id)
+        except ResourceNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
