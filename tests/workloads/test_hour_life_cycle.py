@@ -13,13 +13,16 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
+from typer.testing import CliRunner
 
 from tests.faults import FaultProxy, Rule
-from tests.workloads.helpers import HOUR, publish_data_and_models
+from tests.workloads.helpers import HOUR, hour_manifests, publish_data_and_models
 from workloads.common.frames import read_hour_predictions
 from workloads.common.hour_state import (
     Action,
@@ -33,9 +36,12 @@ from workloads.common.hour_state import (
     read_state,
     write_state,
 )
-from workloads.common.layout import Container, hour_prefix, scored_marker_blob
+from workloads.common.layout import Container, hour_prefix, run_log_blob, scored_marker_blob
 from workloads.common.pairs import Pair
+from workloads.common.runlog import parse_jsonl
 from workloads.common.storage import StorageSettings
+from workloads.scorer.cli import app as scorer
+from workloads.scorer.task import score_task
 from workloads.submitter.backend import JobOutcome
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import JobPlan, job_id_for
@@ -286,3 +292,43 @@ def test_the_reader_reads_the_pointer_again_when_a_revision_vanishes_under_it(
     )
     predictions = read_hour_predictions(service, HOUR)
     assert gone.hits == 1 and len(predictions) == 2 * 12
+
+
+# Every outcome leaves a run log: a task that cannot finish writes one with its error, and the CLI ends in one line.
+def test_a_task_whose_predictions_write_is_refused_leaves_a_failed_run_log(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS[:2])
+    (manifest, *_) = hour_manifests(service)
+    fault_proxy.add(Rule(r"/predictions/.*\.parquet$", method="PUT"))
+    with pytest.raises(HttpResponseError):
+        score_task(service, manifest)
+    log = service.get_container_client(str(Container.LOGS)).download_blob(
+        run_log_blob(HOUR, manifest.job_id, manifest.task_id)
+    )
+    task, pairs = parse_jsonl(log.readall())
+    assert task is not None and task.error is not None and pairs == []
+    assert task.error.startswith("HttpResponseError: The server is currently unable")
+
+
+def test_a_bug_in_a_task_ends_in_one_line_and_a_run_log(
+    service: BlobServiceClient, settings: StorageSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_data_and_models(service, PAIRS[:2])
+    (manifest, *_) = hour_manifests(service)
+    path = tmp_path / "manifest.json"
+    path.write_text(manifest.model_dump_json())
+
+    def broken(*_: object, **__: object) -> None:
+        raise KeyError("window_end")
+
+    monkeypatch.setattr("workloads.scorer.task._score_from_pack", broken)
+    result = CliRunner().invoke(scorer, ["--manifest-file", str(path)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["error: task failed: KeyError: 'window_end'"]
+    log = service.get_container_client(str(Container.LOGS)).download_blob(
+        run_log_blob(HOUR, manifest.job_id, manifest.task_id)
+    )
+    task, _ = parse_jsonl(log.readall())
+    assert task is not None and task.error == "KeyError: 'window_end'"

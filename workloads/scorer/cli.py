@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from azure.core.exceptions import AzureError
 
 from workloads.common import envvars
-from workloads.common.cli_errors import bad_input, run_failures
+from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.hour_inputs import InputReadError, list_hour_inputs
 from workloads.common.layout import hour_prefix
 from workloads.common.manifest import TaskManifest, validate_trusted_type
 from workloads.common.modelstore import DEFAULT_MAX_CONCURRENT_LOADS, DEFAULT_MAX_MODEL_MIB
+from workloads.common.runlog import error_line
 from workloads.common.shards import parse_shard_name
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import parse_hour
@@ -110,7 +112,12 @@ def score(
         max_concurrent_loads=max_concurrent_loads,
     )
     with run_failures(InputReadError):
-        report = run_manifest(settings, task, options)
+        try:
+            report = run_manifest(settings, task, options)
+        except (AzureError, OSError, InputReadError):
+            raise
+        except Exception as exc:  # anything else too ends in one line and exit 1 (the run log has it as well)
+            fail(f"task failed: {error_line(exc)}")
     typer.echo(json.dumps({**report.task.model_dump(mode="json"), "log_blob": f"logs/{report.log_blob}"}))
     if fail_on_pair_errors and report.task.failed:
         raise typer.Exit(3)

@@ -352,57 +352,70 @@ def score_task(
     """Score every pair of the manifest, write its predictions and then its run log (the run log
     last: it is what says the task finished); pair failures are logged, not raised.
 
-    Raises InputReadError when the inputs or a model cannot be read, after logging the failure.
+    Every outcome leaves a run log: a task that cannot finish (inputs or a model unreadable, a write
+    refused, a bug) writes one with its error before the exception goes on, so that the task is retried
+    and the hour's report says why. Raises InputReadError when the inputs or a model cannot be read.
     """
-    options = options or ScorerOptions()
-    cache = cache if cache is not None else ModelCache()
-    started_at, started = datetime.now(UTC), time.perf_counter()
-
-    def failed(error: InputReadError, inputs: TaskInputs | None, timings: dict[str, float]) -> None:
-        """Log the task as failed (so the run log says why) before the error is raised and the task retried."""
-        log = _task_log(manifest, started_at, [], inputs, cache, {**timings, "total": _ms(started)}, error=str(error))
-        with contextlib.suppress(Exception):  # the storage that failed the read may fail this too
-            _write_log(service, log, [])
-
+    run = _TaskRun(service, manifest, options or ScorerOptions(), cache if cache is not None else ModelCache())
     try:
-        inputs = read_task_inputs(service, manifest)
-    except InputReadError as exc:
-        failed(exc, None, {})
+        return run.score()
+    except Exception as exc:
+        run.log_failure(exc)
         raise
-    timings = {"read_inputs": _ms(started)}
-    step = time.perf_counter()
-    pack, pack_status = read_shard_pack(service, manifest)
-    timings["read_pack"] = _ms(step)
 
-    step = time.perf_counter()
-    rows = TaskRows.of(inputs.frame)
-    fast = _score_from_pack(manifest, rows, pack)
-    timings["score_pack"] = _ms(step)
 
-    step = time.perf_counter()
-    scorer = _PairScorer(service.get_container_client(str(Container.MODELS)), manifest, options, cache)
-    with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
-        futures = {pair: pool.submit(scorer, pair, rows.rows(pair)) for pair in fast.leftover}
-    unreadable = {model_blob(p): error_line(e) for p, f in futures.items() if (e := f.exception()) is not None}
-    if unreadable:
-        error = InputReadError(unreadable, str(Container.MODELS), "model")
-        failed(error, inputs, timings)
-        raise error
-    slow = [future.result() for future in futures.values()]
-    timings["score_models"] = _ms(step)
+class _TaskRun:
+    """One attempt of a task: what it has read so far, for the run log of an attempt that fails."""
 
-    pair_logs = sorted([*fast.logs, *(log for log, _ in slow)], key=lambda p: (p.device_id, p.sensor))
-    silent = _silent_pairs(manifest, pack, rows)
-    tables = [t for t in (fast.table, *(table for _, table in slow)) if t is not None]
-    step = time.perf_counter()
-    predictions = service.get_container_client(str(Container.PREDICTIONS))
-    name = prediction_blob(manifest.hour, manifest.job_id, manifest.task_id)
-    if tables:
-        predictions.upload_blob(name, to_parquet(pa.concat_tables(tables)), overwrite=True)
-    else:  # a retry that scored nothing must not leave an earlier attempt's rows behind
-        with contextlib.suppress(ResourceNotFoundError):
-            predictions.delete_blob(name)
-    timings["write"] = _ms(step)
-    timings["total"] = _ms(started)
-    task = _task_log(manifest, started_at, pair_logs, inputs, cache, timings, pack=pack_status, silent=silent)
-    return TaskReport(task=task, pairs=pair_logs, log_blob=_write_log(service, task, pair_logs))
+    def __init__(self, service: BlobServiceClient, manifest: TaskManifest, options: ScorerOptions, cache: ModelCache):
+        self.service, self.manifest, self.options, self.cache = service, manifest, options, cache
+        self.started_at, self.started = datetime.now(UTC), time.perf_counter()
+        self.inputs: TaskInputs | None = None
+        self.timings: dict[str, float] = {}
+
+    def log_failure(self, error: Exception) -> None:
+        """Log the task as failed (so the run log says why) before the error is raised and the task retried."""
+        text = str(error) if isinstance(error, InputReadError) else error_line(error)
+        timings = {**self.timings, "total": _ms(self.started)}
+        log = _task_log(self.manifest, self.started_at, [], self.inputs, self.cache, timings, error=text)
+        with contextlib.suppress(Exception):  # the storage that failed the task may fail this too
+            _write_log(self.service, log, [])
+
+    def score(self) -> TaskReport:
+        service, manifest, cache, timings, started = self.service, self.manifest, self.cache, self.timings, self.started
+        inputs = self.inputs = read_task_inputs(service, manifest)
+        timings["read_inputs"] = _ms(started)
+        step = time.perf_counter()
+        pack, pack_status = read_shard_pack(service, manifest)
+        timings["read_pack"] = _ms(step)
+
+        step = time.perf_counter()
+        rows = TaskRows.of(inputs.frame)
+        fast = _score_from_pack(manifest, rows, pack)
+        timings["score_pack"] = _ms(step)
+
+        step = time.perf_counter()
+        scorer = _PairScorer(service.get_container_client(str(Container.MODELS)), manifest, self.options, cache)
+        with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
+            futures = {pair: pool.submit(scorer, pair, rows.rows(pair)) for pair in fast.leftover}
+        unreadable = {model_blob(p): error_line(e) for p, f in futures.items() if (e := f.exception()) is not None}
+        if unreadable:
+            raise InputReadError(unreadable, str(Container.MODELS), "model")
+        slow = [future.result() for future in futures.values()]
+        timings["score_models"] = _ms(step)
+
+        pair_logs = sorted([*fast.logs, *(log for log, _ in slow)], key=lambda p: (p.device_id, p.sensor))
+        silent = _silent_pairs(manifest, pack, rows)
+        tables = [t for t in (fast.table, *(table for _, table in slow)) if t is not None]
+        step = time.perf_counter()
+        predictions = service.get_container_client(str(Container.PREDICTIONS))
+        name = prediction_blob(manifest.hour, manifest.job_id, manifest.task_id)
+        if tables:
+            predictions.upload_blob(name, to_parquet(pa.concat_tables(tables)), overwrite=True)
+        else:  # a retry that scored nothing must not leave an earlier attempt's rows behind
+            with contextlib.suppress(ResourceNotFoundError):
+                predictions.delete_blob(name)
+        timings["write"] = _ms(step)
+        timings["total"] = _ms(started)
+        task = _task_log(manifest, self.started_at, pair_logs, inputs, cache, timings, pack=pack_status, silent=silent)
+        return TaskReport(task=task, pairs=pair_logs, log_blob=_write_log(service, task, pair_logs))

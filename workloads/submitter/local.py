@@ -42,7 +42,7 @@ def _exit_when_orphaned(parent_pid: int, interval: float) -> None:
     this ran. Polling, because PR_SET_PDEATHSIG fires when the parent's creating *thread* exits (here
     the executor's manager thread), not the parent process, and is Linux-only. ``os._exit``, because a
     task may be running in the main thread and need not finish: its revision was abandoned with the
-    submitter, and the next reconcile replaces it once its claim times out.
+    submitter, and the next reconcile replaces it at once (its claim's owner process is gone, ``hour_state.Owner``).
     """
     while os.getppid() == parent_pid:
         time.sleep(interval)
