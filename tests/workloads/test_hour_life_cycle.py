@@ -46,7 +46,7 @@ from workloads.submitter.backend import JobOutcome
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import JobPlan, job_id_for
 from workloads.submitter.reconcile import Reconciler, ReconcileSettings
-from workloads.submitter.report import HourStatus, collect
+from workloads.submitter.report import HourStatus, collect, issue_lines
 
 PAIRS = [Pair(f"dev-{i}", "temp") for i in range(6)]
 NOW = HOUR + timedelta(hours=2)
@@ -107,7 +107,9 @@ def test_a_failed_cleanup_after_a_rescore_is_finished_by_the_next_run(
     assert "503" in second.why or "ServerBusy" in second.why or "HttpResponseError" in second.why
     state = read_state(service, HOUR).state
     assert state is not None and state.current_job_id == job_id_for("dev", HOUR, 2) and state.cleanup_pending
-    assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.CLEANING
+    cleaning = collect(service, HOUR, NOW, SETTLE)
+    assert cleaning.status is HourStatus.CLEANING
+    assert "cleaning" in [kind for kind, _ in issue_lines(cleaning.summary())]
     assert prediction_folders(service) == {job_id_for("dev", HOUR, 1), job_id_for("dev", HOUR, 2)}
 
     with LocalBackend(faulty_settings, workers=0) as backend:

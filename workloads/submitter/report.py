@@ -193,6 +193,14 @@ def _not_read_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+STATUS_LINES = {
+    HourStatus.STALE.value: "inputs changed after scoring: the next reconcile re-scores it",
+    HourStatus.EMPTY.value: "no aggregates for this hour: scored with 0 pairs; re-scored if data lands",
+    HourStatus.CLEANING.value: "the current revision's switch is unfinished (other revisions' predictions or "
+    "scored.json): the next reconcile finishes it; read predictions through scored.json meanwhile",
+}
+
+
 def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(kind, detail) for everything an hour's summary says was left out or went wrong: the table view's
     and the HTML page's list."""
@@ -218,10 +226,8 @@ def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(
             ("model pack not used (pairs scored one model at a time; `trainer pack` rebuilds)", f"{task}: {pack}")
         )
-    if summary["status"] == "stale":
-        out.append(("stale", "inputs changed after scoring: the next reconcile re-scores it"))
-    if summary["status"] == "empty":
-        out.append(("empty", "no aggregates for this hour: scored with 0 pairs; re-scored if data lands"))
+    if summary["status"] in STATUS_LINES:
+        out.append((str(summary["status"]), STATUS_LINES[summary["status"]]))
     if summary["status"] in ("pending", "failed") and summary["error"]:
         out.append((str(summary["status"]), str(summary["error"])))
     return out
