@@ -3,7 +3,7 @@ fake clock, with missed, double and killed triggers, storage outages before and 
 dropped connections, late, replayed, misfiled and corrupt data, and Azurite restarts; then every window is
 checked against ground truth.
 
-    python -m tests.soak.campaign --hours 48 --seed 17 --out build/soak/soak.json   # `make soak`
+    python -m tests.soak.campaign --hours 48 --seed 3 --out build/soak/soak.json   # `make soak`
 
 Everything is real except the clock: the submitter runs as its CLI (``submitter --now <simulated time>
 reconcile``, local backend with a worker process), Azurite is a process of its own behind the fault proxy,
@@ -439,7 +439,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--out", type=Path, default=Path("build/soak/soak.json"))
     args = parser.parse_args()
