@@ -163,6 +163,13 @@ def by_container(counts: dict[str, int]) -> dict[str, dict[str, int]]:
     return found
 
 
+def _install_after(own: Any, own_args: tuple[Any, ...], counters: Any, role: int) -> None:
+    """A worker's initializer: the pool's own one (e.g. the local backend's parent watch), then the counter."""
+    if own is not None:
+        own(*own_args)
+    install(counters, role)
+
+
 @contextlib.contextmanager
 def counting_process_pools(module: Any, counters: Any) -> Iterator[list[ProcessPoolExecutor]]:
     """While active, process pools that ``module`` creates run ``install(counters)`` in each worker.
@@ -173,11 +180,9 @@ def counting_process_pools(module: Any, counters: Any) -> Iterator[list[ProcessP
     original = module.ProcessPoolExecutor
 
     def factory(*args: Any, **kwargs: Any) -> ProcessPoolExecutor:
-        if kwargs.pop("initializer", None) is not None:
-            raise RuntimeError("the pool has its own initializer: cannot add the blob counter to it")
-        kwargs.pop("initargs", None)
+        own, own_args = kwargs.pop("initializer", None), kwargs.pop("initargs", ())
         pool: ProcessPoolExecutor = original(
-            *args, **kwargs, initializer=install, initargs=(counters, ROLES.index("workers"))
+            *args, **kwargs, initializer=_install_after, initargs=(own, own_args, counters, ROLES.index("workers"))
         )
         created.append(pool)
         return pool
