@@ -334,3 +334,24 @@ def test_a_bug_in_a_task_ends_in_one_line_and_a_run_log(
     )
     task, _ = parse_jsonl(log.readall())
     assert task is not None and task.error == "KeyError: 'window_end'"
+
+
+def test_a_claim_is_judged_by_its_claimants_timeout_so_the_report_agrees() -> None:
+    attempt = Attempt(
+        revision=1,
+        job_id="j",
+        reason=Reason.NEVER_SCORED,
+        status=AttemptStatus.SUBMITTED,
+        fingerprint="f",
+        started_at=NOW,
+        owner=Owner(host="elsewhere", pid=1, backend="batch"),
+        claim_timeout=timedelta(hours=2, minutes=45),  # a Batch claimant's derived timeout
+    )
+    stored = StoredState(
+        HourState(hour=HOUR, stack="dev", attempts=[attempt]), "etag", age=timedelta(hours=2, minutes=50)
+    )
+    # The report passes the local default (3 h); the claimant's own 2 h 45 min rules, as it does for the reconciler.
+    assert decide(stored, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).reason is Reason.ABANDONED
+    young = StoredState(stored.state, "etag", age=timedelta(hours=2))
+    assert decide(young, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).action is Action.FINALISE
+    assert decide(young, HOUR, NOW, SETTLE, "f", timedelta(minutes=1)).reason is Reason.ABANDONED  # told to be quicker

@@ -114,6 +114,9 @@ class Attempt(BaseModel):
     fingerprint: str  # of the aggregates the revision was planned on
     started_at: datetime
     owner: Owner | None = None
+    # The claimant's claim timeout (derived from its backend): a reader of the state (the report, a run
+    # with another backend's default) judges the claim by it, so they agree with the claimant.
+    claim_timeout: timedelta | None = None
     finished_at: datetime | None = None
     pairs: int = 0
     corrupt_blobs: int = 0  # aggregate blobs whose rows the revision could not use (it completed without them)
@@ -248,6 +251,8 @@ def decide(
             why = f"revision {latest.revision} abandoned: its run (pid {owner.pid} on {owner.host}) is gone"
             return Decision(Action.SCORE, why, Reason.ABANDONED)
         age = claim_age(stored, now)
+        if latest.claim_timeout is not None:  # the claimant's own, unless this caller was told to be quicker
+            claim_timeout = min(claim_timeout, latest.claim_timeout)
         if age < claim_timeout:
             return Decision(Action.FINALISE, f"revision {latest.revision} in flight ({latest.job_id})")
         minutes = int(age.total_seconds() // 60)

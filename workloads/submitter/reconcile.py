@@ -233,6 +233,7 @@ class Reconciler:
                 fingerprint=fingerprint(inputs),
                 started_at=now,
                 owner=Owner.this_process(self.backend.name),
+                claim_timeout=self.settings.claim_timeout,
             )
         )
         try:
