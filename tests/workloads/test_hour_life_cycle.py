@@ -239,12 +239,8 @@ def test_a_failed_final_state_write_is_repaired_from_the_job_record(
     assert len(read_hour_predictions(service, HOUR)) == len(PAIRS) * 12
 
 
-def test_a_claim_whose_local_owner_is_gone_is_replaced_at_once(
-    service: BlobServiceClient, settings: StorageSettings
-) -> None:
-    publish_data_and_models(service, PAIRS[:2])
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
-    owner = Owner.this_process("local").model_copy(update={"pid": int(dead.stdout), "started": 1})
+def write_claim(service: BlobServiceClient, owner: Owner) -> None:
+    """The hour's state as a run leaves it right after its claim: revision 1 submitted, by ``owner``."""
     claim = Attempt(
         revision=1,
         job_id=job_id_for("dev", HOUR, 1),
@@ -255,6 +251,15 @@ def test_a_claim_whose_local_owner_is_gone_is_replaced_at_once(
         owner=owner,
     )
     write_state(service, HourState(hour=HOUR, stack="dev", attempts=[claim]), None)
+
+
+def test_a_claim_whose_local_owner_is_gone_is_replaced_at_once(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    publish_data_and_models(service, PAIRS[:2])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    owner = Owner.this_process("local").model_copy(update={"pid": int(dead.stdout), "started": 1})
+    write_claim(service, owner)
     assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.FAILED  # not "scoring" for 3 hours
     with LocalBackend(settings, workers=0) as backend:
         result = reconciler(service, backend).hour(HOUR, NOW)
@@ -268,16 +273,7 @@ def test_a_claim_whose_local_owner_is_gone_is_replaced_at_once(
 
 
 def test_a_live_local_owner_keeps_its_claim(service: BlobServiceClient, settings: StorageSettings) -> None:
-    claim = Attempt(
-        revision=1,
-        job_id=job_id_for("dev", HOUR, 1),
-        reason=Reason.NEVER_SCORED,
-        status=AttemptStatus.SUBMITTED,
-        fingerprint="whatever",
-        started_at=datetime.now(UTC),
-        owner=Owner.this_process("local"),
-    )
-    write_state(service, HourState(hour=HOUR, stack="dev", attempts=[claim]), None)
+    write_claim(service, Owner.this_process("local"))
     assert collect(service, HOUR, NOW, SETTLE).status is HourStatus.SCORING
 
 
