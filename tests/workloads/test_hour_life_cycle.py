@@ -32,6 +32,7 @@ from workloads.common.hour_state import (
     Owner,
     Reason,
     StoredState,
+    claim_expired,
     decide,
     read_state,
     write_state,
@@ -43,6 +44,7 @@ from workloads.common.storage import StorageSettings
 from workloads.scorer.cli import app as scorer
 from workloads.scorer.task import score_task
 from workloads.submitter.backend import JobOutcome
+from workloads.submitter.finalise import clean
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import JobPlan, job_id_for
 from workloads.submitter.reconcile import Reconciler, ReconcileSettings
@@ -163,9 +165,9 @@ def test_a_run_whose_claim_is_taken_over_stops_cleanly_and_leaves_the_hour_to_th
     service: BlobServiceClient, settings: StorageSettings
 ) -> None:
     publish_data_and_models(service, PAIRS)
-    # The rival's claim timeout is zero: it replaces the first run's claim however young.
-    with TakenOverMidway(settings, service, NOW, claim_timeout=timedelta(0)) as backend:
-        first = reconciler(service, backend).hour(HOUR, NOW)
+    # The first run's claim timeout is zero (as for a run slower than its bound): the rival replaces it.
+    with TakenOverMidway(settings, service, NOW) as backend:
+        first = reconciler(service, backend, claim_timeout=timedelta(0)).hour(HOUR, NOW)
     rival = backend.rival_result
     assert (rival.action, rival.reason, rival.status) == (Action.SCORE, Reason.ABANDONED, AttemptStatus.COMPLETED)
     assert first.status is AttemptStatus.ABANDONED and first.action is Action.SKIP
@@ -210,8 +212,10 @@ def test_claim_age_is_the_services_not_the_callers() -> None:
     state = HourState(hour=HOUR, stack="dev", attempts=[attempt])
     young = StoredState(state, "etag", age=timedelta(seconds=20))
     old = StoredState(state, "etag", age=timedelta(hours=4))
-    assert decide(young, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).action is Action.FINALISE
-    assert decide(old, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).reason is Reason.ABANDONED
+    assert claim_expired(young, NOW, timedelta(hours=3)) is None
+    assert claim_expired(old, NOW, timedelta(hours=3)) == "claimed 240 min ago (claim timeout 180 min)"
+    # Even a dead claim is finalised first (its record and job are looked at before it is replaced).
+    assert decide(old, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).action is Action.FINALISE
 
 
 # 3. Nothing waits for a timeout when it can know.
@@ -346,8 +350,85 @@ def test_a_claim_is_judged_by_its_claimants_timeout_so_the_report_agrees() -> No
     stored = StoredState(
         HourState(hour=HOUR, stack="dev", attempts=[attempt]), "etag", age=timedelta(hours=2, minutes=50)
     )
-    # The report passes the local default (3 h); the claimant's own 2 h 45 min rules, as it does for the reconciler.
-    assert decide(stored, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).reason is Reason.ABANDONED
+    # The report passes the local default (3 h); the claimant's own 2 h 45 min rules, as it does for every run.
+    assert claim_expired(stored, NOW, timedelta(hours=3)) is not None
     young = StoredState(stored.state, "etag", age=timedelta(hours=2))
-    assert decide(young, HOUR, NOW, SETTLE, "f", timedelta(hours=3)).action is Action.FINALISE
-    assert decide(young, HOUR, NOW, SETTLE, "f", timedelta(minutes=1)).reason is Reason.ABANDONED  # told to be quicker
+    assert claim_expired(young, NOW, timedelta(hours=3)) is None
+    # A run told to be quicker cannot take over a Batch job that may still be running within its bound.
+    assert claim_expired(young, NOW, timedelta(minutes=1)) is None
+
+
+def test_a_record_closed_by_a_run_that_then_died_is_applied_not_thrown_away(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS[:3])
+    put_state = Rule(r"/hour\.json$", method="PUT")
+    with ArmsDuringTasks(faulty_settings, fault_proxy, put_state) as backend:
+        assert reconciler(service, backend).hour(HOUR, NOW).action is Action.ERROR
+    fault_proxy.clear()
+    # The run that closed the record is gone (as a CLI process would be by now): its claim is dead, yet its
+    # completed record is applied instead of a new revision replacing it.
+    stored = read_state(service, HOUR)
+    assert stored.state is not None and stored.state.latest is not None and stored.state.latest.owner is not None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    stored.state.latest.owner = stored.state.latest.owner.model_copy(update={"pid": int(dead.stdout)})
+    write_state(service, stored.state, stored.etag)
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        repaired = reconciler(service, backend).hour(HOUR, NOW)
+    assert (repaired.action, repaired.status, repaired.job_id) == (
+        Action.SKIP,
+        AttemptStatus.COMPLETED,
+        job_id_for("dev", HOUR, 1),
+    )
+    state = read_state(service, HOUR).state
+    assert state is not None and [a.status for a in state.attempts] == [AttemptStatus.COMPLETED]
+
+
+def test_a_revision_left_in_flight_is_finished_after_its_hour_leaves_the_window(
+    faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    service = faulty_service
+    publish_data_and_models(service, PAIRS[:2])
+    put_state = Rule(r"/hour\.json$", method="PUT")
+    with ArmsDuringTasks(faulty_settings, fault_proxy, put_state) as backend:
+        assert reconciler(service, backend).hour(HOUR, NOW).action is Action.ERROR
+    fault_proxy.clear()
+    later = HOUR + timedelta(hours=3, minutes=20)  # a one-hour window is 12:00 only; 10:00 is behind it
+    with LocalBackend(faulty_settings, workers=0) as backend:
+        results = reconciler(service, backend).run(later)
+    # Reported: 10:00 (behind the window, finished from its record) and the window's 12:00; the other hours behind
+    # the window had nothing in flight and are not mentioned.
+    assert [r.hour for r in results] == [HOUR, HOUR + timedelta(hours=2)]
+    assert (results[0].action, results[0].status) == (Action.SKIP, AttemptStatus.COMPLETED)
+    assert results[0].why == f"finished {job_id_for('dev', HOUR, 1)}: completed"
+    assert marker(service)["job_id"] == job_id_for("dev", HOUR, 1)
+
+
+def test_cleaning_from_an_old_state_never_deletes_a_newer_revision_nor_moves_the_marker_back(
+    service: BlobServiceClient,
+) -> None:
+    predictions = service.get_container_client(str(Container.PREDICTIONS))
+    folders = [job_id_for("dev", HOUR, r) for r in (1, 2, 3)] + ["manual"]
+    for folder in folders:
+        predictions.upload_blob(f"{hour_prefix(HOUR)}{folder}/task-00000.parquet", b"x")
+    service.get_container_client(str(Container.LOGS)).upload_blob(
+        scored_marker_blob(HOUR), json.dumps({"job_id": folders[2], "revision": 3})
+    )
+    attempts = [
+        Attempt(
+            revision=r,
+            job_id=folders[r - 1],
+            reason=Reason.NEVER_SCORED,
+            status=AttemptStatus.COMPLETED,
+            fingerprint="f",
+            started_at=NOW,
+        )
+        for r in (1, 2)
+    ]
+    state = HourState(hour=HOUR, stack="dev", current_job_id=folders[1], cleanup_pending=True, attempts=attempts)
+    etag = write_state(service, state, None)
+    # A run that read this state (r002 current) cleans while r003 has been claimed and finished meanwhile.
+    clean(service, StoredState(state, etag))
+    assert prediction_folders(service) == {folders[1], folders[2], "manual"}  # only the older r001 went
+    assert marker(service)["job_id"] == folders[2]  # r003's marker stands

@@ -40,15 +40,22 @@ def read_hour_predictions(service: BlobServiceClient, hour: datetime, attempts: 
     """The hour's current predictions: those of the revision its state names (none before one completed).
 
     This is the reader's contract (README, *Reading predictions*): the pointer first, then that revision's
-    folder only. A blob that vanished between listing and download means the hour switched to a newer
-    revision meanwhile (its switch deletes the old one): the pointer is read again."""
-    for attempt in range(attempts):
-        state = read_state(service, hour).state
-        if state is None or state.current_job_id is None:
+    folder only, then the pointer again. If it moved meanwhile (a newer revision's switch deletes the old
+    folder, so a listing or download may have caught it half-deleted: a 404, or silently fewer blobs), the
+    whole read is repeated."""
+    for _ in range(attempts):
+        job_id = _current_job_id(service, hour)
+        if job_id is None:
             return pd.DataFrame()
         try:
-            return read_predictions(service, hour, state.current_job_id)
+            frame = read_predictions(service, hour, job_id)
         except ResourceNotFoundError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+            continue
+        if _current_job_id(service, hour) == job_id:
+            return frame
+    raise RuntimeError(f"the predictions of {hour:%Y-%m-%dT%H} kept switching revisions while being read")
+
+
+def _current_job_id(service: BlobServiceClient, hour: datetime) -> str | None:
+    state = read_state(service, hour).state
+    return state.current_job_id if state else None

@@ -15,8 +15,10 @@ finishes the job (``Action.CLEAN``): cleanup is a state of the hour, not a best 
 
 A claim (a revision ``submitted``) is judged by the storage service's clock, never the reconciler's: its age
 is the ``Date`` of the response that read the state minus the state blob's ``Last-Modified`` (both stamped by
-the service), so reconcilers whose clocks disagree by hours still agree on it. A claim whose owner is a
-local process on this host that no longer exists is abandoned at once, without waiting for the timeout.
+the service), so reconcilers whose clocks disagree by hours still agree on it, and by the timeout its
+claimant stored with it. A claim whose owner is a local process on this host that no longer runs is dead at
+once. A dead claim is still finalised first (its job may have finished, its record may be closed); only
+then is it replaced (``reconcile``).
 """
 
 from __future__ import annotations
@@ -71,39 +73,47 @@ class Owner(BaseModel):
     pid: int
     started: int | None = None  # the process's start time in clock ticks since boot: a reused pid differs
     backend: str = "local"
+    # Boot id and pid namespace of the process table the pid belongs to: two containers with one host name
+    # (a fixed ``hostname:``) have different tables, and a pid of one means nothing in the other.
+    table: str | None = None
 
     @classmethod
     def this_process(cls, backend: str) -> Owner:
-        return cls(host=socket.gethostname(), pid=os.getpid(), started=_process_start(os.getpid()), backend=backend)
+        pid = os.getpid()
+        process = _process(pid)
+        started = process[0] if process else None
+        return cls(host=socket.gethostname(), pid=pid, started=started, backend=backend, table=_process_table())
 
     def gone(self) -> bool:
-        """True only when this is a local run's owner on this host and that process no longer exists."""
+        """True only when this is a local run's owner in this host's process table and that process no longer
+        runs (absent, a zombie, or its pid reused by a younger process); False whenever it cannot be known."""
         if self.backend != "local" or self.host != socket.gethostname():
             return False
-        started = _process_start(self.pid)
-        return started is None or (self.started is not None and started != self.started)
+        if self.table is None or self.table != _process_table():
+            return False
+        process = _process(self.pid)
+        if process is None:
+            return True
+        started, state = process
+        return state == "Z" or (self.started is not None and started != self.started)
 
 
-def _process_start(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (after the parenthesised command name), None if there is no such
-    process; on a system without ``/proc`` every owner counts as alive (the claim timeout still applies)."""
-    if not Path("/proc/self/stat").exists():
-        return 0 if pid == os.getpid() else _alive_without_proc(pid)
+def _process_table() -> str | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{Path('/proc/self/ns/pid').readlink()}"
+    except OSError:  # no /proc (not Linux) or a restricted one: liveness cannot be known, the timeout applies
+        return None
+
+
+def _process(pid: int) -> tuple[int, str] | None:
+    """(start time in clock ticks since boot, state letter) from ``/proc/<pid>/stat`` (fields 22 and 3, counted
+    after the parenthesised command name, which may hold spaces), None if there is no such process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _alive_without_proc(pid: int) -> int | None:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return 0
+    return int(fields[19]), fields[0]
 
 
 class Attempt(BaseModel):
@@ -114,8 +124,8 @@ class Attempt(BaseModel):
     fingerprint: str  # of the aggregates the revision was planned on
     started_at: datetime
     owner: Owner | None = None
-    # The claimant's claim timeout (derived from its backend): a reader of the state (the report, a run
-    # with another backend's default) judges the claim by it, so they agree with the claimant.
+    # The claimant's claim timeout (derived from its backend): whoever reads the state (another run, the
+    # report) judges the claim by it, so they agree with the claimant; a caller's own applies only without it.
     claim_timeout: timedelta | None = None
     finished_at: datetime | None = None
     pairs: int = 0
@@ -228,6 +238,23 @@ def claim_age(stored: StoredState, now: datetime) -> timedelta:
     return now - latest.started_at if latest is not None else timedelta(0)
 
 
+def claim_expired(stored: StoredState, now: datetime, claim_timeout: timedelta) -> str | None:
+    """Why the latest (submitted) revision's claim is dead, or None while its run may be alive: its local
+    owner process is gone, or the claim is older than the claimant's timeout (``claim_timeout`` for claims
+    that did not store one) by the storage service's clock."""
+    latest = stored.state.latest if stored.state else None
+    assert latest is not None
+    if latest.owner is not None and latest.owner.gone():
+        return f"its run (pid {latest.owner.pid} on {latest.owner.host}) is gone"
+    timeout = latest.claim_timeout if latest.claim_timeout is not None else claim_timeout
+    age = claim_age(stored, now)
+    if age >= timeout:
+        return (
+            f"claimed {int(age.total_seconds() // 60)} min ago (claim timeout {int(timeout.total_seconds() // 60)} min)"
+        )
+    return None
+
+
 def decide(
     stored: StoredState,
     hour: datetime,
@@ -246,19 +273,11 @@ def decide(
         return Decision(Action.WAIT, f"not ready: complete at {ready_at:%Y-%m-%dT%H:%M}Z")
     latest = state.latest if state else None
     if latest is not None and latest.status is AttemptStatus.SUBMITTED:
-        if latest.owner is not None and latest.owner.gone():
-            owner = latest.owner
-            why = f"revision {latest.revision} abandoned: its run (pid {owner.pid} on {owner.host}) is gone"
-            return Decision(Action.SCORE, why, Reason.ABANDONED)
-        age = claim_age(stored, now)
-        if latest.claim_timeout is not None:  # the claimant's own, unless this caller was told to be quicker
-            claim_timeout = min(claim_timeout, latest.claim_timeout)
-        if age < claim_timeout:
-            return Decision(Action.FINALISE, f"revision {latest.revision} in flight ({latest.job_id})")
-        minutes = int(age.total_seconds() // 60)
-        return Decision(
-            Action.SCORE, f"revision {latest.revision} abandoned: claimed {minutes} min ago", Reason.ABANDONED
-        )
+        # Even a dead claim is finalised first: its job may have finished, or its record been closed by a
+        # run that died before writing this state. The reconciler replaces it only after looking.
+        dead = claim_expired(stored, now, claim_timeout)
+        state_of = f"abandoned? {dead}" if dead else f"in flight ({latest.job_id})"
+        return Decision(Action.FINALISE, f"revision {latest.revision} {state_of}")
     if state is not None and state.cleanup_pending:
         return Decision(Action.CLEAN, f"revision {state.current.revision if state.current else '?'} not cleaned up")
     if force:

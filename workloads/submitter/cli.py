@@ -89,7 +89,7 @@ ClaimTimeout = Annotated[
         min=1,
         max=7 * 24 * 60,
         help="Minutes after which a revision still in flight counts as abandoned (by the storage service's clock). "
-        "Default: Batch, the job's wall-clock limit + 15 min (tasks x retries x BATCH_TASK_MAX_WALL_MINUTES + 1 h); "
+        "Default: Batch, the job's wall-clock limit + 15 min (BATCH_TASK_MAX_WALL_MINUTES x (1 + retries) + 1 h); "
         "local, 180 (a local run whose process is gone is replaced at once).",
     ),
 ]

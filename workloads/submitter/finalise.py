@@ -4,26 +4,36 @@ A revision is ``completed`` only when every planned task left a run log without 
 task found has a line in it (ok, or failed with a reason), and the tasks' row accounts balance: every
 row decoded is quarantined, refiled to its own folder, dropped as a duplicate or conflict, or belongs to
 a pair line (scored or non-finite). Anything else is ``failed`` and the hour stays due. Only a completed
-revision becomes the hour's current one; predictions of every other revision of the hour are then
-deleted (``clean``, a state of the hour until it is done), so a pair that no longer scores loses its old
-prediction and the hour's prefix converges to one revision.
+revision becomes the hour's current one; ``scored.json`` then names it and the predictions of every older
+revision of the hour are deleted (``clean``, a state of the hour until it is done), so a pair that no longer
+scores loses its old prediction and the hour's prefix converges to one revision.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from workloads.common.hour_state import AttemptStatus, StateConflictError, StoredState, read_state, write_state
-from workloads.common.layout import Container, hour_prefix, prediction_prefix, run_log_blob, scored_marker_blob
+from workloads.common.hour_state import (
+    Attempt,
+    AttemptStatus,
+    StateConflictError,
+    StoredState,
+    read_state,
+    write_state,
+)
+from workloads.common.layout import Container, hour_prefix, run_log_blob, scored_marker_blob
 from workloads.common.runlog import PairLog, PairStatus, TaskLog, parse_jsonl
 from workloads.submitter.backend import JobOutcome
+from workloads.submitter.plan import revision_of
 from workloads.submitter.record import JobRecord, write_record
 
 
@@ -132,44 +142,80 @@ def close_record(service: BlobServiceClient, record: JobRecord, outcome: JobOutc
     return record
 
 
+MARKER_ATTEMPTS = 3
+
+
 class ClaimLostError(Exception):
     """The revision's claim was taken over (its owner looked dead, or its claim timed out) while it ran: the
     hour belongs to the newer revision, and this one's outputs are not the hour's."""
 
 
-def delete_other_revisions(service: BlobServiceClient, hour: datetime, keep: set[str]) -> int:
-    """Delete the hour's predictions outside the folders of ``keep`` (job ids); returns how many."""
+def _delete_folders(service: BlobServiceClient, hour: datetime, doomed: Callable[[str], bool]) -> int:
+    """Delete the hour's predictions in the job folders ``doomed`` names (one listing, batches of 256)."""
     predictions = service.get_container_client(str(Container.PREDICTIONS))
-    kept = tuple(prediction_prefix(hour, job_id) for job_id in keep)
-    doomed = [b.name for b in predictions.list_blobs(name_starts_with=hour_prefix(hour)) if not b.name.startswith(kept)]
-    for start in range(0, len(doomed), 256):
-        predictions.delete_blobs(*doomed[start : start + 256])
-    return len(doomed)
+    prefix = hour_prefix(hour)
+    names = [
+        b.name
+        for b in predictions.list_blobs(name_starts_with=prefix)
+        if doomed(b.name[len(prefix) :].split("/", 1)[0])
+    ]
+    for start in range(0, len(names), 256):
+        predictions.delete_blobs(*names[start : start + 256])
+    return len(names)
+
+
+def delete_older_revisions(service: BlobServiceClient, hour: datetime, current: int) -> int:
+    """Delete the predictions of the hour's revisions before ``current``. Never a newer one's: a run that decided
+    to clean from a state read minutes ago (a slow listing) must not delete a revision claimed since, whose
+    tasks may be writing now; nor a folder whose name is no job id of ours."""
+
+    def older(folder: str) -> bool:
+        revision = revision_of(folder)
+        return revision is not None and revision < current
+
+    return _delete_folders(service, hour, older)
 
 
 def delete_revision(service: BlobServiceClient, hour: datetime, job_id: str) -> int:
     """Delete one revision's predictions (one that lost its claim); returns how many blobs."""
-    predictions = service.get_container_client(str(Container.PREDICTIONS))
-    doomed = [b.name for b in predictions.list_blobs(name_starts_with=prediction_prefix(hour, job_id))]
-    for start in range(0, len(doomed), 256):
-        predictions.delete_blobs(*doomed[start : start + 256])
-    return len(doomed)
+    return _delete_folders(service, hour, lambda folder: folder == job_id)
+
+
+def write_marker(service: BlobServiceClient, hour: datetime, current: Attempt) -> None:
+    """``scored.json`` names ``current`` unless it already names a newer revision (a run that cleans from an old
+    state must not move it back). Conditional on the marker's ETag, so two writers cannot interleave."""
+    blob = service.get_blob_client(str(Container.LOGS), scored_marker_blob(hour))
+    marker = {"job_id": current.job_id, "revision": current.revision, "finished_at": current.finished_at}
+    data = json.dumps({**marker, "pairs": current.pairs}, default=str)
+    for _ in range(MARKER_ATTEMPTS):
+        try:
+            found = blob.download_blob()
+        except ResourceNotFoundError:
+            found = None
+        try:
+            if found is None:
+                blob.upload_blob(data, overwrite=False)
+                return
+            if int(json.loads(found.readall()).get("revision", 0)) > current.revision:
+                return
+            blob.upload_blob(
+                data, overwrite=True, etag=str(found.properties.etag), match_condition=MatchConditions.IfNotModified
+            )
+            return
+        except (ResourceExistsError, ResourceModifiedError):
+            continue  # another writer got there first: look again
+    raise StateConflictError(f"scored.json of {hour:%Y-%m-%dT%H} kept changing while being written")
 
 
 def clean(service: BlobServiceClient, stored: StoredState) -> StoredState:
-    """Finish switching the hour to its current revision: delete every other revision's predictions (those
-    still in flight excepted), write ``scored.json`` naming it, and only then clear ``cleanup_pending``. Any
-    step may fail; the flag stays and the next run calls this again (every step is idempotent)."""
+    """Finish switching the hour to its current revision: ``scored.json`` names it first (so a reader following
+    it never finds a deleted folder), then the older revisions' predictions are deleted, and only then is
+    ``cleanup_pending`` cleared. Any step may fail; the flag stays and the next run calls this again (every step
+    is idempotent)."""
     state = stored.state
     assert state is not None and state.current is not None
-    current = state.current
-    in_flight = {a.job_id for a in state.attempts if a.status is AttemptStatus.SUBMITTED}
-    delete_other_revisions(service, state.hour, {current.job_id, *in_flight})
-    marker = {"job_id": current.job_id, "revision": current.revision, "finished_at": current.finished_at}
-    marker["pairs"] = current.pairs
-    service.get_container_client(str(Container.LOGS)).upload_blob(
-        scored_marker_blob(state.hour), json.dumps(marker, default=str), overwrite=True
-    )
+    write_marker(service, state.hour, state.current)
+    delete_older_revisions(service, state.hour, state.current.revision)
     done = state.model_copy(deep=True)
     done.cleanup_pending = False
     try:
@@ -201,8 +247,6 @@ def apply_record(service: BlobServiceClient, stored: StoredState, record: JobRec
     except StateConflictError:
         fresh = read_state(service, state.hour)
         mine = next((a for a in fresh.state.attempts if a.job_id == record.job_id), None) if fresh.state else None
-        if mine is not None and mine.status is AttemptStatus.SUBMITTED and fresh.state and fresh.state.latest is mine:
-            return apply_record(service, fresh, record)  # something else changed the document: try again
         if mine is not None and mine.status in (AttemptStatus.COMPLETED, AttemptStatus.FAILED):
             return fresh  # another run closed this revision at the same moment
         newer = fresh.state.latest if fresh.state else None

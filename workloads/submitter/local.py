@@ -123,7 +123,7 @@ class LocalBackend:
 
     def poll(self, job_id: str) -> JobOutcome:
         """Local jobs finish inside ``submit``; one found unfinished belongs to a run that died, which
-        the reconciler replaces once its claim times out."""
+        the reconciler replaces at once when that run's process is gone (or once its claim times out)."""
         return JobOutcome(finished=False)
 
     def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:

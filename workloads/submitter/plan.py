@@ -47,6 +47,12 @@ def job_id_for(stack: str, hour: datetime, revision: int = 1) -> str:
     return f"score-{validate_stack(stack)}-{floor_hour(hour):%Y%m%d%H}-r{revision:03d}"
 
 
+def revision_of(job_id: str) -> int | None:
+    """The revision of a job id ``job_id_for`` made; None for any other name (a manual scorer run's folder)."""
+    match = re.fullmatch(r"score-.+-\d{10}-r(\d{3,6})", job_id)
+    return int(match[1]) if match else None
+
+
 def task_id_for(index: int) -> str:
     return f"task-{index:05d}"
 

@@ -18,6 +18,7 @@ with one line and deletes its own predictions. A storage failure on one hour is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +39,7 @@ from workloads.common.hour_state import (
     StateConflictError,
     StoredState,
     claim_age,
+    claim_expired,
     decide,
     read_state,
     write_state,
@@ -98,6 +100,14 @@ def window(now: datetime, settings: ReconcileSettings) -> list[datetime]:
     return [newest - i * HOUR for i in reversed(range(settings.hours))]
 
 
+def finishing_window(now: datetime, settings: ReconcileSettings) -> list[datetime]:
+    """The hours just older than the window, as many as a claim can live: a revision claimed when its hour was
+    the window's oldest must still be finalised (or its switch finished) after the hour leaves the window."""
+    oldest = window(now, settings)[0]
+    extra = math.ceil(settings.claim_timeout / HOUR) + 1
+    return [oldest - i * HOUR for i in reversed(range(1, extra + 1))]
+
+
 class Reconciler:
     def __init__(
         self,
@@ -112,20 +122,27 @@ class Reconciler:
         self.log = log
 
     def run(self, now: datetime) -> list[HourResult]:
+        """Finish what older hours left in flight (reported only when there was something), then reconcile the
+        window."""
         results = []
+        for hour in finishing_window(now, self.settings):
+            result = self.hour(hour, now, finish_only=True)
+            if result.job_id is not None or result.action is Action.ERROR:
+                self.log(f"{hour:%Y-%m-%dT%H} {result.action.value}: {result.why}")
+                results.append(result)
         for hour in window(now, self.settings):
             result = self.hour(hour, now)
             self.log(f"{hour:%Y-%m-%dT%H} {result.action.value}: {result.why}")
             results.append(result)
         return results
 
-    def hour(self, hour: datetime, now: datetime, *, force: bool = False) -> HourResult:
+    def hour(self, hour: datetime, now: datetime, *, force: bool = False, finish_only: bool = False) -> HourResult:
         """Reconcile one hour. Never raises for the hour's own trouble (storage down, a corrupt state
         document, a bug): that is the hour's ``error`` result, and the next run takes the hour up again."""
         stack = self.settings.stack
         with telemetry.span("reconcile_hour", hour=f"{floor_hour(hour):%Y-%m-%dT%H}", stack=stack) as current:
             try:
-                result = self._hour(floor_hour(hour), now, force=force)
+                result = self._hour(floor_hour(hour), now, force=force, finish_only=finish_only)
             except Exception as exc:
                 result = HourResult(floor_hour(hour), Action.ERROR, error_line(exc)[:500])
             if current is not None:
@@ -135,7 +152,7 @@ class Reconciler:
         telemetry.count_hour(result.action.value, result.status.value if result.status else None, stack=stack)
         return result
 
-    def _hour(self, hour: datetime, now: datetime, *, force: bool) -> HourResult:
+    def _hour(self, hour: datetime, now: datetime, *, force: bool, finish_only: bool) -> HourResult:
         inputs = list_hour_inputs(self.service, hour)
         current = fingerprint(inputs)
         stored = read_state(self.service, hour)
@@ -158,6 +175,10 @@ class Reconciler:
         if cleaned:
             stored = clean(self.service, stored)
             decision = decision_now()
+        if decision.action is Action.SCORE and finish_only:
+            if decision.reason is Reason.ABANDONED:
+                return self._abandon(stored, decision.why, now)
+            decision = Decision(Action.SKIP, f"outside the reconcile window: {decision.why}")
         if decision.action is Action.SCORE:
             assert decision.reason is not None
             return self._score(hour, stored, inputs, decision.reason, decision.why, now)
@@ -181,29 +202,45 @@ class Reconciler:
     def _finalise_in_flight(
         self, stored: StoredState, now: datetime
     ) -> tuple[JobRecord, StoredState] | HourResult | Decision:
-        """Close a revision submitted earlier if it has finished (its record and the hour's new state); an
-        HourResult while it runs or when this run cannot close it; a Decision to replace a dead claim."""
+        """Close a revision submitted earlier if it has finished (its record and the hour's new state); a
+        Decision to replace its claim if it is dead and left nothing to close; an HourResult while it runs.
+
+        Its record is read, and its job polled, before its claim is judged: a run that closed the record and
+        died before writing the state, or a job that finished after the claim's timeout, is closed from what
+        it left, never thrown away."""
         assert stored.state is not None and stored.state.latest is not None
         latest = stored.state.latest
         hour = stored.state.hour
         record = read_record(self.service, hour, latest.job_id)
-        if record is None:
-            age = claim_age(stored, now)
-            if age >= RECORD_GRACE:
-                minutes = int(age.total_seconds() // 60)
-                why = f"revision {latest.revision} abandoned: claimed {minutes} min ago, never submitted"
-                return Decision(Action.SCORE, why, Reason.ABANDONED)
-            return HourResult(hour, Action.WAIT, f"revision {latest.revision} being planned", job_id=latest.job_id)
         try:
-            if record.status is not AttemptStatus.SUBMITTED:
+            if record is not None and record.status is not AttemptStatus.SUBMITTED:
                 # Its run closed the record, then failed to write the hour's state: apply the record now.
                 return record, apply_record(self.service, stored, record)
-            outcome = self.backend.poll(latest.job_id)
-            if not outcome.finished:
-                return HourResult(hour, Action.WAIT, f"revision {latest.revision} in flight", job_id=latest.job_id)
-            return record, finalise(self.service, stored, record, outcome)
+            if record is not None:
+                outcome = self.backend.poll(latest.job_id)
+                if outcome.finished:
+                    return record, finalise(self.service, stored, record, outcome)
         except ClaimLostError as exc:
+            assert record is not None
             return self._lost(record, str(exc))
+        dead = claim_expired(stored, now, self.settings.claim_timeout)
+        if dead is None and record is None and claim_age(stored, now) >= RECORD_GRACE:
+            dead = f"claimed {int(claim_age(stored, now).total_seconds() // 60)} min ago, never submitted"
+        if dead is not None:
+            return Decision(Action.SCORE, f"revision {latest.revision} abandoned: {dead}", Reason.ABANDONED)
+        doing = "in flight" if record is not None else "being planned"
+        return HourResult(hour, Action.WAIT, f"revision {latest.revision} {doing}", job_id=latest.job_id)
+
+    def _abandon(self, stored: StoredState, why: str, now: datetime) -> HourResult:
+        """Close a dead claim of an hour outside the window without re-scoring it (the report shows it failed;
+        ``submitter run --hour`` re-scores it)."""
+        assert stored.state is not None and stored.state.latest is not None
+        state = stored.state.model_copy(deep=True)
+        latest = state.attempts[-1]
+        latest.status, latest.finished_at, latest.error = AttemptStatus.ABANDONED, now, why
+        write_state(self.service, state, stored.etag)
+        why = f"{why}; outside the reconcile window, not re-scored (submitter run --hour re-scores it)"
+        return HourResult(state.hour, Action.SKIP, why, Reason.ABANDONED, latest.job_id, AttemptStatus.ABANDONED)
 
     def _lost(self, record: JobRecord, why: str) -> HourResult:
         """This run's revision lost its claim: say so in its record, remove its predictions (they are not the

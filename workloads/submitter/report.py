@@ -18,6 +18,7 @@ from workloads.common.hour_state import (
     HourState,
     Reason,
     StoredState,
+    claim_expired,
     decide,
     read_state,
 )
@@ -124,15 +125,18 @@ _DUE = {
 }
 
 
-def hour_status(stored: StoredState, hour: datetime, now: datetime, settle: timedelta, inputs: str) -> HourStatus:
-    """The status shown for an hour: what the next reconcile would do with it (``decide``), so the report
-    and the reconciler cannot disagree."""
+def hour_status(
+    stored: StoredState, hour: datetime, now: datetime, settle: timedelta, inputs: str, record: JobRecord | None
+) -> HourStatus:
+    """The status shown for an hour: what the next reconcile would do with it (``decide``, and for a revision in
+    flight the same look at its claim and job record), so the report and the reconciler cannot disagree."""
     decision = decide(stored, hour, now, settle, inputs, CLAIM_TIMEOUT)
     state = stored.state
     if decision.action is Action.WAIT:
         return HourStatus.NOT_READY
     if decision.action is Action.FINALISE:
-        return HourStatus.SCORING
+        closed = record is not None and record.status is not AttemptStatus.SUBMITTED
+        return HourStatus.FAILED if not closed and claim_expired(stored, now, CLAIM_TIMEOUT) else HourStatus.SCORING
     if decision.action is Action.CLEAN:
         return HourStatus.CLEANING
     if decision.action is Action.SCORE:
@@ -157,17 +161,21 @@ def collect(
     stored = read_state(service, hour)
     state = stored.state
     listing = list_hour_inputs(service, hour)
-    status = hour_status(stored, hour, now, settle, fingerprint(listing))
+    latest = state.latest if state else None
+    record = read_record(service, hour, latest.job_id) if latest is not None else None
+    status = hour_status(stored, hour, now, settle, fingerprint(listing), record)
     days = {} if days is None else days
     day = day_prefix(hour)
     if day not in days:
         days[day] = tuple(list_misnamed_under_day(service, hour))
     report = HourReport(
-        hour=hour, status=status, state=state, ignored_blobs=listing.ignored, misnamed_under_day=days[day]
+        hour=hour,
+        status=status,
+        state=state,
+        record=record,
+        ignored_blobs=listing.ignored,
+        misnamed_under_day=days[day],
     )
-    latest = state.latest if state else None
-    if latest is not None:
-        report.record = read_record(service, hour, latest.job_id)
     if report.record is not None and report.record.manifests:
         tasks, report.pairs, report.log_problems = read_run_logs(service, report.record)
         report.tasks = list(tasks.values())
