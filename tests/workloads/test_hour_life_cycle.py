@@ -219,16 +219,24 @@ def test_claim_age_is_the_services_not_the_callers() -> None:
 
 
 # 3. Nothing waits for a timeout when it can know.
+def score_with_a_failed_final_write(service: BlobServiceClient, settings: StorageSettings, proxy: FaultProxy) -> Any:
+    """Score the hour while every write of ``hour.json`` after the claim answers 503: the job record is closed,
+    the hour's state still says submitted."""
+    put_state = Rule(r"/hour\.json$", method="PUT")
+    with ArmsDuringTasks(settings, proxy, put_state) as backend:
+        result = reconciler(service, backend).hour(HOUR, NOW)
+    proxy.clear()
+    assert put_state.hits >= 1
+    return result
+
+
 def test_a_failed_final_state_write_is_repaired_from_the_job_record(
     faulty_service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
 ) -> None:
     service = faulty_service
     publish_data_and_models(service, PAIRS)
-    put_state = Rule(r"/hour\.json$", method="PUT")  # every attempt of the closing write answers 503
-    with ArmsDuringTasks(faulty_settings, fault_proxy, put_state) as backend:
-        first = reconciler(service, backend).hour(HOUR, NOW)
-    fault_proxy.clear()
-    assert first.action is Action.ERROR and put_state.hits >= 1
+    first = score_with_a_failed_final_write(service, faulty_settings, fault_proxy)
+    assert first.action is Action.ERROR
     state = read_state(service, HOUR).state
     assert state is not None and state.latest is not None and state.latest.status is AttemptStatus.SUBMITTED
 
@@ -363,10 +371,7 @@ def test_a_record_closed_by_a_run_that_then_died_is_applied_not_thrown_away(
 ) -> None:
     service = faulty_service
     publish_data_and_models(service, PAIRS[:3])
-    put_state = Rule(r"/hour\.json$", method="PUT")
-    with ArmsDuringTasks(faulty_settings, fault_proxy, put_state) as backend:
-        assert reconciler(service, backend).hour(HOUR, NOW).action is Action.ERROR
-    fault_proxy.clear()
+    assert score_with_a_failed_final_write(service, faulty_settings, fault_proxy).action is Action.ERROR
     # The run that closed the record is gone (as a CLI process would be by now): its claim is dead, yet its
     # completed record is applied instead of a new revision replacing it.
     stored = read_state(service, HOUR)
@@ -390,10 +395,7 @@ def test_a_revision_left_in_flight_is_finished_after_its_hour_leaves_the_window(
 ) -> None:
     service = faulty_service
     publish_data_and_models(service, PAIRS[:2])
-    put_state = Rule(r"/hour\.json$", method="PUT")
-    with ArmsDuringTasks(faulty_settings, fault_proxy, put_state) as backend:
-        assert reconciler(service, backend).hour(HOUR, NOW).action is Action.ERROR
-    fault_proxy.clear()
+    assert score_with_a_failed_final_write(service, faulty_settings, fault_proxy).action is Action.ERROR
     later = HOUR + timedelta(hours=3, minutes=20)  # a one-hour window is 12:00 only; 10:00 is behind it
     with LocalBackend(faulty_settings, workers=0) as backend:
         results = reconciler(service, backend).run(later)
