@@ -164,5 +164,8 @@ def test_asa_query_is_generated_from_the_same_features() -> None:
         "System.Timestamp() AS [window_end]",
     ):
         assert expression in query
-    assert "GROUP BY [device_id], [sensor], TumblingWindow" in query
-    assert "FROM [readings] TIMESTAMP BY [timestamp]" in query
+    assert "GROUP BY [device_id], [sensor], PartitionId, TumblingWindow" in query
+    assert "FROM [readings] AS [message] TIMESTAMP BY [timestamp] OVER [device_id], PartitionId" in query
+    # Both shapes: the device messages' readings flattened, non-numeric values dropped as clean_readings drops them.
+    assert "CROSS APPLY GetRecordProperties([device_messages].[readings]) AS [reading]" in query
+    assert "TRY_CAST([reading].PropertyValue AS float) AS [value]" in query

@@ -19,7 +19,26 @@ from workloads.common.shards import partition_udf
 
 
 def test_the_query_is_the_features_per_window_with_each_rows_folder() -> None:
+    """Both message shapes flattened into one stream, per-device substreams, then the features per window."""
     assert asa_query(AggregationSpec(), "readings", "aggregates", 16) == (
+        "WITH [device_messages] AS (\n"
+        "    SELECT [message].[device_id], [message].[readings], PartitionId\n"
+        "    FROM [readings] AS [message] TIMESTAMP BY [timestamp] OVER [device_id], PartitionId"
+        " PARTITION BY PartitionId\n"
+        "    WHERE GetType([message].[readings]) = 'record'\n"
+        "),\n"
+        "[flat_readings] AS (\n"
+        "    SELECT [message].[device_id], [message].[sensor], TRY_CAST([message].[value] AS float) AS [value],"
+        " PartitionId\n"
+        "    FROM [readings] AS [message] TIMESTAMP BY [timestamp] OVER [device_id], PartitionId"
+        " PARTITION BY PartitionId\n"
+        "    WHERE [message].[readings] IS NULL\n"
+        "    UNION\n"
+        "    SELECT [device_messages].[device_id], [reading].PropertyName AS [sensor],"
+        " TRY_CAST([reading].PropertyValue AS float) AS [value], [device_messages].PartitionId\n"
+        "    FROM [device_messages] PARTITION BY PartitionId\n"
+        "    CROSS APPLY GetRecordProperties([device_messages].[readings]) AS [reading]\n"
+        ")\n"
         "SELECT\n"
         "    [device_id], [sensor],\n"
         "    System.Timestamp() AS [window_end],\n"
@@ -30,10 +49,29 @@ def test_the_query_is_the_features_per_window_with_each_rows_folder() -> None:
         "    COUNT(*) AS [count],\n"
         "    udf.partitionOf([device_id], System.Timestamp(), 16) AS [partition_path]\n"
         "INTO [aggregates]\n"
-        "FROM [readings] TIMESTAMP BY [timestamp]\n"
+        "FROM [flat_readings] PARTITION BY PartitionId\n"
         "WHERE [value] IS NOT NULL\n"
-        "GROUP BY [device_id], [sensor], TumblingWindow(second, 300)\n"
+        "GROUP BY [device_id], [sensor], PartitionId, TumblingWindow(second, 300)\n"
     )
+
+
+def test_substreams_follow_the_documented_rules() -> None:
+    """TIMESTAMP BY ... OVER (https://learn.microsoft.com/en-us/stream-analytics-query/timestamp-by-azure-stream-analytics,
+    "Limitations and Restrictions"): the same OVER on every read of the input; with a partitioned input, PARTITION BY
+    and PartitionId among the OVER columns; the OVER columns are GROUP BY keys; every step partitioned by the same key
+    (a fully parallel job); the timestamp is the payload's field, never a CROSS APPLY result or System.Timestamp()."""
+    query = asa_query(AggregationSpec(), "in", "out", 4)
+    over = "TIMESTAMP BY [timestamp] OVER [device_id], PartitionId PARTITION BY PartitionId"
+    assert query.count("FROM [in] ") == query.count(over) == 2
+    assert query.count("TIMESTAMP BY") == 2
+    froms = [line.strip() for line in query.splitlines() if line.strip().startswith("FROM ")]
+    assert len(froms) == 4 and all("PARTITION BY PartitionId" in line for line in froms)
+    group_by = next(line for line in query.splitlines() if line.startswith("GROUP BY "))
+    assert "[device_id]" in group_by and "PartitionId" in group_by
+    assert "System.Timestamp()" not in "".join(line for line in query.splitlines() if "TIMESTAMP BY" in line)
+    # The output rows keep today's columns: PartitionId is a grouping key, not a column of the aggregates.
+    select = query[query.index("\nSELECT\n") : query.index("INTO [out]")]
+    assert "PartitionId" not in select
 
 
 def test_the_shard_count_and_window_are_part_of_the_text() -> None:

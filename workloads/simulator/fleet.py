@@ -7,6 +7,7 @@ simulating 00-12.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,6 +15,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from workloads.common.aggregates import MESSAGE_READINGS, MessageShape
 from workloads.common.pairs import Pair
 from workloads.common.windows import hours
 
@@ -169,3 +171,33 @@ def anomalous_windows(
             (anomalous if overlap >= window * min_overlap else touched).add((anomaly.pair, end))
             end += window
     return anomalous, touched - anomalous
+
+
+def to_messages(readings: pd.DataFrame, shape: MessageShape) -> pd.DataFrame:
+    """The readings as the messages a fleet in ``shape`` sends: one row per message.
+
+    ``READING`` is the readings themselves. ``DEVICE`` is one row per device and timestamp with ``readings``, a dict
+    {sensor: value}, the payload real devices usually send (one event instead of one per sensor, which is what
+    Event Hubs and Stream Analytics are billed and sized by). A JSON object holds each name once, so a repeated
+    (device, timestamp, sensor) keeps its last value. Other columns are not carried.
+    """
+    if shape is MessageShape.READING:
+        return readings
+    columns = ["device_id", "timestamp", MESSAGE_READINGS]
+    if readings.empty:
+        return pd.DataFrame(columns=columns)
+    ordered = readings.sort_values(["device_id", "timestamp"], kind="stable")
+    rows: list[tuple[object, object, dict[str, object]]] = []
+    for device, timestamp, sensor, value in zip(
+        ordered["device_id"], ordered["timestamp"], ordered["sensor"], ordered["value"], strict=True
+    ):
+        if not rows or rows[-1][0] != device or rows[-1][1] != timestamp:
+            rows.append((device, timestamp, {}))
+        rows[-1][2][sensor] = value
+    return pd.DataFrame(rows, columns=columns)
+
+
+def message_json(message: dict[str, object]) -> str:
+    """One message as the JSON event body the stream job reads (timestamps in ISO 8601 UTC, as TIMESTAMP BY reads)."""
+    body = {k: (v.isoformat() if isinstance(v, pd.Timestamp | datetime) else v) for k, v in message.items()}
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
