@@ -50,7 +50,9 @@ def test_demo_finds_injected_anomalies(service: BlobServiceClient, settings: Sto
     assert result.precision >= 0.5
 
 
-def test_demo_command_prints_the_summary(service: BlobServiceClient, azurite: tuple[int, str]) -> None:
+@pytest.mark.parametrize("shape", ["reading", "device"])
+def test_demo_command_prints_the_summary(service: BlobServiceClient, azurite: tuple[int, str], shape: str) -> None:
+    """Either message shape: the device messages carry the same readings, so the same hours are scored."""
     port = azurite[0]
     result = CliRunner().invoke(
         app,
@@ -71,9 +73,16 @@ def test_demo_command_prints_the_summary(service: BlobServiceClient, azurite: tu
             str(port),
             "--anomaly-rate",
             "0.3",
+            "--message-shape",
+            shape,
         ],
     )
     assert result.exit_code == 0, result.output
+    # 4 devices x 2 sensors, a reading every 10 s, over the 6 + 1 hours and the hours around them (9 in all).
+    readings = 4 * 2 * 360 * 9
+    messages = readings if shape == "reading" else readings // 2
+    assert f"readings simulated: {readings:,} in {messages:,} {shape} messages" in result.output
+    assert "dropped by the aggregator: 0 invalid, 0 late" in result.output
     assert "score-local-2026030206" in result.output
     assert re.search(r"precision \d\.\d\d, recall \d\.\d\d", result.output)
     assert "missing_model" in result.output and "corrupt_model" in result.output

@@ -9,7 +9,14 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.workloads.helpers import HOUR
 from workloads.aggregator.publish import aggregate_and_publish
-from workloads.common.aggregates import AGGREGATE_COLUMNS, AggregationSpec, aggregate_readings
+from workloads.common.aggregates import (
+    AGGREGATE_COLUMNS,
+    AggregationSpec,
+    ReadingAccount,
+    aggregate_readings,
+    aggregate_with_account,
+    flatten_messages,
+)
 from workloads.common.frames import from_parquet
 from workloads.common.hour_inputs import read_hour_aggregates
 from workloads.common.layout import Container, local_aggregate_blob
@@ -169,3 +176,76 @@ def test_asa_query_is_generated_from_the_same_features() -> None:
     # Both shapes: the device messages' readings flattened, non-numeric values dropped as clean_readings drops them.
     assert "CROSS APPLY GetRecordProperties([device_messages].[readings]) AS [reading]" in query
     assert "TRY_CAST([reading].PropertyValue AS float) AS [value]" in query
+
+
+def device_messages(*rows: tuple[str, str, dict[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["device_id", "timestamp", "readings"])
+
+
+def test_mixed_shapes_aggregate_as_the_equivalent_one_reading_messages() -> None:
+    """Device messages are flattened (one reading per entry, the message's device and timestamp) and aggregated
+    together with one-reading messages: the same aggregates as sending every reading on its own."""
+    rng = np.random.default_rng(5)
+    times = pd.date_range("2026-11-25T10:00:10Z", periods=60, freq="10s")
+    sensors = ("temperature", "humidity", "vibration")
+    singles = pd.DataFrame(
+        [(d, s, t, float(rng.normal())) for d in ("d1", "d2", "d3") for t in times for s in sensors],
+        columns=["device_id", "sensor", "timestamp", "value"],
+    )
+    # d1 and d2 send device messages, d3 one-reading messages: one frame of both shapes.
+    as_devices = singles[singles.device_id != "d3"]
+    grouped = as_devices.groupby(["device_id", "timestamp"], sort=False)
+    devices = pd.DataFrame(
+        [(d, t, dict(zip(g.sensor, g.value, strict=True))) for (d, t), g in grouped],
+        columns=["device_id", "timestamp", "readings"],
+    )
+    mixed = pd.concat([singles[singles.device_id == "d3"], devices], ignore_index=True).sample(frac=1.0, random_state=2)
+    assert mixed["readings"].notna().sum() == len(devices) and mixed["sensor"].notna().sum() == len(times) * 3
+
+    expected = aggregate_readings(singles, SPEC)
+    result, account = aggregate_with_account(mixed, SPEC)
+    pd.testing.assert_frame_equal(result, expected)
+    assert len(expected) == 3 * 3 * 2  # devices x sensors x windows
+    assert account == ReadingAccount(
+        messages=len(mixed), readings=len(singles), invalid=0, late=0, aggregated=len(singles)
+    )
+
+
+def test_invalid_readings_of_a_device_message_are_dropped_and_counted() -> None:
+    """As the query does: a value TRY_CAST cannot make a float is dropped (a numeric string is a number); a message
+    whose readings is no object yields nothing; the message's other readings are kept. Locally each is counted."""
+    frame = pd.concat(
+        [
+            readings(("d", "temp", "2026-11-25T10:01:00Z", 1.0), ("d", "temp", "2026-11-25T10:01:10Z", "abc")),  # type: ignore[arg-type]
+            device_messages(
+                ("d", "2026-11-25T10:02:00Z", {"temp": 3.0, "vib": "0.5", "hum": "n/a", "rpm": None}),
+                ("d", "2026-11-25T10:03:00Z", {"temp": {"nested": 1}, "vib": float("nan"), 7: 2.0}),
+                ("d", "2026-11-25T10:04:00Z", [1.0, 2.0]),  # type: ignore[arg-type]
+                ("d", "not a time", {"temp": 9.0}),
+            ),
+        ],
+        ignore_index=True,
+    )
+    result, account = aggregate_with_account(frame, SPEC)
+    rows = {(r.sensor, r["count"], r["avg"]) for _, r in result.iterrows()}
+    assert rows == {("temp", 2, 2.0), ("vib", 1, 0.5)}
+    # readings: 2 one-reading + 4 + 3 entries (the int-named one counted invalid) + 1 non-object + 1 = 11
+    assert account == ReadingAccount(messages=6, readings=11, invalid=8, late=0, aggregated=3)
+    assert account.dropped == 8
+
+
+def test_device_messages_obey_the_late_arrival_tolerance() -> None:
+    frame = device_messages(
+        ("d", "2026-11-25T10:01:00Z", {"a": 1.0, "b": 2.0}), ("d", "2026-11-25T10:02:00Z", {"a": 50.0, "b": 60.0})
+    )
+    frame["enqueued_time"] = pd.to_datetime(["2026-11-25T10:01:30Z", "2026-11-25T10:09:00Z"])  # 7 min late
+    result, account = aggregate_with_account(frame, SPEC)
+    assert list(zip(result.sensor, result["max"], strict=True)) == [("a", 1.0), ("b", 2.0)]
+    assert (account.late, account.invalid, account.aggregated) == (2, 0, 2)
+
+
+def test_one_reading_messages_alone_are_accounted() -> None:
+    frame = readings(("d", "s", "2026-11-25T10:01:00Z", 1.0), (None, "s", "2026-11-25T10:02:00Z", 5.0))  # type: ignore[arg-type]
+    assert flatten_messages(frame) == (frame, 0)
+    _, account = aggregate_with_account(frame, SPEC)
+    assert account == ReadingAccount(messages=2, readings=2, invalid=1, late=0, aggregated=1)

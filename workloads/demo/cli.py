@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workloads.common.aggregates import AggregationSpec
+from workloads.common.aggregates import AggregationSpec, MessageShape
 from workloads.common.cli_options import ShardCount
 from workloads.common.console import console as make_console
 from workloads.common.shards import DEFAULT_SHARD_COUNT
@@ -56,6 +56,10 @@ def main(
     anomaly_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Chance a pair has an anomaly in an hour.")
     ] = 0.08,
+    message_shape: Annotated[
+        MessageShape,
+        typer.Option(help="Messages the fleet sends: one per reading, or one per device and timestamp (all sensors)."),
+    ] = MessageShape.READING,
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     workers: Annotated[int, typer.Option(min=0, max=64, help="Local worker processes (0: in-process).")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
@@ -84,6 +88,7 @@ def main(
             shard_count=shard_count,
             workers=workers,
             bad_pairs=bad_pairs,
+            message_shape=message_shape,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -101,7 +106,9 @@ def main(
     seconds = time.perf_counter() - started
     console.print(_hours_table(result))
     console.print(
-        f"readings simulated: {result.readings:,}   aggregate rows: {result.aggregate_rows:,}\n"
+        f"readings simulated: {result.readings:,} in {result.messages:,} {message_shape} messages   "
+        f"dropped by the aggregator: {result.account.invalid:,} invalid, {result.account.late:,} late   "
+        f"aggregate rows: {result.aggregate_rows:,}\n"
         f"models published: {result.models}   windows scored: {result.windows_scored:,}\n"
         f"anomalous windows: flagged {result.flagged}, injected {result.injected}, found {result.true_positives}  ->  "
         f"precision {result.precision:.2f}, recall {result.recall:.2f}"

@@ -12,7 +12,7 @@ from azure.storage.blob import BlobServiceClient
 from rich.progress import Progress
 
 from workloads.aggregator.publish import publish_aggregates
-from workloads.common.aggregates import AggregationSpec, aggregate_readings
+from workloads.common.aggregates import AggregationSpec, MessageShape, ReadingAccount, aggregate_with_account
 from workloads.common.frames import read_hour_predictions
 from workloads.common.layout import Container, model_blob, run_log_blob
 from workloads.common.pairs import Pair
@@ -21,7 +21,7 @@ from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings, ensure_containers
 from workloads.common.windows import HOUR, hours
 from workloads.scorer.task import ScorerOptions
-from workloads.simulator.fleet import Anomaly, FleetSpec, anomalous_windows, simulate
+from workloads.simulator.fleet import Anomaly, FleetSpec, anomalous_windows, simulate, to_messages
 from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import task_id_for
 from workloads.submitter.reconcile import Reconciler, ReconcileSettings
@@ -41,6 +41,8 @@ class DemoConfig:
     workers: int = 2
     stack: str = "local"
     bad_pairs: bool = True  # break two models on purpose to show that the hour still completes
+    # How the simulated devices package their readings; the aggregator flattens either (as the stream job does).
+    message_shape: MessageShape = MessageShape.READING
 
     @property
     def first_score_hour(self) -> datetime:
@@ -61,6 +63,8 @@ class HourRun:
 @dataclass
 class DemoResult:
     readings: int = 0
+    messages: int = 0  # what the fleet sent: the readings, or one message per device and timestamp
+    account: ReadingAccount = field(default_factory=ReadingAccount)  # the aggregator's: nothing dropped unsaid
     aggregate_rows: int = 0
     models: int = 0
     hours: list[HourRun] = field(default_factory=list)
@@ -109,12 +113,14 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
 
     step = time.perf_counter()
     task = progress.add_task("aggregate -> aggregates/", total=None)
-    aggregates = aggregate_readings(readings, config.aggregation)
+    messages = to_messages(readings, config.message_shape)
+    result.messages = len(messages)
+    aggregates, result.account = aggregate_with_account(messages, config.aggregation)
     result.aggregate_rows = len(aggregates)
     blobs = publish_aggregates(service, aggregates, config.shard_count)
     progress.update(task, total=len(blobs), completed=len(blobs))
     result.timings["aggregate"] = time.perf_counter() - step
-    del readings, aggregates
+    del readings, messages, aggregates
 
     step = time.perf_counter()
     pairs = config.fleet.pairs()
