@@ -4,8 +4,9 @@ Inputs are measurements, not guesses where they exist: CPU per pair of the scori
 submitter, the scorer's start and the blob operations per task come from the fleet benchmark's JSON
 (``make bench-fleet``; a copy of the latest run ships as ``measured.json``); prices come from a dated table
 kept as data (``prices.json``, overridable). The rest are stated assumptions with defaults: node start and
-image pull (Batch allocates and boots a node and pulls the scorer image before its first task: minutes) and
-the autoscale formula's evaluation interval, after which idle nodes are released.
+image pull (Batch allocates and boots a node and pulls the scorer image before its first task: minutes), the
+autoscale formula's evaluation interval and look-back (the stack's), and a run's tasks submitted, on average, half
+an interval before the next evaluation.
 
 The three ways to hold the pool:
 - **autoscale to zero** (the stack's formula, ``infra/autoscale.py``): simulated evaluation by evaluation
