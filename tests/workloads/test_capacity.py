@@ -330,6 +330,7 @@ def test_a_fleet_no_single_namespace_carries_is_split_and_the_quota_counted() ->
     # size_for refuses one namespace for 100,000 events/s x 1.5 (over 16 PUs); halves fit.
     assert ingestion.parts > 1 and ingestion.sizing == size_for(FleetLoad(-(-1_000_000 // ingestion.parts)))
     assert ingestion_for(FleetLoad(10_000)) == Ingestion.of(size_for(FleetLoad(10_000)))
+    assert "16 PUs a namespace can have" in ingestion.refusal  # size_for's reason, printed with the bill
     assert quota_need("Standard_D8s_v5", 40, True, 8, PRICES) == QuotaNeed(
         "Standard_D8s_v5", "standardDSv5Family", 8, 64, 320
     )

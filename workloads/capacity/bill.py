@@ -113,6 +113,7 @@ class Ingestion:
     sizing: Sizing
     parts: int = 1
     submitter_memory_gb: float = 1.5  # for the whole fleet: one submitter plans every part
+    refusal: str = ""  # why one namespace and job do not carry the whole fleet (size_for's message)
 
     @classmethod
     def of(cls, sizing: Sizing) -> Ingestion:
@@ -122,14 +123,16 @@ class Ingestion:
 def ingestion_for(load: FleetLoad, margin: float = 1.5, max_parts: int = 64) -> Ingestion:
     """``size_for`` of the load; a load no single namespace and job carries is split into the fewest equal parts
     that each fit (what ``size_for``'s refusal advises), so the bill still shows what such a fleet costs."""
+    refusal = ""
     for parts in range(1, max_parts + 1):
         part = replace(load, pairs=math.ceil(load.pairs / parts))
         try:
             sizing = size_for(part, margin)
-        except SizingError:
+        except SizingError as exc:
+            refusal = refusal or str(exc)
             continue
         memory = memory_gb_for(needs_of(load, margin).submitter_mib) if parts > 1 else sizing.submitter_memory_gb
-        return Ingestion(sizing, parts, memory)
+        return Ingestion(sizing, parts, memory, refusal)
     raise SizingError(f"{load.pairs:,} pairs do not fit even in {max_parts} namespaces and stream jobs")
 
 
@@ -141,6 +144,7 @@ class Bill:
     quota: QuotaNeed
     currency: str
     ingestion_parts: int = 1
+    ingestion_refusal: str = ""
 
     @property
     def total(self) -> float:
@@ -448,4 +452,4 @@ def whole_bill(
     quota = quota_need(
         plan.workload.vm_size, plan.workload.max_nodes, shape.spot_nodes, dedicated_fallback_nodes, prices
     )
-    return Bill(plan.workload.pairs, sizing, services, quota, prices.currency, parts)
+    return Bill(plan.workload.pairs, sizing, services, quota, prices.currency, parts, ingestion.refusal)

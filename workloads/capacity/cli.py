@@ -259,6 +259,12 @@ def main(
     out.print(_table(plans, table.currency))
     for bill in bills:
         out.print(_bill_table(bill))
+        if bill.ingestion_refusal:
+            out.print(
+                f"one namespace and job refused: {bill.ingestion_refusal}; priced as {bill.ingestion_parts} parts"
+            )
+        for note in bill.sizing.notes:
+            out.print(f"  sizing{' (each part)' if bill.ingestion_parts > 1 else ''}: {note}", style="dim")
     out.print(_summary(bills))
     q = bills[0].quota
     out.print(
@@ -281,6 +287,7 @@ def _bill_json(bill: Bill) -> dict[str, Any]:
         "total": bill.total,
         "currency": bill.currency,
         "ingestion_parts": bill.ingestion_parts,
+        "ingestion_refusal": bill.ingestion_refusal,
         "sizing": asdict(bill.sizing),
         "quota": asdict(bill.quota),
         "services": [
