@@ -178,6 +178,8 @@ def test_the_cli_prints_every_size_and_refuses_bad_options() -> None:
         ["--pairs", "10", "--vm-size", "Standard_X1"],
         ["--pairs", "10", "--price", "stream_analytics.su_hour"],
         ["--pairs", "10", "--price", "nothing.here=1"],
+        ["--pairs", "10", "--assume", "nothing=1"],
+        ["--pairs", "10", "--assume", "blob_log_record_bytes=-1"],
         [],
     ):
         refused = runner.invoke(app, args)
@@ -193,6 +195,13 @@ def test_the_cli_takes_a_price_override_and_a_stack_file(tmp_path: Path) -> None
     streaming = next(s for s in bill["services"] if s["service"] == "Stream Analytics")
     assert streaming["cost"] == pytest.approx(bill["sizing"]["streaming_units"] * HOURS_PER_MONTH * 1.0)
     assert bill["total"] > base["total"]
+    # An assumption overridden: blob log records of 2,000 bytes double the blob logs' GB.
+    heavier = json.loads(
+        runner.invoke(app, ["--pairs", "10000", "--json", "--assume", "blob_log_record_bytes=2000"]).stdout
+    )
+    logs = {x["item"]: x for s in heavier[0]["bill"]["services"] for x in s["lines"]}
+    base_logs = {x["item"]: x for s in base["services"] for x in s["lines"]}
+    assert logs["blob logs"]["quantity"] == pytest.approx(2 * base_logs["blob logs"]["quantity"])
     stack = tmp_path / "Pulumi.test.yaml"
     stack.write_text(
         "config:\n"

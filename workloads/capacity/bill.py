@@ -19,7 +19,8 @@ smaller and grows linearly. The months it takes are in the storage line's basis.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from workloads.capacity.model import HOURS_PER_MONTH, RUNS_PER_DAY, Measured, Plan, PriceTable, Schedule
 from workloads.capacity.sizing import FleetLoad, Sizing, SizingError, memory_gb_for, needs_of, size_for
@@ -55,6 +56,18 @@ class Assumptions:
     telemetry_hours_reconciled: int = 24  # a span per reconciled hour (reconcileHours)
     container_start_seconds: float = 60.0  # ACI pulls the submitter image and starts: billed from the pull
     reconcile_seconds: float = 30.0  # reading the window's state, listing its hours, beyond planning
+
+
+def assumptions_with(overrides: dict[str, float]) -> Assumptions:
+    """The defaults with some replaced (``--assume key=value``): a measured record size, a real payload."""
+    known = {f.name: f.type for f in fields(Assumptions)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"--assume {', '.join(unknown)}: not an assumption; known: {', '.join(sorted(known))}")
+    if any(value < 0 for value in overrides.values()):
+        raise ValueError(f"--assume takes numbers that are not negative, got {overrides}")
+    values: dict[str, Any] = {k: int(v) if known[k] in ("int", int) else v for k, v in overrides.items()}
+    return replace(Assumptions(), **values)
 
 
 @dataclass(frozen=True)

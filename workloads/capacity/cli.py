@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from workloads.capacity.bill import Assumptions, Bill, Ingestion, StackShape, ingestion_for, whole_bill
+from workloads.capacity.bill import Bill, Ingestion, StackShape, assumptions_with, ingestion_for, whole_bill
 from workloads.capacity.model import RUNS_PER_DAY, Measured, Plan, PriceTable, Schedule, Workload, plan
 from workloads.capacity.sizing import DEFAULT_MARGIN, FleetLoad
 from workloads.common.cli_errors import bad_input
@@ -83,7 +83,7 @@ def _summary(bills: list[Bill]) -> Table:
     return table
 
 
-def _overrides(values: list[str]) -> dict[str, float]:
+def _overrides(values: list[str], option: str) -> dict[str, float]:
     overrides: dict[str, float] = {}
     for value in values:
         key, sep, number = value.partition("=")
@@ -92,7 +92,7 @@ def _overrides(values: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not key.strip():
-            raise ValueError(f"--price takes KEY=NUMBER (e.g. event_hubs.standard_tu_hour=0.05), got {value!r}")
+            raise ValueError(f"{option} takes KEY=NUMBER, got {value!r}")
     return overrides
 
 
@@ -189,6 +189,10 @@ def main(
         list[str] | None,
         typer.Option(help="Override one price: KEY=NUMBER (repeatable), e.g. stream_analytics.su_hour=0.12."),
     ] = None,
+    assume: Annotated[
+        list[str] | None,
+        typer.Option(help="Override one stated assumption: KEY=NUMBER (repeatable), e.g. blob_log_record_bytes=700."),
+    ] = None,
     bench: Annotated[
         Path | None, typer.Option(help="A `make bench-fleet` report to take per-pair costs from (default: shipped).")
     ] = None,
@@ -198,8 +202,9 @@ def main(
     with bad_input():
         if schedule not in RUNS_PER_DAY:
             raise ValueError(f"--schedule must be one of {', '.join(RUNS_PER_DAY)}, got {schedule!r}")
-        table = PriceTable.load(prices).with_overrides(_overrides(price or []))
+        table = PriceTable.load(prices).with_overrides(_overrides(price or [], "--price"))
         measured = Measured.load(bench)
+        assumptions = assumptions_with(_overrides(assume or [], "--assume"))
         from_stack = _read_stack(stack) if stack else None
         sizes = pairs or ([from_stack.pairs] if from_stack and from_stack.pairs else [])
         if not sizes:
@@ -247,7 +252,7 @@ def main(
                 ingestion = ingestion_for(load, margin)
             planned = plan(workload, table, measured)
             plans.append(planned)
-            bills.append(whole_bill(planned, load, ingestion, shape, measured, table, Assumptions(), fallback))
+            bills.append(whole_bill(planned, load, ingestion, shape, measured, table, assumptions, fallback))
     if as_json:
         typer.echo(
             json.dumps(
@@ -276,6 +281,7 @@ def main(
     if assumed:
         out.print(f"prices not confirmed (assumptions, check them): {', '.join(assumed)}")
     out.print(f"per-pair costs: {measured.source}")
+    out.print(f"assumptions (--assume KEY=NUMBER): {', '.join(f'{k}={v:g}' for k, v in asdict(assumptions).items())}")
     late = [f"{p.workload.pairs:,}" for p in plans if not p.fits_deadline]
     if late:
         out.print(f"(late): {', '.join(late)} pairs do not finish within {deadline_minutes:g} min on their nodes")
