@@ -13,7 +13,7 @@ the fleet benchmark (``measured.json``: blob operations per task, submitter CPU 
 
 Storage is priced at steady state: a container holds ``retention days x bytes written a day`` once the stack is
 older than its retention (aggregates after 30 days, predictions after 365 by default); before that the bill is
-smaller and grows linearly. The months it takes are in the storage line's basis.
+smaller and grows linearly. The days it takes are in the storage line's basis.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ class Assumptions:
     logic_log_records_per_run: float = 8.0  # WorkflowRuntime: run, trigger, each action start and end
     logic_log_record_bytes: float = 1500.0
     metric_row_bytes: float = 250.0  # an AzureMetrics row (AllMetrics: one per metric per minute that has data)
-    metrics_per_minute: float = (
-        60.0  # metric series with data each minute over Batch, ASA, Logic App, Event Hubs, blobs
-    )
+    # Metric series with data each minute over Batch, Stream Analytics, Logic App, Event Hubs and the blob service.
+    metrics_per_minute: float = 60.0
     event_hubs_log_gb_month: float = 0.0  # allLogs: operational, auto-scale and VNet events are rare on Standard
     stream_job_log_gb_month: float = 0.0  # Execution / Authoring: only on errors and configuration changes
     telemetry_record_bytes: float = 1000.0  # an App Insights request/dependency row
