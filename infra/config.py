@@ -8,6 +8,7 @@ the settle time), checked on the raw values so that they never wait for the othe
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -15,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import annotated_types
@@ -34,6 +35,23 @@ from pydantic.fields import FieldInfo
 
 from infra.autoscale import AutoscaleSpec
 from infra.windows_zones import WINDOWS_ZONE_OF, WINDOWS_ZONES
+from workloads.capacity.sizing import (
+    DEFAULT_MARGIN,
+    PREMIUM_PROCESSING_UNITS,
+    SU_PLANNING_EVENTS_PER_SECOND,
+    VALID_STREAMING_UNITS,
+    FleetLoad,
+    Needs,
+    Sizing,
+    SizingError,
+    max_partitions,
+    max_retention_days,
+    memory_gb_for,
+    needs_of,
+    processing_units_step,
+    size_for,
+    streaming_units_step,
+)
 from workloads.common.aggregates import AggregationSpec
 from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB
 from workloads.common.shards import DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT
@@ -82,8 +100,12 @@ OUTPUT_DELAY_MINUTES = 5
 ASA_PARTITION_KEY_LIMIT = 8000
 HOURS_WRITTEN_AT_ONCE = 2
 MAX_STREAM_SHARD_COUNT = min(MAX_SHARD_COUNT, ASA_PARTITION_KEY_LIMIT // HOURS_WRITTEN_AT_ONCE)
-# Stream Analytics SU V1 steps (see PlatformConfig._streaming_units_step), up to the key's bound.
-VALID_STREAMING_UNITS = (1, 3, *range(6, 121, 6))
+# Stream Analytics SU V1 steps (see PlatformConfig._streaming_units_step), up to the key's bound: VALID_STREAMING_UNITS,
+# imported from workloads/capacity/sizing.py, which sizes the job from the fleet with the same list.
+# Event Hubs retention a stack with protectData keeps at least: a stopped job (outputErrorPolicy, a bad row, an outage)
+# must be noticed (alerts within minutes, but a weekend can pass before someone acts) and recovered before the readings
+# it has not aggregated expire; 3 days cover a weekend. Standard keeps at most 7 days, Premium 90 (sizing.py).
+PROTECTED_MIN_RETENTION_DAYS = 3
 
 
 class ConfigError(ValueError):
@@ -199,11 +221,91 @@ class PlatformConfig(BaseModel):
     aggregates_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days aggregates are kept.")] = 30
     predictions_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days predictions are kept.")] = 365
     logs_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days run logs are kept.")] = 90
-    event_hub_partitions: Annotated[int, Field(ge=1, le=32, description="Event Hub partitions.")] = 4
-    event_hub_retention_days: Annotated[int, Field(ge=1, le=7, description="Event Hub message retention.")] = 1
-    streaming_units: Annotated[
-        int, Field(ge=1, le=120, description="Stream Analytics streaming units (SU V1): 1, 3, 6 or a multiple of 6.")
+    pairs: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=100_000_000,
+            description="Device/sensor pairs ingestion is sized for (workloads/capacity/sizing.py); or set devices; "
+            "unset with devices unset: 1000.",
+        ),
+    ] = None
+    devices: Annotated[
+        int | None,
+        Field(ge=1, le=100_000_000, description="Instead of pairs: devices, each with sensorsPerDevice sensors."),
+    ] = None
+    sensors_per_device: Annotated[int, Field(ge=1, le=1000, description="Sensors (pairs) per device.")] = 1
+    reading_interval_seconds: Annotated[
+        float, Field(ge=0.1, le=86400, description="Seconds between two readings of a sensor.")
+    ] = 10.0
+    readings_per_message: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="Readings a device message carries: 1, or sensorsPerDevice for one message per device and "
+            "timestamp (divides Event Hubs and Stream Analytics events).",
+        ),
     ] = 1
+    bytes_per_reading: Annotated[
+        int, Field(ge=1, le=65536, description="JSON bytes of one reading inside a message (sizing assumption).")
+    ] = 100
+    sizing_margin: Annotated[
+        float, Field(ge=1, le=10, description="Headroom the sizing applies to every load figure.")
+    ] = DEFAULT_MARGIN
+    streaming_unit_events_per_second: Annotated[
+        float,
+        Field(
+            ge=1,
+            le=1_000_000,
+            description="Input events/s one streaming unit is planned to carry (undocumented for our query: a "
+            "planning figure; check SU% utilization after deploying).",
+        ),
+    ] = SU_PLANNING_EVENTS_PER_SECOND
+    event_hubs_tier: Annotated[
+        Literal["Standard", "Premium"] | None,
+        Field(description="Event Hubs tier; unset: from the sizing (Standard while 40 TUs carry the load)."),
+    ] = None
+    event_hubs_throughput_units: Annotated[
+        int | None, Field(ge=1, le=40, description="Standard: base throughput units; unset: from the sizing.")
+    ] = None
+    event_hubs_max_throughput_units: Annotated[
+        int | None,
+        Field(ge=1, le=40, description="Standard: auto-inflate maximum; must carry the load; unset: from the sizing."),
+    ] = None
+    event_hubs_processing_units: Annotated[
+        int | None,
+        Field(ge=1, le=16, description="Premium: processing units (1, 2, 4, 8, 16); unset: from the sizing."),
+    ] = None
+    event_hub_partitions: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=100,
+            description="Event Hub partitions (Standard: at most 32; fixed once created); unset: from the sizing.",
+        ),
+    ] = None
+    event_hub_retention_days: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=90,
+            description="Event Hub message retention (Standard: at most 7, Premium 90; protectData: at least 3); "
+            "unset: 7 with protectData (Standard), else 1.",
+        ),
+    ] = None
+    streaming_units: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=120,
+            description="Stream Analytics streaming units (SU V1): 1, 3, 6 or a multiple of 6; unset: from the sizing.",
+        ),
+    ] = None
+    submitter_memory_gb: Annotated[
+        float | None,
+        Field(ge=1, le=16, description="Memory of the submitter's container (GB); unset: from the sizing."),
+    ] = None
     protect_data: Annotated[
         bool,
         Field(
@@ -348,14 +450,14 @@ class PlatformConfig(BaseModel):
 
     @field_validator("streaming_units")
     @classmethod
-    def _streaming_units_step(cls, value: int) -> int:
+    def _streaming_units_step(cls, value: int | None) -> int | None:
         """The job is declared with sku ``Standard`` and an integer ``streamingUnits`` (infra/ingestion.py, API
         2020-03-01), the SU V1 scale: "Valid values for SUs per job are 1, 3, 6, and up in increments of 6"
         (learn.microsoft.com/azure/stream-analytics/stream-analytics-streaming-unit-consumption; today's page: "Jobs
         may run with 1 and 3 SUs as well ... Scaling occurs in increments of 6 beyond 6 SU jobs, to 12, 18, 24 and
         beyond"). SU V2's 1/3, 2/3, 1, 2, ... are a portal notation the same page maps onto other integers in the
         REST API; the program does not declare them."""
-        if value not in VALID_STREAMING_UNITS:
+        if value is not None and value not in VALID_STREAMING_UNITS:
             below = max(v for v in VALID_STREAMING_UNITS if v <= value)
             above = min((v for v in VALID_STREAMING_UNITS if v >= value), default=below)
             raise ValueError(
@@ -405,6 +507,29 @@ class PlatformConfig(BaseModel):
             spot=self.spot_nodes,
             dedicated_fallback_nodes=self.dedicated_fallback_nodes,
         )
+
+    @property
+    def fleet_load(self) -> FleetLoad:
+        """The load ingestion is sized for (see _fleet_load)."""
+        return _fleet_load(
+            self.pairs,
+            self.devices,
+            self.sensors_per_device,
+            self.reading_interval_seconds,
+            self.readings_per_message,
+            self.bytes_per_reading,
+        )
+
+    @property
+    def sizing(self) -> Sizing:
+        """What the stack deploys for ingestion: ``size_for`` the fleet, each override in its place (parse_config has
+        refused overrides that cannot carry the load)."""
+        return _sizing({name: getattr(self, name) for name in SIZING_INPUTS})
+
+    @property
+    def event_hub_retention(self) -> int:
+        """Days Event Hubs keeps readings: the key, or 7 with protectData (Standard's maximum), else 1."""
+        return _retention(self.event_hub_retention_days, self.protect_data)
 
     @property
     def aggregation(self) -> AggregationSpec:
@@ -611,7 +736,225 @@ def _alerts_reach_someone(
     return None
 
 
+# --- ingestion sized from the fleet (workloads/capacity/sizing.py) ---------------------------------------------------
+
+DEFAULT_PAIRS = 1000  # a development fleet: the sizing then declares what the stack declared before it existed
+LOAD_INPUTS = (
+    "pairs",
+    "devices",
+    "sensors_per_device",
+    "reading_interval_seconds",
+    "readings_per_message",
+    "bytes_per_reading",
+)
+SIZING_INPUTS = (
+    *LOAD_INPUTS,
+    "sizing_margin",
+    "streaming_unit_events_per_second",
+    "event_hubs_tier",
+    "event_hubs_throughput_units",
+    "event_hubs_max_throughput_units",
+    "event_hubs_processing_units",
+    "event_hub_partitions",
+    "streaming_units",
+    "submitter_memory_gb",
+)
+
+
+def _fleet_load(
+    pairs: int | None,
+    devices: int | None,
+    sensors_per_device: int,
+    reading_interval_seconds: float,
+    readings_per_message: int,
+    bytes_per_reading: int,
+) -> FleetLoad:
+    """The declared load: ``devices`` x ``sensorsPerDevice`` pairs, or ``pairs``, or DEFAULT_PAIRS."""
+    total = devices * sensors_per_device if devices is not None else pairs if pairs is not None else DEFAULT_PAIRS
+    return FleetLoad(total, sensors_per_device, reading_interval_seconds, readings_per_message, bytes_per_reading)
+
+
+def _forced_tier(values: Mapping[str, Any]) -> Literal["Standard", "Premium"] | None:
+    """The tier the overrides ask for: eventHubsTier, else the tier whose capacity key is set, else None (sized)."""
+    tier: Literal["Standard", "Premium"] | None = values["event_hubs_tier"]
+    if tier is None and values["event_hubs_processing_units"] is not None:
+        return "Premium"
+    if tier is None and (
+        values["event_hubs_throughput_units"] is not None or values["event_hubs_max_throughput_units"] is not None
+    ):
+        return "Standard"
+    return tier
+
+
+def _sizing(values: Mapping[str, Any]) -> Sizing:
+    """``size_for`` the declared load with every override in its place; raises SizingError when the load fits
+    nothing (parse_config reports that, and every override that cannot carry the load, before this is used)."""
+    load = _fleet_load(*(values[name] for name in LOAD_INPUTS))
+    sized = size_for(
+        load,
+        values["sizing_margin"],
+        tier=_forced_tier(values),
+        su_events_per_second=values["streaming_unit_events_per_second"],
+    )
+    overrides: dict[str, Any] = {}
+    if sized.event_hubs_tier == "Standard":
+        base, most = values["event_hubs_throughput_units"], values["event_hubs_max_throughput_units"]
+        base = base if base is not None else min(sized.throughput_units, most or sized.throughput_units)
+        overrides |= {"throughput_units": base, "max_throughput_units": most or max(sized.max_throughput_units, base)}
+    elif values["event_hubs_processing_units"] is not None:
+        overrides["processing_units"] = values["event_hubs_processing_units"]
+    for key, field in (
+        ("event_hub_partitions", "partitions"),
+        ("streaming_units", "streaming_units"),
+        ("submitter_memory_gb", "submitter_memory_gb"),
+    ):
+        if values[key] is not None:
+            overrides[field] = values[key]
+    notes = tuple(f"override: {field} {value}" for field, value in overrides.items() if getattr(sized, field) != value)
+    return dataclasses.replace(sized, **overrides, notes=sized.notes + notes)
+
+
+def _retention(event_hub_retention_days: int | None, protect_data: bool) -> int:
+    if event_hub_retention_days is not None:
+        return event_hub_retention_days
+    return 7 if protect_data else 1
+
+
+def _load_declared_once(pairs: int | None, devices: int | None) -> str | None:
+    if pairs is not None and devices is not None:
+        return (
+            f"{NAMESPACE}:pairs: {pairs} and devices ({devices}) both set: the load is pairs, or devices x "
+            "sensorsPerDevice; remove one"
+        )
+    return None
+
+
+def _message_fits_the_device(readings_per_message: int, sensors_per_device: int) -> str | None:
+    if readings_per_message > sensors_per_device:
+        return (
+            f"{NAMESPACE}:readingsPerMessage: {readings_per_message} exceeds sensorsPerDevice ({sensors_per_device}): "
+            "a message carries readings of one device and timestamp"
+        )
+    return None
+
+
+def _overrides_carry_the_load(*args: Any) -> str | None:
+    """Every sizing override, checked against what the declared load needs (margin included), with the numbers."""
+    values = dict(zip(SIZING_INPUTS, args, strict=True))
+    if _load_declared_once(values["pairs"], values["devices"]) or _message_fits_the_device(
+        values["readings_per_message"], values["sensors_per_device"]
+    ):
+        return None  # said by its own rule
+    try:
+        sizing = _sizing(values)
+    except SizingError as exc:
+        return f"{NAMESPACE}:{'eventHubsTier' if _forced_tier(values) is not None else 'pairs'}: {exc}"
+    load = _fleet_load(*(values[name] for name in LOAD_INPUTS))
+    need = needs_of(load, values["sizing_margin"], su_events_per_second=values["streaming_unit_events_per_second"])
+    what = (
+        f"{load.pairs:,} pairs every {load.reading_interval_seconds:g} s ({load.events_per_second:,.0f} events/s, "
+        f"{load.ingress_bytes_per_second / 1e6:,.2f} MB/s) with sizingMargin {values['sizing_margin']:g}"
+    )
+    lines = [
+        *_event_hubs_capacity_lines(values, sizing, need, what),
+        *_stream_lines(values, sizing, need, what),
+    ]
+    memory, needed_gb = values["submitter_memory_gb"], memory_gb_for(need.submitter_mib)
+    if memory is not None and memory < needed_gb:
+        lines.append(
+            f"{NAMESPACE}:submitterMemoryGb: {memory:g} is below the {needed_gb:g} GB the submitter needs for "
+            f"{load.pairs:,} pairs ({need.submitter_mib:,.0f} MiB: measured peak and planning growth, times "
+            f"sizingMargin {values['sizing_margin']:g})"
+        )
+    return "\n  ".join(lines) or None
+
+
+def _event_hubs_capacity_lines(values: Mapping[str, Any], sizing: Sizing, need: Needs, what: str) -> list[str]:
+    """The tier's capacity overrides: keys of the other tier, too little capacity, a base above the maximum."""
+    lines: list[str] = []
+    tier = sizing.event_hubs_tier
+    standard_keys = ("event_hubs_throughput_units", "event_hubs_max_throughput_units")
+    for name in (*standard_keys, "event_hubs_processing_units"):
+        wrong = "Premium" if name in standard_keys else "Standard"
+        if values[name] is not None and tier == wrong:
+            lines.append(
+                f"{NAMESPACE}:{to_camel(name)}: {values[name]} does not apply to an Event Hubs {tier} namespace"
+            )
+    if tier == "Standard":
+        needed = math.ceil(need.throughput_units)
+        if sizing.max_throughput_units < needed:
+            lines.append(
+                f"{NAMESPACE}:eventHubsMaxThroughputUnits: {sizing.max_throughput_units} cannot carry the load: {what} "
+                f"needs {needed} throughput units (1 TU: 1 MB/s or 1,000 events/s)"
+            )
+        if sizing.throughput_units > sizing.max_throughput_units:
+            lines.append(
+                f"{NAMESPACE}:eventHubsThroughputUnits: {sizing.throughput_units} exceeds eventHubsMaxThroughputUnits "
+                f"({sizing.max_throughput_units}), which auto-inflate scales up to"
+            )
+    elif (pus := values["event_hubs_processing_units"]) is not None:
+        if pus not in PREMIUM_PROCESSING_UNITS:
+            lines.append(f"{NAMESPACE}:eventHubsProcessingUnits: {pus} is not sold: use 1, 2, 4, 8 or 16")
+        elif pus < need.processing_units:
+            lines.append(
+                f"{NAMESPACE}:eventHubsProcessingUnits: {pus} cannot carry the load: {what} needs "
+                f"{processing_units_step(need.processing_units)} processing units ({need.processing_units:.2f} at "
+                "the approximate planning figures, 5,000 events/s or 5 MB/s per PU)"
+            )
+    return lines
+
+
+def _stream_lines(values: Mapping[str, Any], sizing: Sizing, need: Needs, what: str) -> list[str]:
+    """Streaming units and partitions below what the load needs, or partitions over the tier's maximum."""
+    lines: list[str] = []
+    if (units := values["streaming_units"]) is not None and units < need.streaming_units:
+        lines.append(
+            f"{NAMESPACE}:streamingUnits: {units} cannot carry the load: {what} needs "
+            f"{streaming_units_step(need.streaming_units)} ({need.streaming_units:.2f} at "
+            f"{values['streaming_unit_events_per_second']:,.0f} events/s (streamingUnitEventsPerSecond) or 1 MB/s "
+            "per SU)"
+        )
+    tier, needed = sizing.event_hubs_tier, math.ceil(max(need.partitions, sizing.streaming_units / 6))
+    if (partitions := values["event_hub_partitions"]) is not None:
+        if partitions > max_partitions(tier):
+            lines.append(
+                f"{NAMESPACE}:eventHubPartitions: {partitions} is over Event Hubs {tier}'s {max_partitions(tier)} "
+                "partitions per event hub"
+            )
+        elif partitions < needed:
+            lines.append(
+                f"{NAMESPACE}:eventHubPartitions: {partitions} cannot carry the load: {what} needs {needed} "
+                f"(1 MB/s per partition; {sizing.streaming_units} streaming units use at most 6 per partition)"
+            )
+    return lines
+
+
+def _retention_covers_recovery(event_hub_retention_days: int | None, protect_data: bool, *args: Any) -> str | None:
+    """Readings the job has not aggregated live only in Event Hubs: retention must outlast noticing and recovering a
+    stopped job (PROTECTED_MIN_RETENTION_DAYS with protectData), and fit the tier (Standard 7 days, Premium 90)."""
+    days = _retention(event_hub_retention_days, protect_data)
+    if protect_data and days < PROTECTED_MIN_RETENTION_DAYS:
+        return (
+            f"{NAMESPACE}:eventHubRetentionDays: {days} day(s) with protectData: a stopped stream job must be noticed "
+            f"and recovered before its unread readings expire; use at least {PROTECTED_MIN_RETENTION_DAYS}"
+        )
+    try:
+        tier = _sizing(dict(zip(SIZING_INPUTS, args, strict=True))).event_hubs_tier
+    except (SizingError, ValueError):
+        return None  # said by _overrides_carry_the_load
+    if days > max_retention_days(tier):
+        return (
+            f"{NAMESPACE}:eventHubRetentionDays: {days} is over Event Hubs {tier}'s maximum of "
+            f"{max_retention_days(tier)} days"
+        )
+    return None
+
+
 CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
+    (("pairs", "devices"), _load_declared_once),
+    (("readings_per_message", "sensors_per_device"), _message_fits_the_device),
+    (SIZING_INPUTS, _overrides_carry_the_load),
+    (("event_hub_retention_days", "protect_data", *SIZING_INPUTS), _retention_covers_recovery),
     (("min_nodes", "max_nodes"), _nodes_in_order),
     (("dedicated_fallback_nodes", "spot_nodes", "max_nodes"), _fallback_for_spot),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),
@@ -769,6 +1112,13 @@ def _item_pattern(field: FieldInfo) -> str | None:
     return None
 
 
+def _literal_choices(annotation: Any) -> list[str]:
+    """The values of a Literal key, also inside ``Literal[...] | None``."""
+    if get_origin(annotation) is Literal:
+        return [str(value) for value in get_args(annotation)]
+    return [choice for arg in get_args(annotation) for choice in _literal_choices(arg)]
+
+
 def reference_table() -> str:
     """The README's configuration reference, generated from the model (a test keeps them equal)."""
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
@@ -778,7 +1128,6 @@ def reference_table() -> str:
         low, high = _bounds(field)
         pattern = next((m.pattern for m in field.metadata if getattr(m, "pattern", None)), None)
         item_pattern = _item_pattern(field)
-        annotation = str(field.annotation)
         allowed = (
             f"{low}..{high}"
             if low is not None and high is not None
@@ -786,8 +1135,8 @@ def reference_table() -> str:
             if pattern
             else f"list of `{item_pattern}`"
             if item_pattern
-            else " / ".join(annotation.split("[", 1)[1].rstrip("]").replace("'", "").split(", "))
-            if "Literal" in annotation
+            else " / ".join(choices)
+            if (choices := _literal_choices(field.annotation))
             else "true / false"
             if field.annotation in (bool, bool | None)
             else ""

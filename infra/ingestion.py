@@ -61,6 +61,13 @@ class IngestionArgs:
     shard_count: int  # the stack's shardCount: the query computes each row's shard folder with it
     partitions: int = 4
     retention_days: int = 1
+    # Namespace capacity, from the fleet's sizing (workloads/capacity/sizing.py, infra/config.py PlatformConfig.sizing):
+    # Standard with `throughput_units` and auto-inflate up to `max_throughput_units`, or Premium with
+    # `processing_units`.
+    event_hubs_tier: str = "Standard"
+    throughput_units: int = 1
+    max_throughput_units: int = 1
+    processing_units: int = 0
     streaming_units: int = 1  # SU V1 steps (1, 3, 6, 12, ...) with sku Standard; infra/config.py refuses others
     protect: bool = False  # protectData: Pulumi protect and a CanNotDelete lock on the namespace
     # privateNetwork: only these public CIDRs (device gateways, operators) and trusted Azure services (the stream
@@ -79,7 +86,7 @@ class Ingestion(pulumi.ComponentResource):
             namespace_name=args.namespace_name,
             resource_group_name=args.resource_group_name,
             location=args.location,
-            sku=eventhub.SkuArgs(name=eventhub.SkuName.STANDARD, tier=eventhub.SkuTier.STANDARD, capacity=1),
+            **_namespace_capacity(args),
             disable_local_auth=True,  # Entra ID only: no SAS keys to leak
             minimum_tls_version=eventhub.TlsVersion.TLS_VERSION_1_2,
             tags=tags,
@@ -224,6 +231,26 @@ class StreamJobIO(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.grants)),
         )
         self.register_outputs({"job_id": self.run.job_id, "last_action": self.run.last_action})
+
+
+def _namespace_capacity(args: IngestionArgs) -> dict[str, Any]:
+    """The namespace's sku and auto-inflate inputs. Standard: capacity is the base throughput units and auto-inflate
+    raises them up to the maximum when ingress needs it ("Automatically scale up Azure Event Hubs throughput units",
+    learn.microsoft.com/azure/event-hubs/event-hubs-auto-inflate: it never scales down, the next `pulumi up` sets the
+    base again). Premium: capacity is the processing units; auto-inflate is Standard's only."""
+    if args.event_hubs_tier == "Premium":
+        return {
+            "sku": eventhub.SkuArgs(
+                name=eventhub.SkuName.PREMIUM, tier=eventhub.SkuTier.PREMIUM, capacity=args.processing_units
+            )
+        }
+    return {
+        "sku": eventhub.SkuArgs(
+            name=eventhub.SkuName.STANDARD, tier=eventhub.SkuTier.STANDARD, capacity=args.throughput_units
+        ),
+        "is_auto_inflate_enabled": True,
+        "maximum_throughput_units": args.max_throughput_units,
+    }
 
 
 def _function_args(name: str, properties: dict[str, Any]) -> streamanalytics.FunctionArgs:

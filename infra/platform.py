@@ -120,6 +120,9 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             ),
             child,
         )
+        # Ingestion and the submitter sized from the fleet the stack declares (workloads/capacity/sizing.py), each
+        # override in its place; parse_config refused overrides that cannot carry the load.
+        sizing = config.sizing
         self.ingestion = Ingestion(
             f"{name}-ingestion",
             IngestionArgs(
@@ -128,9 +131,13 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 names.event_hubs_namespace,
                 config.aggregation,
                 config.shard_count,
-                partitions=config.event_hub_partitions,
-                retention_days=config.event_hub_retention_days,
-                streaming_units=config.streaming_units,
+                partitions=sizing.partitions,
+                retention_days=config.event_hub_retention,
+                streaming_units=sizing.streaming_units,
+                event_hubs_tier=sizing.event_hubs_tier,
+                throughput_units=sizing.throughput_units,
+                max_throughput_units=sizing.max_throughput_units,
+                processing_units=sizing.processing_units,
                 protect=config.protect_data,
                 allowed_ip_ranges=(*config.ingest_ip_ranges, *admin_ips) if config.private_network else None,
                 tags=tags,
@@ -262,6 +269,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 ),
                 subnet_id=self.network.subnet_id("submitter") if self.network else None,
                 network_ready=self.network.ready if self.network else (),
+                memory_gb=sizing.submitter_memory_gb,
                 tags=tags,
             ),
             child,

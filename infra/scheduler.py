@@ -149,6 +149,9 @@ class SchedulerArgs:
     recurrence: Recurrence
     subnet_id: pulumi.Input[str] | None = None  # private network: the group runs in this delegated subnet
     network_ready: Sequence[pulumi.Resource] = ()  # private network: endpoints and DNS records it resolves through
+    # The submitter's memory request, from the fleet's sizing (workloads/capacity/sizing.py: measured peak plus planning
+    # growth, times the margin, in ACI's 0.1 GB steps from its 1 GB minimum) or the stack's submitterMemoryGb.
+    memory_gb: float = 1.5
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -179,7 +182,7 @@ class Scheduler(pulumi.ComponentResource):
                     image=args.submitter_image,
                     command=list(SUBMITTER_COMMAND),
                     resources=containerinstance.ResourceRequirementsArgs(
-                        requests=containerinstance.ResourceRequestsArgs(cpu=1.0, memory_in_gb=1.5)
+                        requests=containerinstance.ResourceRequestsArgs(cpu=1.0, memory_in_gb=args.memory_gb)
                     ),
                     environment_variables=[
                         containerinstance.EnvironmentVariableArgs(name=key, value=value)

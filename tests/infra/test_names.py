@@ -152,4 +152,4 @@ def test_streaming_units_between_the_steps_are_refused(units: int) -> None:
 
 def test_stack_files_use_valid_streaming_units() -> None:
     for stack in ("dev", "prod"):
-        assert parse_config(stack_file_config(stack)).streaming_units in VALID_STREAMING_UNITS
+        assert parse_config(stack_file_config(stack)).sizing.streaming_units in VALID_STREAMING_UNITS
