@@ -329,3 +329,12 @@ def test_a_premium_namespace_is_declared_with_processing_units(deploy: Deploy) -
     assert mocks.inputs(HUB)["partitionCount"] == 32 and mocks.inputs(HUB)["messageRetentionInDays"] == 30
     container = mocks.inputs(GROUP)["containers"][0]
     assert container["resources"]["requests"]["memoryInGB"] == 2
+
+
+def test_the_readme_shows_the_sizing_table() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert sizing_table(reference_loads()) in readme, (
+        "update README, Sizing from the fleet: python -m workloads.capacity.sizing"
+    )
