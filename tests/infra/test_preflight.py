@@ -145,10 +145,7 @@ def test_offline_stack_files_are_valid(stack: str) -> None:
 
 def test_offline_broken_stack_file_reports_every_error_and_exits_2(tmp_path: Path) -> None:
     text = (ROOT / "Pulumi.prod.yaml").read_text()
-    broken = (
-        text.replace("maxNodes: 40", "maxNodes: 0")
-        .replace("namePrefix: bscore", "namePrefix: B-score")
-    )
+    broken = text.replace("maxNodes: 40", "maxNodes: 0").replace("namePrefix: bscore", "namePrefix: B-score")
     broken += "  batchscoring:max_nodes: 3\n  batchscoring:streamingUnits: 4\n"
     (tmp_path / "Pulumi.broken.yaml").write_text(broken)
     result = CliRunner().invoke(app, [str(tmp_path / "Pulumi.broken.yaml"), "--offline"])
