@@ -229,6 +229,9 @@ class StreamJobIO(pulumi.ComponentResource):
             job_id=ingestion.job.id,
             definition=names.apply(definition),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.grants)),
+            # A job that never produced output starts at the time its first start was asked for, no earlier than
+            # the hub still holds readings (infra/stream_job_client.py, FirstStart).
+            input_retention_days=ingestion.hub.message_retention_in_days,
         )
         self.register_outputs({"job_id": self.run.job_id, "last_action": self.run.last_action})
 

@@ -28,7 +28,8 @@ The design, therefore:
 
   - create: stop (a no-op on the new job, which is Created) -> PUT each input, then each output, retrying the
     authorization-validation refusals of #2607 with backoff for up to ``grant_timeout`` (10 minutes: RBAC) -> PUT each
-    function -> PUT the transformation -> start (JobStartTime on a job that never produced output).
+    function -> PUT the transformation -> start (CustomTime at the first start's recorded time on a job that never
+    produced output, see below).
   - update, when the definition changed: stop (waiting out Starting/Stopping/...) -> PATCH the job with the changed
     settings -> PUT the changed inputs, outputs and functions -> PUT the transformation if it changed -> DELETE inputs,
     outputs and functions no longer defined -> start (LastOutputEventTime once the job has produced output: nothing
@@ -39,6 +40,17 @@ The design, therefore:
   - delete: stop the job (a job already gone counts as stopped); its inputs, outputs, functions and transformation are
     deleted with the job by azure-native.
   - never a replacement; a new job id (azure-native replaced the job) gets the full create sequence.
+
+* :class:`StreamJobFirstStart` (a second, tiny dynamic resource, declared by :class:`StreamJobDeployment` before
+  itself) records, in its own Pulumi state, the time the deployment first asked this job to start. Every start of a
+  job that has never produced output - the first, a retry by a later ``pulumi up`` after it failed, one after a
+  config change before the first output - is CustomTime at that time (bounded by the Event Hubs retention), never
+  JobStartTime, so no reading sent since is lost (infra/stream_job_client.py, ``FirstStart``, for the documented
+  rules). Why a resource of its own: a Python dynamic provider's failed ``create`` leaves nothing in state (the
+  provider process answers the engine's Create with an error, pulumi/dynamic/__main__.py ``_abort_with_traceback``;
+  there is no partial-state result as native providers have), so a time recorded by the deployment's own create would
+  be lost with the very failure it is for. The marker's create cannot fail, is saved before the deployment's create
+  runs, and is replaced only with the job (a new job id).
 
 Everything talks to ARM through :class:`StreamJobClient` on azure-core/azure-mgmt-core, so retries (429/5xx,
 ``Retry-After``) and long-running-operation polling are the SDK's own; only the job's state machine and the grant
@@ -163,6 +175,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import pulumi
@@ -173,8 +186,11 @@ from infra.stream_job_client import (
     BLOB,
     EVENT_HUB_V2,
     JAVASCRIPT_UDF,
+    FirstStart,
     StreamJobAccessDeniedError,
     StreamJobClient,
+    format_start_time,
+    parse_start_time,
 )
 
 _T = TypeVar("_T")
@@ -309,8 +325,9 @@ class Plan:
             or self.removed_functions
         )
 
-    def apply(self, client: StreamJobClient, job_id: str) -> list[str]:
-        """Stop the job, write the changes, start it again; returns what was done, for the log and the state."""
+    def apply(self, client: StreamJobClient, job_id: str, first_start: FirstStart | None = None) -> list[str]:
+        """Stop the job, write the changes, start it again (at ``first_start`` if it never produced output);
+        returns what was done, for the log and the state."""
         done: list[str] = []
         if not self.empty:
             done.append(str(client.stop(job_id)))
@@ -340,7 +357,7 @@ class Plan:
             for name in self.removed_functions:  # after the query that stopped calling it
                 client.delete_function(job_id, name)
                 done.append(f"deleted function {name}")
-        done.append(str(client.ensure_running(job_id)))
+        done.append(str(client.ensure_running(job_id, first_start)))
         return done
 
 
@@ -354,6 +371,14 @@ def default_client() -> StreamJobClient:
 
 client_factory: Callable[[], StreamJobClient] = default_client
 """Module-level so the dynamic provider (which Pulumi pickles) holds no client or credential."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+wall_clock: Callable[[], datetime] = _utc_now
+"""When :class:`StreamJobFirstStart` records a first start (module-level: tests replace it)."""
 
 
 def _with_client(action: Callable[[StreamJobClient], _T]) -> _T:
@@ -380,15 +405,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _first_start(props: Mapping[str, Any]) -> FirstStart | None:
+    """The first start's recorded time and the input's retention, from the deployment's props (absent in the state
+    of a deployment made before they existed: such a job has started before, or starts at JobStartTime)."""
+    requested = props.get("first_start_time")
+    if not requested:
+        return None
+    days = props.get("input_retention_days")
+    retention = timedelta(days=float(days)) if days else None
+    return FirstStart(parse_start_time(str(requested)), retention)
+
+
+def _outs(job_id: str, definition: Any, props: Mapping[str, Any], done: list[str]) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "definition": definition,
+        "first_start_time": props.get("first_start_time"),
+        "input_retention_days": _plain(props.get("input_retention_days")),
+        "last_action": "; ".join(done),
+    }
+
+
 class StreamJobDeploymentProvider(pulumi.dynamic.ResourceProvider):
     """Owns the job's inputs, outputs, functions, transformation and settings, and keeps it running. Stateless: Pulumi
     pickles it, by reference to this importable module, and the provider process imports ``infra.stream_job``."""
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        job_id, definition = str(props["job_id"]), _plain(props["definition"])
-        done = _with_client(lambda client: Plan.full(definition).apply(client, job_id))
-        outs = {"job_id": job_id, "definition": definition, "last_action": "; ".join(done)}
-        return pulumi.dynamic.CreateResult(f"{job_id}/deployment", outs)
+        job_id, definition, first_start = str(props["job_id"]), _plain(props["definition"]), _first_start(props)
+        done = _with_client(lambda client: Plan.full(definition).apply(client, job_id, first_start))
+        return pulumi.dynamic.CreateResult(f"{job_id}/deployment", _outs(job_id, definition, props, done))
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         """Never a replacement. An update when the definition or the job changed, or when the job is found idle
@@ -400,26 +445,56 @@ class StreamJobDeploymentProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.DiffResult(changes=status.idle, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        job_id, definition = str(_news["job_id"]), _plain(_news["definition"])
+        job_id, definition, first_start = str(_news["job_id"]), _plain(_news["definition"]), _first_start(_news)
         previous = _olds.get("definition") if _olds.get("job_id") == job_id else None
         plan = Plan.full(definition) if previous is None else Plan.between(_plain(previous), definition)
-        done = _with_client(lambda client: plan.apply(client, job_id))
-        return pulumi.dynamic.UpdateResult({"job_id": job_id, "definition": definition, "last_action": "; ".join(done)})
+        done = _with_client(lambda client: plan.apply(client, job_id, first_start))
+        return pulumi.dynamic.UpdateResult(_outs(job_id, definition, _news, done))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         job_id = str(_props["job_id"])
         _with_client(lambda client: client.stop(job_id, missing_ok=True))
 
 
+class StreamJobFirstStartProvider(pulumi.dynamic.ResourceProvider):
+    """Records when the deployment first asked a job to start; replaced with the job (a new id), never updated."""
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        job_id = str(props["job_id"])
+        outs = {"job_id": job_id, "requested_at": format_start_time(wall_clock())}
+        return pulumi.dynamic.CreateResult(f"{job_id}/first-start", outs)
+
+    def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        """Only a new job gets a new time: a re-run of ``pulumi up`` must keep the first one (that is the point)."""
+        if _olds.get("job_id") != _news.get("job_id"):
+            return pulumi.dynamic.DiffResult(changes=True, replaces=["job_id"], delete_before_replace=False)
+        return pulumi.dynamic.DiffResult(changes=False, replaces=[], delete_before_replace=False)
+
+
+class StreamJobFirstStart(pulumi.dynamic.Resource, module="batchscoring", name="StreamJobFirstStart"):
+    """The time the deployment first asked ``job_id`` to start, in Pulumi state (see the module docstring)."""
+
+    job_id: pulumi.Output[str]
+    requested_at: pulumi.Output[str]
+
+    def __init__(self, name: str, job_id: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(StreamJobFirstStartProvider(), name, {"job_id": job_id, "requested_at": None}, opts)
+
+
 class StreamJobDeployment(pulumi.dynamic.Resource, module="batchscoring", name="StreamJobDeployment"):
     """The job's mutable definition, applied over ARM, and the job running. Declare it ``depends_on`` the job
     identity's role grants: its create PUTs inputs/outputs that authenticate as that identity.
 
-    On ``pulumi destroy`` it is deleted before what it depends on, so the job is stopped before the grants go.
+    It declares its :class:`StreamJobFirstStart` (``<name>-first-start``, beside it) and starts a job that never
+    produced output at that recorded time, no earlier than ``input_retention_days`` (the Event Hub's
+    ``messageRetentionInDays``) allow. On ``pulumi destroy`` it is deleted before what it depends on, so the job is
+    stopped before the grants go.
     """
 
     job_id: pulumi.Output[str]
     definition: pulumi.Output[dict[str, Any]]
+    first_start_time: pulumi.Output[str]
+    input_retention_days: pulumi.Output[float | None]
     last_action: pulumi.Output[str]
 
     def __init__(
@@ -428,6 +503,17 @@ class StreamJobDeployment(pulumi.dynamic.Resource, module="batchscoring", name="
         job_id: pulumi.Input[str],
         definition: pulumi.Input[Mapping[str, Any]],
         opts: pulumi.ResourceOptions | None = None,
+        input_retention_days: pulumi.Input[float | None] | None = None,
     ) -> None:
-        props = {"job_id": job_id, "definition": definition, "last_action": None}
-        super().__init__(StreamJobDeploymentProvider(), name, props, opts)
+        marker_opts = pulumi.ResourceOptions(parent=opts.parent) if opts is not None and opts.parent else None
+        self.first_start = StreamJobFirstStart(f"{name}-first-start", job_id, marker_opts)
+        props = {
+            "job_id": job_id,
+            "definition": definition,
+            "first_start_time": self.first_start.requested_at,
+            "input_retention_days": input_retention_days,
+            "last_action": None,
+        }
+        # Explicit as well: an input that happens to serialize to nothing carries no dependency (pulumi rpc.py).
+        after = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self.first_start]))
+        super().__init__(StreamJobDeploymentProvider(), name, props, after)

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -141,6 +142,7 @@ class Outcome(StrEnum):
 
     ALREADY_RUNNING = "already_running"
     STARTED_JOB_START_TIME = "started:JobStartTime"
+    STARTED_CUSTOM_TIME = "started:CustomTime"
     STARTED_LAST_OUTPUT_EVENT_TIME = "started:LastOutputEventTime"
     ALREADY_STOPPED = "already_stopped"
     STOPPED = "stopped"
@@ -149,6 +151,63 @@ class Outcome(StrEnum):
     @classmethod
     def started(cls, mode: OutputStartMode) -> Outcome:
         return cls(f"started:{mode}")
+
+
+START_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+"""``outputStartTime``: "an ISO-8601 formatted time stamp" (StartStreamingJobParameters); we send UTC to the second."""
+
+RETENTION_MARGIN: Final = timedelta(minutes=10)
+"""How far inside the Event Hubs retention a clamped first start is placed (see :meth:`FirstStart.start_time`)."""
+
+
+def format_start_time(moment: datetime) -> str:
+    """A start time as sent to *Streaming Jobs - Start* and kept in Pulumi state: UTC, to the second, ``Z``."""
+    return moment.astimezone(UTC).strftime(START_TIME_FORMAT)
+
+
+def parse_start_time(text: str) -> datetime:
+    """The inverse of :func:`format_start_time` (any ISO-8601 text with an offset, or naive meaning UTC)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    """Where a job that never produced output starts: ``requested_at``, the time the deployment first asked for a
+    start (kept in Pulumi state by ``infra.stream_job.StreamJobFirstStart``), but no earlier than the input's
+    retention allows.
+
+    Why not JobStartTime: "Now ... Makes the starting point of the output event stream the same as when the job is
+    started" (*How to start an Azure Stream Analytics job*,
+    https://learn.microsoft.com/en-us/azure/stream-analytics/start-job), so every reading sent before the start that
+    finally succeeds - while the first start waited up to 10 minutes for RBAC, after a first start that failed, across
+    a config change before the first output - would never be aggregated. CustomTime ("start at a custom user time
+    stamp specified via the outputStartTime property", which "must have a value if outputStartMode is set to
+    CustomTime": StartStreamingJobParameters,
+    https://learn.microsoft.com/en-us/javascript/api/@azure/arm-streamanalytics/startstreamingjobparameters, the body
+    of https://learn.microsoft.com/en-us/rest/api/streamanalytics/2020-03-01/streaming-jobs/start) starts the output at
+    the recorded time instead, and, "Similarly to the Now option, Azure Stream Analytics will automatically read the
+    data prior to this time if a temporal operator is used" (start-job, above): the first window is whole.
+    LastOutputEventTime ("When last stopped") "is available when the job was previously started" and produced output,
+    so it is what every later start uses, as before (:meth:`StreamJobClient.ensure_running`).
+
+    The bound: Event Hubs removes published events after the hub's retention ("Published events are removed from an
+    event hub based on a configurable, time-based retention policy", *Event Hubs features*,
+    https://learn.microsoft.com/en-us/azure/event-hubs/event-hubs-features#event-retention), so readings older than
+    that are gone whatever the start time says. What the service does with an ``outputStartTime`` before the oldest
+    retained event is not documented; we do not find out: a recorded time older than ``retention`` (less
+    :data:`RETENTION_MARGIN`, the start itself takes minutes) is moved up to it, and the log says so.
+    """
+
+    requested_at: datetime
+    retention: timedelta | None = None
+
+    def start_time(self, now: datetime) -> datetime:
+        """The ``outputStartTime`` to send at ``now``: the recorded time, clamped into the retention."""
+        earliest = now - self.retention + RETENTION_MARGIN if self.retention is not None else None
+        if earliest is not None and self.requested_at < earliest:
+            return earliest
+        return self.requested_at
 
 
 class StreamJobError(RuntimeError):
@@ -299,6 +358,7 @@ class StreamJobClient:
         retry_backoff_factor: float = 0.8,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[[str], None] = _LOG.info,
     ) -> None:
         """
@@ -316,6 +376,7 @@ class StreamJobClient:
         :param retry_total: azure-core RetryPolicy attempts for 408/429/5xx and connection errors.
         :param sleep: every wait of ours and of the LRO poller (``time.sleep`` in real use).
         :param clock: monotonic seconds, for the deadlines.
+        :param now: the wall-clock time (aware, UTC), for a first start's retention bound (:class:`FirstStart`).
         :param log: progress lines (Pulumi's log when run by the dynamic provider).
         """
         self._owns_credential = credential is None
@@ -336,6 +397,7 @@ class StreamJobClient:
         self._max_conflicts = max_conflicts
         self._sleep = sleep
         self._clock = clock
+        self._now = now
         self._log = log
         policies: list[Any] = [
             RequestIdPolicy(),
@@ -375,9 +437,17 @@ class StreamJobClient:
         properties: Mapping[str, Any] = response.json().get("properties") or {}
         return JobStatus(str(properties.get("jobState") or "Unknown"), properties.get("lastOutputEventTime") or None)
 
-    def begin_start(self, job_id: str, mode: OutputStartMode) -> LROPoller[None]:
-        """*Streaming Jobs - Start*: send the POST; the poller follows the long-running operation."""
-        return self._begin(parse_job_id(job_id), "start", {"outputStartMode": str(mode)})
+    def begin_start(self, job_id: str, mode: OutputStartMode, start_time: datetime | None = None) -> LROPoller[None]:
+        """*Streaming Jobs - Start*: send the POST; the poller follows the long-running operation.
+
+        ``outputStartTime`` is sent with CustomTime only, where it "must have a value" (StartStreamingJobParameters).
+        """
+        body: dict[str, str] = {"outputStartMode": str(mode)}
+        if mode is OutputStartMode.CUSTOM_TIME:
+            if start_time is None:
+                raise ValueError("a CustomTime start needs its outputStartTime")
+            body["outputStartTime"] = format_start_time(start_time)
+        return self._begin(parse_job_id(job_id), "start", body)
 
     def begin_stop(self, job_id: str) -> LROPoller[None]:
         """*Streaming Jobs - Stop*: send the POST; the poller follows the long-running operation."""
@@ -456,11 +526,14 @@ class StreamJobClient:
             status = self.get(job.id)
         return status
 
-    def ensure_running(self, job_id: str) -> Outcome:
+    def ensure_running(self, job_id: str, first_start: FirstStart | None = None) -> Outcome:
         """Make the job run; do nothing when it already does (Running or Degraded).
 
         The output start mode is LastOutputEventTime when the job has produced output before (nothing lost between
-        stop and start), else JobStartTime: the documented default, and the only choice for a job without output.
+        stop and start). A job that never produced output starts at ``first_start`` (CustomTime at the time the
+        deployment first asked for a start, within the input's retention: :class:`FirstStart`), so the readings sent
+        since then are aggregated even when that first start failed; without one, at JobStartTime (the documented
+        default: readings sent before the start are not aggregated).
         A start that ends without the job running (typically Failed because its managed identity's role grants have
         not propagated yet) is retried with exponential backoff for up to ``start_timeout`` seconds.
         """
@@ -486,16 +559,13 @@ class StreamJobClient:
                 self._sleep(delay)
                 delay = min(delay * 2, self._start_retry_max_delay)
                 continue  # read the job again: it may have recovered meanwhile
-            mode = (
-                OutputStartMode.LAST_OUTPUT_EVENT_TIME
-                if status.last_output_event_time
-                else OutputStartMode.JOB_START_TIME
-            )
-            self._log(f"stream job {job.name}: {status.state}, starting with {mode}")
+            mode, start_time = self._start_mode(job, status, first_start)
+            at = f" at {format_start_time(start_time)}" if start_time is not None else ""
+            self._log(f"stream job {job.name}: {status.state}, starting with {mode}{at}")
             if attempts == 0:
                 deadline = self._clock() + self._start_timeout
             try:
-                poller = self.begin_start(job.id, mode)
+                poller = self.begin_start(job.id, mode, start_time)
             except _ConflictError:
                 conflicts = self._conflict(job, "start", conflicts)
                 continue
@@ -507,6 +577,24 @@ class StreamJobClient:
                 raise
             except HttpResponseError as err:  # the operation itself failed: the job's state decides what next
                 last_error = _message(err)
+
+    def _start_mode(
+        self, job: JobRef, status: JobStatus, first_start: FirstStart | None
+    ) -> tuple[OutputStartMode, datetime | None]:
+        """LastOutputEventTime once the job has produced output; else CustomTime at ``first_start`` (clamped into the
+        input's retention, said in the log); else JobStartTime."""
+        if status.last_output_event_time:
+            return OutputStartMode.LAST_OUTPUT_EVENT_TIME, None
+        if first_start is None:
+            return OutputStartMode.JOB_START_TIME, None
+        start_time = first_start.start_time(self._now())
+        if start_time != first_start.requested_at:
+            self._log(
+                f"stream job {job.name}: the first start was asked for at "
+                f"{format_start_time(first_start.requested_at)}, longer ago than the input's retention; readings "
+                f"sent before {format_start_time(start_time)} have expired from Event Hubs"
+            )
+        return OutputStartMode.CUSTOM_TIME, start_time
 
     def stop(self, job_id: str, *, missing_ok: bool = False) -> Outcome:
         """Stop the job and wait until it is Stopped; nothing to do when it is Created, Stopped or Failed.
@@ -664,9 +752,11 @@ class StreamJobClient:
             f"{self._start_timeout:.0f} s, the last one {ended}. On a first deployment this is usually the job's "
             "managed identity role grants (Event Hubs Data Receiver on the hub, Storage Blob Data Contributor on the "
             "output account) not yet in effect: Azure RBAC changes can take up to 10 minutes. Check the grants and "
-            "the job's Activity log in the Azure portal, then re-run `pulumi up` (or start the job by hand: "
-            f"Start-AzStreamAnalyticsJob -ResourceGroupName {job.resource_group} -Name {job.name} "
-            "-OutputStartMode LastOutputEventTime, or JobStartTime if it never produced output)."
+            "the job's Activity log in the Azure portal, then re-run `pulumi up`: a job that never produced output "
+            "then starts at the time the first start was asked for (kept in Pulumi state), within Event Hubs "
+            "retention. (By hand: Start-AzStreamAnalyticsJob -ResourceGroupName "
+            f"{job.resource_group} -Name {job.name} -OutputStartMode LastOutputEventTime, or CustomTime with "
+            "-OutputStartTime at that time if it never produced output.)"
         )
 
 

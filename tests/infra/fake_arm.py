@@ -7,7 +7,12 @@ ARMPolling against canned ARM answers:
 * start/stop answer 202 with a ``Location`` header (and ``Azure-AsyncOperation`` when asked); polling that URL answers
   202 ``polls`` times, then 200 once the operation is done (or the ARM error when it failed);
 * meanwhile the job is Starting/Stopping and a start/stop sent then is refused with 409 Conflict;
-* a start can end Failed a number of times first (RBAC grants not yet in effect);
+* a start can end Failed a number of times first (RBAC grants not yet in effect), or its POST be answered with an
+  error status (e.g. 500) a number of times;
+* a start's body is checked as the 2020-03-01 spec describes it: ``outputStartMode`` one of JobStartTime, CustomTime,
+  LastOutputEventTime; ``outputStartTime`` (ISO-8601) required with CustomTime and only with it; LastOutputEventTime
+  refused on a job without output (our assumption: the docs say the option "is available when the job was previously
+  started");
 * inputs, outputs, functions and transformations are PUT (201 created, 200 replaced) and inputs/outputs/functions
   DELETEd (200, 204 when gone); the job is PATCHed (its properties merged, its tags replaced); all of them as in the
   2020-03-01 REST spec;
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -89,6 +95,7 @@ class FakeArm(BaseAdapter):
     last_output_event_time: str | None = None
     polls: int = 1  # 202 answers from the operation URL before the operation is done
     failed_starts: int = 0  # the next N starts end with the job Failed
+    start_errors: list[int] = field(default_factory=list)  # statuses answered (one each) to the next start POSTs
     conflicts: int = 0  # the next N start/stop requests are refused with 409 whatever the state
     settle_after: int = 0  # GETs of the job after which a transitional state settles...
     settles_to: str | None = None  # ...into this state
@@ -104,6 +111,7 @@ class FakeArm(BaseAdapter):
     async_operation: bool = False  # also send Azure-AsyncOperation (polled first, then the Location)
     transient: list[int] = field(default_factory=list)  # statuses answered (one each) before anything else
     clock: FakeClock = field(default_factory=FakeClock)
+    wall: datetime = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)  # the wall-clock time when the fake clock reads 0
     calls: list[Call] = field(default_factory=list)
     operations: dict[str, Operation] = field(default_factory=dict)
 
@@ -142,9 +150,14 @@ class FakeArm(BaseAdapter):
             "polling_interval": 10.0,
             "retry_backoff_factor": 0.0,
             "log": lambda _msg: None,
+            "now": self.now,
         }
         options |= kwargs
         return StreamJobClient(transport=self.transport(), sleep=self.clock.sleep, clock=self.clock, **options)
+
+    def now(self) -> datetime:
+        """The wall-clock time: ``wall`` plus however long the client has (fake-)slept."""
+        return self.wall + timedelta(seconds=self.clock.now)
 
     # --- ARM ------------------------------------------------------------------------------------------------------
 
@@ -220,8 +233,13 @@ class FakeArm(BaseAdapter):
             return 403, _denied("start/action"), {}
         if refused := self._conflict():
             return refused
+        if self.start_errors:
+            status = self.start_errors.pop(0)
+            return status, _error("InternalServerError", "An internal error occurred; try again."), {}
         if self.state in {"Running", "Degraded"}:
             return 409, _error("Conflict", NOT_VALID_STATE), {}
+        if refused := _invalid_start(body):
+            return 400, _error("BadRequest", refused), {}
         if body.get("outputStartMode") == "LastOutputEventTime" and not self.last_output_event_time:
             return 400, _error("BadRequest", "LastOutputEventTime needs a job that has produced output."), {}
         fails = self.failed_starts > 0
@@ -298,6 +316,21 @@ class FakeArm(BaseAdapter):
             else:
                 labels.append(f"{call.method} {call.path}")
         return labels
+
+
+def _invalid_start(body: dict[str, Any]) -> str | None:
+    """What is wrong with a start body (StartStreamingJobParameters, api 2020-03-01), or None."""
+    mode, start_time = body.get("outputStartMode", "JobStartTime"), body.get("outputStartTime")
+    if mode not in {"JobStartTime", "CustomTime", "LastOutputEventTime"}:
+        return f"Unknown outputStartMode {mode!r}."
+    if (mode == "CustomTime") != (start_time is not None):
+        return "outputStartTime must have a value if and only if outputStartMode is CustomTime."
+    if start_time is not None:
+        try:
+            datetime.fromisoformat(str(start_time).replace("Z", "+00:00"))
+        except ValueError:
+            return f"outputStartTime {start_time!r} is not an ISO-8601 time stamp."
+    return None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -40,7 +40,12 @@ class Holder:
         return key is not None and other.inputs.get(key) == self.resource.outputs["name"]
 
 
-OBSERVERS = ("azure-native:monitor:", "azure-native:operationalinsights:")
+OBSERVERS = (
+    "azure-native:monitor:",
+    "azure-native:operationalinsights:",
+    # Records when the job's first start was asked for (infra/stream_job.py); it names the job, never calls it.
+    "pulumi-python:dynamic/batchscoring:StreamJobFirstStart",
+)
 
 
 def holders(mocks: Mocks) -> Iterator[Holder]:
@@ -114,6 +119,7 @@ def test_the_stream_job_deployment_waits_for_the_job_its_grants_and_everything_i
         mocks.one("azure-native:storage:StorageAccount"),
         mocks.one(ASSIGNMENT, "stream-access-read-events"),
         mocks.one(ASSIGNMENT, "stream-access-write-aggregates"),
+        mocks.one("pulumi-python:dynamic/batchscoring:StreamJobFirstStart"),  # the time its first start starts at
     ]
     missing = [r.name for r in parts if r.urn not in run.dependencies]
     assert not missing, f"the stream job deployment may run before {missing}"

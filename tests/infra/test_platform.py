@@ -27,6 +27,7 @@ EXPECTED_RESOURCES = {
     "azure-native:eventhub:ConsumerGroup": 1,
     "azure-native:streamanalytics:StreamingJob": 1,
     "pulumi-python:dynamic/batchscoring:StreamJobDeployment": 1,  # the job's inputs, outputs, query and settings
+    "pulumi-python:dynamic/batchscoring:StreamJobFirstStart": 1,  # when its first start was asked for
     # Pauses where Azure is eventually consistent (infra/wait.py): the scorer's and the submitter's grants taking
     # effect, the custom role replicating.
     "pulumi-python:dynamic/batchscoring:Wait": 3,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from infra.stream_job import StreamJobDeployment, StreamJobDeploymentProvider
 from infra.stream_job_client import (
     ARM_SP_SOURCE,
     DEFAULT_SOURCE,
+    FirstStart,
     Outcome,
+    OutputStartMode,
     StreamJobAccessDeniedError,
     StreamJobError,
     StreamJobGrantsNotEffectiveError,
@@ -32,6 +35,7 @@ from infra.stream_job_client import (
     StreamJobTimeoutError,
     deployer_credential,
     job_id_from_resource_id,
+    parse_job_id,
 )
 from tests.infra.fake_arm import GROUP, INPUT_ID, JOB_ID, LAST_OUTPUT, OUTPUT_ID, FakeArm
 from workloads.common.shards import partition_udf
@@ -180,6 +184,111 @@ def test_a_start_that_keeps_failing_gives_up_within_the_bound(arm: FakeArm) -> N
     assert f"{attempts} start attempt(s)" in message
     assert 3 <= attempts <= 8
     assert arm.clock.now <= 600.0 + 10.0 * 3  # the bound, give or take the last attempt's own polling
+
+
+# --- the first start without a gap ------------------------------------------------------------------------------
+
+RECORDED = "2026-12-02T07:00:00Z"  # when the deployment first asked for a start (FakeArm.wall)
+CUSTOM_START = {"outputStartMode": "CustomTime", "outputStartTime": RECORDED}
+
+
+def first_start_props(retention_days: int | None = 1, **parts: Any) -> dict[str, Any]:
+    """The deployment's props as the program sends them: the marker's recorded time and the hub's retention."""
+    return {**props(**parts), "first_start_time": RECORDED, "input_retention_days": retention_days}
+
+
+def test_the_first_start_is_recorded_once_per_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = stream_job.StreamJobFirstStartProvider()
+    monkeypatch.setattr(stream_job, "wall_clock", lambda: datetime(2026, 12, 2, 7, 0, 0, 700000, tzinfo=UTC))
+    created = provider.create({"job_id": JOB_ID})
+    assert created.outs == {"job_id": JOB_ID, "requested_at": RECORDED}
+    olds = {**created.outs, "__provider": "..."}
+    # A later `pulumi up` keeps it (that is the point); only a new job (azure-native replaced it) gets a new one.
+    same = provider.diff(created.id, olds, {"job_id": JOB_ID})
+    assert (same.changes, same.replaces) == (False, [])
+    other = provider.diff(created.id, olds, {"job_id": JOB_ID.replace("asa-", "asa2-")})
+    assert (other.changes, other.replaces) == (True, ["job_id"])
+
+
+@pytest.mark.parametrize("failure", ["job-failed", "http-500"])
+def test_a_failed_first_start_is_followed_by_a_start_at_the_recorded_time(
+    arm: FakeArm, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Issue 8's gap: a job that never produced output used to restart at JobStartTime, losing every reading sent
+    before. The first `pulumi up` fails to start the job; the next one, two hours later, starts it at the time the
+    first one asked for a start, not at its own."""
+    monkeypatch.setattr(stream_job, "client_factory", lambda: arm.client(start_timeout=120.0))
+    if failure == "job-failed":
+        arm.failed_starts = 1000  # the grants never took effect within the first `pulumi up`
+        expected: type[Exception] = StreamJobStartFailedError
+    else:
+        arm.start_errors = [500] * 6  # the start POST answered 500, beyond azure-core's retries (5)
+        expected = StreamJobError
+    with pytest.raises(expected):
+        StreamJobDeploymentProvider().create(first_start_props())
+    first = [c.body for c in arm.of("POST", "/start")]
+    assert first and all(body == CUSTOM_START for body in first)
+    assert arm.last_output_event_time is None and arm.state in {"Failed", "Created"}
+
+    # The failed create left no deployment in state; the marker (created before it) kept the time. Two hours later:
+    arm.calls.clear()
+    arm.failed_starts, arm.start_errors = 0, []
+    arm.clock.now += 2 * 3600
+    result = StreamJobDeploymentProvider().create(first_start_props())
+    (start,) = arm.of("POST", "/start")
+    assert start.body == {"outputStartMode": "CustomTime", "outputStartTime": "2026-12-02T07:00:00Z"}
+    assert arm.state == "Running"
+    assert result.outs is not None
+    assert result.outs["first_start_time"] == RECORDED and result.outs["last_action"].endswith("started:CustomTime")
+
+
+def test_an_update_of_a_job_that_never_produced_output_starts_at_the_recorded_time(arm: FakeArm) -> None:
+    """The deployment is in state but the job stopped (failed, or a config change) before its first output: the
+    update restarts it at the recorded time too, not at JobStartTime."""
+    arm.state = "Failed"
+    arm.clock.now += 6 * 3600
+    olds = {**first_start_props(), "last_action": "started:CustomTime"}
+    assert StreamJobDeploymentProvider().diff("x", olds, first_start_props()).changes is True  # idle: update
+    result = StreamJobDeploymentProvider().update("x", olds, first_start_props())
+    assert [c.body for c in arm.of("POST", "/start")] == [CUSTOM_START]
+    assert result.outs is not None and result.outs["last_action"] == "started:CustomTime"
+    # The same after a definition change (stop, put, start).
+    arm.calls.clear()
+    arm.state = "Running"
+    new = first_start_props(definition=changed(transformation=stream_job.transformation("aggregate", "SELECT 2", 1)))
+    StreamJobDeploymentProvider().update("x", olds, new)
+    assert writes(arm) == ["POST stop", "PUT transformations/aggregate", "POST start"]
+    assert [c.body for c in arm.of("POST", "/start")] == [CUSTOM_START]
+
+
+def test_once_the_job_has_produced_output_it_restarts_from_the_last_output(arm: FakeArm) -> None:
+    arm.state, arm.last_output_event_time = "Stopped", LAST_OUTPUT
+    StreamJobDeploymentProvider().update("x", first_start_props(), first_start_props())
+    assert [c.body for c in arm.of("POST", "/start")] == [{"outputStartMode": "LastOutputEventTime"}]
+
+
+def test_a_first_start_older_than_the_retention_starts_where_the_readings_still_are(arm: FakeArm) -> None:
+    """Readings older than the hub's retention are gone anyway; the start time is moved inside it (10 min margin)."""
+    arm.clock.now += 3 * 86400  # three days after the recorded time, with one day of retention
+    logged: list[str] = []
+    with arm.client(log=logged.append) as client:
+        first_start = FirstStart(datetime(2026, 12, 2, 7, 0, tzinfo=UTC), timedelta(days=1))
+        assert client.ensure_running(JOB_ID, first_start) is Outcome.STARTED_CUSTOM_TIME
+    (start,) = arm.of("POST", "/start")
+    assert start.body == {"outputStartMode": "CustomTime", "outputStartTime": "2026-12-04T07:10:00Z"}
+    assert any("have expired from Event Hubs" in line for line in logged)
+    # Within the retention, the recorded time is kept as it is.
+    assert FirstStart(datetime(2026, 12, 2, 7, 0, tzinfo=UTC), timedelta(days=3)).start_time(
+        datetime(2026, 12, 4, 7, 0, tzinfo=UTC)
+    ) == datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
+
+
+def test_the_fake_refuses_a_custom_start_without_its_time(arm: FakeArm) -> None:
+    with arm.client() as client:
+        with pytest.raises(ValueError, match="outputStartTime"):
+            client.begin_start(JOB_ID, OutputStartMode.CUSTOM_TIME)
+        with pytest.raises(StreamJobError, match="outputStartTime must have a value"):
+            client._begin(parse_job_id(JOB_ID), "start", {"outputStartMode": "CustomTime"})
 
 
 # --- stopping ----------------------------------------------------------------------------------------------------
@@ -471,6 +580,8 @@ def test_update_with_a_changed_query_stops_puts_only_the_transformation_and_rest
     assert result.outs == {
         "job_id": JOB_ID,
         "definition": new,
+        "first_start_time": None,
+        "input_retention_days": None,
         "last_action": "stopped; put transformation aggregate; started:LastOutputEventTime",
     }
 
@@ -840,17 +951,23 @@ def test_stream_job_deployment_is_a_dynamic_resource_taking_the_job_id_and_defin
     @pulumi.runtime.test
     def program() -> pulumi.Output[None]:
         run = StreamJobDeployment(
-            "ingest-run", job_id=pulumi.Output.from_input(JOB_ID), definition=pulumi.Output.from_input(DEFINITION)
+            "ingest-run",
+            job_id=pulumi.Output.from_input(JOB_ID),
+            definition=pulumi.Output.from_input(DEFINITION),
+            input_retention_days=3,
         )
 
         def check(values: list[Any]) -> None:
-            (recorded,) = mocks.resources
+            marker, recorded = mocks.resources
+            assert marker.typ == "pulumi-python:dynamic/batchscoring:StreamJobFirstStart"
+            assert marker.name == "ingest-run-first-start" and marker.inputs["job_id"] == JOB_ID
             assert recorded.typ == "pulumi-python:dynamic/batchscoring:StreamJobDeployment"
             assert recorded.inputs["job_id"] == JOB_ID
             assert recorded.inputs["definition"] == DEFINITION
+            assert recorded.inputs["input_retention_days"] == 3
             assert "__provider" in recorded.inputs
-            assert values == [JOB_ID, DEFINITION]
+            assert values == [JOB_ID, DEFINITION, 3]
 
-        return pulumi.Output.all(run.job_id, run.definition).apply(check)
+        return pulumi.Output.all(run.job_id, run.definition, run.input_retention_days).apply(check)
 
     program()
