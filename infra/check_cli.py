@@ -48,6 +48,8 @@ def run_check(
         print("Azure would refuse these names:\n  " + "\n  ".join(problems), file=err)
         return 2
     print(f"{stack_file}: valid ({project}/{stack}, {config.location}).", file=out)
+    # What `pulumi up` will declare for the fleet the stack names (workloads/capacity/sizing.py), and why.
+    print("Ingestion sized for the fleet:\n  " + "\n  ".join(config.sizing.notes), file=out)
     if offline:
         print("Offline: subscription not checked (run without --offline, logged in, to check it).", file=out)
         return 0

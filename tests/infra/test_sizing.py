@@ -237,10 +237,10 @@ def test_overrides_that_carry_the_load_replace_the_sizing() -> None:
             {"eventHubsTier": "Premium", "eventHubsThroughputUnits": 2},
             "batchscoring:eventHubsThroughputUnits: 2 does not apply to an Event Hubs Premium namespace",
         ),
-        ({"pairs": 1_000_000}, "batchscoring:pairs: 1,000,000 pairs (1,000,000 devices x 1 sensors"),
+        ({"pairs": 1_000_000}, "batchscoring:pairs: 1,000,000 pairs (1,000,000 devices x 1 sensor"),
         (
             {"pairs": 1_000_000, "eventHubsTier": "Standard"},
-            "batchscoring:eventHubsTier: 1,000,000 pairs (1,000,000 devices x 1 sensors, one reading per message) "
+            "batchscoring:eventHubsTier: 1,000,000 pairs (1,000,000 devices x 1 sensor, one reading per message) "
             "every 10 s: 100,000 events/s, 10.00 MB/s needs 150 throughput units",
         ),
         (
@@ -338,3 +338,16 @@ def test_the_readme_shows_the_sizing_table() -> None:
     assert sizing_table(reference_loads()) in readme, (
         "update README, Sizing from the fleet: python -m workloads.capacity.sizing"
     )
+
+
+def test_the_offline_check_prints_the_sizing() -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from infra.check_cli import app
+
+    result = CliRunner().invoke(app, [str(Path(__file__).parents[2] / "Pulumi.prod.yaml"), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert "Ingestion sized for the fleet:\n  load: 100,000 pairs" in result.output
+    assert "Event Hubs Standard: 15 TUs" in result.output and "override: partitions 16" in result.output

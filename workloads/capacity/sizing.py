@@ -250,7 +250,8 @@ def _describe(load: FleetLoad) -> str:
         else f"{load.readings_per_message} readings per message"
     )
     return (
-        f"{load.pairs:,} pairs ({load.devices:,} devices x {load.sensors_per_device} sensors, {shape}) every "
+        f"{load.pairs:,} pairs ({load.devices:,} devices x {load.sensors_per_device} "
+        f"sensor{'s' if load.sensors_per_device > 1 else ''}, {shape}) every "
         f"{load.reading_interval_seconds:g} s: {load.events_per_second:,.0f} events/s, "
         f"{load.ingress_bytes_per_second / 1e6:,.2f} MB/s"
     )
