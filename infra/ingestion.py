@@ -239,8 +239,8 @@ class StreamJobIO(pulumi.ComponentResource):
 def _namespace_capacity(args: IngestionArgs) -> dict[str, Any]:
     """The namespace's sku and auto-inflate inputs. Standard: capacity is the base throughput units and auto-inflate
     raises them up to the maximum when ingress needs it ("Automatically scale up Azure Event Hubs throughput units",
-    learn.microsoft.com/azure/event-hubs/event-hubs-auto-inflate: it never scales down, the next `pulumi up` sets the
-    base again). Premium: capacity is the processing units; auto-inflate is Standard's only."""
+    learn.microsoft.com/azure/event-hubs/event-hubs-auto-inflate: it never scales down; `pulumi up --refresh` sets
+    the base again). Premium: capacity is the processing units; auto-inflate is Standard's only."""
     if args.event_hubs_tier == "Premium":
         return {
             "sku": eventhub.SkuArgs(

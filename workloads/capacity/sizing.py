@@ -268,7 +268,7 @@ def size_for(
 
     Standard is chosen while its 40 TUs carry the load (cheaper, and throttled at known figures); the base capacity
     carries the load with margin, and auto-inflate may double it, up to 40, for a catch-up after an outage (it only
-    scales up; the next ``pulumi up`` sets the base again). Above that, Premium at the planning figures. ``tier``
+    scales up; ``pulumi up --refresh`` sets the base again). Above that, Premium at the planning figures. ``tier``
     forces one (an override)."""
     need = needs_of(load, margin, su_events_per_second=su_events_per_second)
     notes = [
