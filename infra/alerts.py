@@ -1,10 +1,12 @@
 """The platform's alert rules as data: what each watches, its threshold and why, before any resource exists.
 
 Kept apart from the resources (``infra/monitoring.py``) so that the rules, and the query text of the log
-rules above all, can be read and tested as plain values. Metric names are the REST names of Azure Monitor's
-supported metrics: Microsoft.StreamAnalytics/streamingjobs ``Errors`` (runtime errors) and
-``OutputWatermarkDelaySeconds``; Microsoft.Logic/workflows ``RunsFailed``; Microsoft.Batch/batchAccounts
-``TaskFailEvent``, ``PoolResizeStartEvent`` and ``PoolResizeCompleteEvent``
+rules above all, can be read and tested as plain values. Metric names are the REST names ("Name in REST API") of
+Azure Monitor's supported metrics: Microsoft.StreamAnalytics/streamingjobs (``STREAM_JOB_METRICS`` below,
+https://learn.microsoft.com/en-us/azure/azure-monitor/reference/supported-metrics/microsoft-streamanalytics-streamingjobs-metrics:
+all of them Count, aggregation Total, time grain PT1M, exportable by diagnostic settings, except
+``OutputWatermarkDelaySeconds``, Seconds, Average/Maximum/Minimum); Microsoft.Logic/workflows ``RunsFailed``;
+Microsoft.Batch/batchAccounts ``TaskFailEvent``, ``PoolResizeStartEvent`` and ``PoolResizeCompleteEvent``
 (learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/). The log rules read the workspace's
 ``AzureMetrics`` table (what the diagnostic settings export) and ``StorageBlobLogs`` (the blob service's
 resource logs). Neither table exists in a new workspace until its first rows arrive, so the log rules are
@@ -26,6 +28,27 @@ from workloads.common.layout import Container
 
 Severity = Literal[0, 1, 2, 3, 4]  # Azure Monitor: 0 critical ... 4 verbose
 
+STREAM_JOB_NAMESPACE = "Microsoft.StreamAnalytics/streamingjobs"
+LOGIC_NAMESPACE = "Microsoft.Logic/workflows"
+BATCH_NAMESPACE = "Microsoft.Batch/batchAccounts"
+
+# The stream job's metrics that count readings it did not aggregate, or could not write, with what each counts
+# (*Azure Stream Analytics job metrics*, https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-job-metrics,
+# and *Understand time handling*, https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-time-handling).
+# The submitter's report cannot read Azure Monitor; README "Monitoring and alerts" says how to list them per hour.
+STREAM_JOB_METRICS: dict[str, str] = {
+    "LateInputEvents": "Late Input Events: arrived later than the late-arrival tolerance; dropped (our "
+    "eventsOutOfOrderPolicy is Drop) or, under Adjust, re-timed",
+    "EarlyInputEvents": "Early Input Events: event time more than 5 minutes after arrival (a device clock ahead); "
+    '"All early arriving events are dropped"',
+    "DroppedOrAdjustedEvents": "Out of order Events: beyond the out-of-order tolerance; dropped or re-timed per the "
+    "policy",
+    "DeserializationError": "Input Deserialization Errors: messages that could not be read; never aggregated",
+    "ConversionErrors": "Data Conversion Errors: output rows that could not be written (outputErrorPolicy decides)",
+    "Errors": "Runtime Errors: query processing errors (it excludes errors found while ingesting events or outputting "
+    "results)",
+}
+
 
 @dataclass(frozen=True)
 class MetricRule:
@@ -41,6 +64,18 @@ class MetricRule:
     severity: Severity = 2
     window: str = "PT15M"
     frequency: str = "PT5M"
+    namespace: str | None = None  # the metric namespace: the scope's resource type
+
+
+@dataclass(frozen=True)
+class ActivityRule:
+    """An activity log alert on one resource: fires on each Activity log event whose fields equal ``conditions``
+    (activity log alerts have no severity or window: they fire per event, within minutes)."""
+
+    key: str
+    description: str
+    scope: pulumi.Input[str]
+    conditions: tuple[tuple[str, str], ...]  # (field, equals); one of them must be ``category``
 
 
 @dataclass(frozen=True)
@@ -86,8 +121,14 @@ due
 | summarize missed = count(), hours = make_list(hour)"""
 
 
-def stream_job_stopped_query(job_id: str, minutes: int = 30) -> str:
-    """No watermark sample for ``minutes``: a running job emits one every minute, a stopped or failed one none."""
+STREAM_JOB_SILENT_MINUTES = 15
+
+
+def stream_job_stopped_query(job_id: str, minutes: int = STREAM_JOB_SILENT_MINUTES) -> str:
+    """No watermark sample for ``minutes``: a running job emits one every minute (time grain PT1M), a stopped or
+    failed one none. 15 minutes: a deployment's own stop, write and start takes a few; the diagnostic export adds a
+    few more; run every 5 minutes, the rule fires 15-20 minutes after a job stopped by hand (a failed one is told at
+    once by the activity log rule, :func:`platform_activity_rules`)."""
     return f"""AzureMetrics
 | where TimeGenerated > ago({minutes}m)
 | where ResourceId =~ "{job_id}" and MetricName == "OutputWatermarkDelaySeconds"
@@ -114,11 +155,106 @@ class AlertTargets:
     scoring_since: pulumi.Output[str]  # the scheduler's createdTime: no hour before it is due
 
 
+def stream_job_drop_rules(job_id: pulumi.Input[str]) -> list[MetricRule]:
+    """Readings the job did not aggregate, or rows it could not write, told within minutes (issue 18).
+
+    Thresholds: any at all (``Total > 0``): a dropped reading is a silent loss otherwise, and the job's counts say
+    nothing about which device - the job's Execution resource logs (workspace table ``AzureDiagnostics``, category
+    ``Execution``) carry example events. Output errors page (severity 1, a 5-minute window evaluated every minute: told
+    within about 5 minutes): with ``outputErrorPolicy`` Stop the job retries the row "indefinitely ... all subsequent
+    events are blocked" (infra/ingestion.py says why Stop). Unreadable messages are the recommended "Input
+    deserialization errors > 0, Total" (*Set up alerts*, https://learn.microsoft.com/en-us/azure/stream-analytics/
+    stream-analytics-set-up-alerts, Scenarios to monitor), over 15 minutes every 5. Late, early and out-of-order
+    readings are warnings over an hour, evaluated every 15 minutes: one notification while it lasts, resolved when
+    an hour passes without (``autoMitigate``); a fleet with devices offline for longer than the late-arrival tolerance
+    keeps it raised, which is the point: their readings are being dropped. Its threshold is not a config key yet.
+    """
+
+    def rule(key: str, what: str, metric: str, severity: Severity, window: str, frequency: str) -> MetricRule:
+        return MetricRule(
+            key,
+            what,
+            job_id,
+            metric,
+            "Total",
+            "GreaterThan",
+            0,
+            severity=severity,
+            window=window,
+            frequency=frequency,
+            namespace=STREAM_JOB_NAMESPACE,
+        )
+
+    return [
+        rule(
+            "stream-job-output-errors",
+            "The stream job could not write output rows (ConversionErrors): with outputErrorPolicy Stop its output "
+            "is blocked until recovered (README runbook); readings wait in Event Hubs only for its retention",
+            "ConversionErrors",
+            1,
+            "PT5M",
+            "PT1M",
+        ),
+        rule(
+            "stream-job-deserialization-errors",
+            "The stream job could not read some messages (DeserializationError): their readings are not aggregated",
+            "DeserializationError",
+            2,
+            "PT15M",
+            "PT5M",
+        ),
+        rule(
+            "stream-job-late-events",
+            "Readings arrived later than the late-arrival tolerance (LateInputEvents) and were dropped",
+            "LateInputEvents",
+            2,
+            "PT1H",
+            "PT15M",
+        ),
+        rule(
+            "stream-job-early-events",
+            "Readings stamped more than 5 min after they arrived (EarlyInputEvents: a device clock ahead) were dropped",
+            "EarlyInputEvents",
+            2,
+            "PT1H",
+            "PT15M",
+        ),
+        rule(
+            "stream-job-out-of-order-events",
+            "Readings beyond the out-of-order tolerance (DroppedOrAdjustedEvents) were dropped",
+            "DroppedOrAdjustedEvents",
+            2,
+            "PT1H",
+            "PT15M",
+        ),
+    ]
+
+
+def platform_activity_rules(targets: AlertTargets) -> list[ActivityRule]:
+    """The stream job failed: *Set up alerts for Azure Stream Analytics jobs* recommends exactly this rule "for when
+    your job enters a failed state ... for all jobs": signal *All Administrative operations*, Event Level All, Status
+    Failed (https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-set-up-alerts). Condition fields
+    are the Activity log event's ("'resourceId', 'category', 'caller', 'level', 'operationName', 'resourceGroup',
+    'resourceProvider', 'status', 'subStatus', 'resourceType'", AlertRuleLeafCondition.field,
+    https://learn.microsoft.com/en-us/rest/api/monitor/activity-log-alerts/create-or-update); one must be the
+    category. A deployment's own failed start attempt fires it too (it is one)."""
+    return [
+        ActivityRule(
+            "stream-job-failed",
+            "The stream job failed (an administrative operation on it failed, or the job entered the Failed state): "
+            "no readings are aggregated until it is started again (README runbook)",
+            targets.stream_job_id,
+            (("category", "Administrative"), ("status", "Failed")),
+        )
+    ]
+
+
 def platform_rules(
     targets: AlertTargets, hour_deadline_minutes: int, watermark_alert_minutes: int
 ) -> tuple[list[MetricRule], list[LogRule]]:
-    """Every alert of the platform: the stream job stopped, failing or behind; a scheduled run failed; an hour
-    not scored in time; Batch tasks failed; the pool stuck resizing."""
+    """Every metric and log alert of the platform: the stream job stopped, failing, behind or dropping readings; a
+    scheduled run failed; an hour not scored in time; Batch tasks failed; the pool stuck resizing. (The job failed:
+    :func:`platform_activity_rules`.)"""
     metric_rules = [
         MetricRule(
             "stream-job-errors",
@@ -129,6 +265,7 @@ def platform_rules(
             "GreaterThan",
             0,
             severity=1,
+            namespace=STREAM_JOB_NAMESPACE,
         ),
         MetricRule(
             "stream-job-behind",
@@ -138,7 +275,9 @@ def platform_rules(
             "Maximum",
             "GreaterThan",
             watermark_alert_minutes * 60,
+            namespace=STREAM_JOB_NAMESPACE,
         ),
+        *stream_job_drop_rules(targets.stream_job_id),
         MetricRule(
             "scheduler-run-failed",
             "A scheduled submitter run failed (or found the previous one still running)",
@@ -149,6 +288,7 @@ def platform_rules(
             0,
             window="PT1H",
             frequency="PT15M",
+            namespace=LOGIC_NAMESPACE,
         ),
         MetricRule(
             "batch-tasks-failed",
@@ -160,6 +300,7 @@ def platform_rules(
             0,
             window="PT1H",
             frequency="PT15M",
+            namespace=BATCH_NAMESPACE,
         ),
     ]
     log_rules = [
@@ -174,12 +315,14 @@ def platform_rules(
         ),
         LogRule(
             "stream-job-stopped",
-            "The stream job emitted no watermark for 30 min: it is stopped or failed",
+            f"The stream job emitted no watermark for {STREAM_JOB_SILENT_MINUTES} min: it is stopped or failed",
             targets.stream_job_id.apply(stream_job_stopped_query),
             "samples",
             "LessThan",
             1,
             severity=1,
+            window="PT15M",
+            frequency="PT5M",
         ),
         LogRule(
             "pool-resize-stuck",

@@ -259,6 +259,10 @@ ARM_TYPES: dict[str, ArmType] = {
     "azure-native:monitor:ScheduledQueryRule": ArmType(
         "Microsoft.Insights/scheduledQueryRules", "2025-01-01-preview", "{ruleName}", TRACKED | {"kind", "identity"}
     ),
+    # azure-native's monitor.ActivityLogAlert uses api 2020-10-01 (its generated module says so).
+    "azure-native:monitor:ActivityLogAlert": ArmType(
+        "Microsoft.Insights/activityLogAlerts", "2020-10-01", "{activityLogAlertName}"
+    ),
     "azure-native:authorization:RoleDefinition": ArmType(
         "Microsoft.Authorization/roleDefinitions",
         "2022-05-01-preview",

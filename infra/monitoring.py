@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pulumi
 from pulumi_azure_native import applicationinsights, monitor, operationalinsights
 
-from infra.alerts import LogRule, MetricRule
+from infra.alerts import ActivityRule, LogRule, MetricRule
 
 METRIC_CRITERIA = "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
 # Names reserved for documentation (RFC 2606): a receiver there is a placeholder nobody reads.
@@ -71,6 +71,7 @@ class Watch:
     diagnostics: Sequence[Diagnostics]
     metric_rules: Sequence[MetricRule]
     log_rules: Sequence[LogRule]
+    activity_rules: Sequence[ActivityRule] = ()
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -111,6 +112,7 @@ class Monitoring(pulumi.ComponentResource):
         self.diagnostics: list[monitor.DiagnosticSetting] = []
         self.metric_alerts: dict[str, monitor.MetricAlert] = {}
         self.log_alerts: dict[str, monitor.ScheduledQueryRule] = {}
+        self.activity_alerts: dict[str, monitor.ActivityLogAlert] = {}
         self.register_outputs({"workspace_id": self.workspace.id})
 
     @property
@@ -159,6 +161,7 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         self.metric_alerts = {rule.key: self._metric_alert(name, rg, rule, child) for rule in watch.metric_rules}
+        self.activity_alerts = {rule.key: self._activity_alert(name, rg, rule, child) for rule in watch.activity_rules}
         # Log rules query what the diagnostic settings deliver: created after them.
         after = pulumi.ResourceOptions(parent=self, depends_on=self.diagnostics)
         location = self._args.location
@@ -186,6 +189,7 @@ class Monitoring(pulumi.ComponentResource):
                         criterion_type="StaticThresholdCriterion",
                         name=rule.key,
                         metric_name=rule.metric,
+                        metric_namespace=rule.namespace,
                         time_aggregation=rule.aggregation,
                         operator=rule.operator,
                         threshold=rule.threshold,
@@ -193,6 +197,32 @@ class Monitoring(pulumi.ComponentResource):
                 ],
             ),
             actions=[monitor.MetricAlertActionArgs(action_group_id=self.action_group.id)],
+            opts=opts,
+        )
+
+    def _activity_alert(
+        self, name: str, rg: pulumi.Input[str], rule: ActivityRule, opts: pulumi.ResourceOptions
+    ) -> monitor.ActivityLogAlert:
+        """An activity log alert: "Azure Activity Log Alert rules are supported on Global, West Europe and North
+        Europe regions" (ActivityLogAlert location, Activity Log Alerts - Create Or Update, api 2020-10-01); scoped to
+        the resource, whose id is a prefix of its events' resource ids."""
+        return monitor.ActivityLogAlert(
+            f"{name}-alert-{rule.key}",
+            activity_log_alert_name=f"{name}-{rule.key}",
+            resource_group_name=rg,
+            location="Global",
+            description=rule.description,
+            enabled=True,
+            scopes=[rule.scope],
+            condition=monitor.AlertRuleAllOfConditionArgs(
+                all_of=[
+                    monitor.AlertRuleAnyOfOrLeafConditionArgs(field=field, equals=equals)
+                    for field, equals in rule.conditions
+                ]
+            ),
+            actions=monitor.ActionListArgs(
+                action_groups=[monitor.ActionGroupArgs(action_group_id=self.action_group.id)]
+            ),
             opts=opts,
         )
 

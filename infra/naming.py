@@ -168,7 +168,7 @@ RULES: dict[str, NameRule] = {
         "Microsoft.ContainerInstance/containerGroups", 1, 63, r"[a-z0-9]+(-[a-z0-9]+)*", "resource group"
     ),
     "azure-native:logic:Workflow": NameRule("Microsoft.Logic/workflows", 1, 80, r"[A-Za-z0-9_.()-]+", "resource group"),
-    # Microsoft.Insights is on today's page (not in its 2020 revision): actionGroups, metricAlerts,
+    # Microsoft.Insights is on today's page (not in its 2020 revision): actionGroups, metricAlerts, activityLogAlerts,
     # scheduledQueryRules and diagnosticSettings 1-260, "Can't use" a few characters each.
     "azure-native:monitor:ActionGroup": NameRule(
         "Microsoft.Insights/actionGroups", 1, 260, r"[^:<>+/&%\\?|]+", "resource group"
@@ -178,6 +178,9 @@ RULES: dict[str, NameRule] = {
     ),
     "azure-native:monitor:ScheduledQueryRule": NameRule(
         "Microsoft.Insights/scheduledQueryRules", 1, 260, r"[^*<>%{}&:\\?/#|]+", "resource group"
+    ),
+    "azure-native:monitor:ActivityLogAlert": NameRule(
+        "Microsoft.Insights/activityLogAlerts", 1, 260, r"[^<>*%{}&:\\?+/#]+", "resource group"
     ),
     "azure-native:monitor:DiagnosticSetting": NameRule(
         "Microsoft.Insights/diagnosticSettings", 1, 260, r"[^*<>%:&?+/\\]+", "resource"

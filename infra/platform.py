@@ -7,7 +7,7 @@ from pulumi_azure_native import authorization, resources
 
 from infra import roles
 from infra.acr_token import TokenExchanger, exchange_token
-from infra.alerts import AlertTargets, platform_rules
+from infra.alerts import AlertTargets, platform_activity_rules, platform_rules
 from infra.batch import BatchCompute, BatchComputeArgs, PoolImage
 from infra.config import PlatformConfig
 from infra.identity import (
@@ -289,16 +289,13 @@ class BatchScoringPlatform(pulumi.ComponentResource):
             child,
         )
         self.access = [scorer_access, submitter_access, stream_access, self.scheduler.access]
-        metric_rules, log_rules = platform_rules(
-            AlertTargets(
-                self.ingestion.job.id,
-                self.scheduler.workflow.id,
-                self.batch.account.id,
-                scoring_since=self.scheduler.workflow.created_time,
-            ),
-            config.hour_deadline_minutes,
-            config.watermark_alert_minutes,
+        targets = AlertTargets(
+            self.ingestion.job.id,
+            self.scheduler.workflow.id,
+            self.batch.account.id,
+            scoring_since=self.scheduler.workflow.created_time,
         )
+        metric_rules, log_rules = platform_rules(targets, config.hour_deadline_minutes, config.watermark_alert_minutes)
         self.monitoring.watch(
             Watch(
                 action_group_name=names.action_group,
@@ -319,6 +316,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 ],
                 metric_rules=metric_rules,
                 log_rules=log_rules,
+                activity_rules=platform_activity_rules(targets),
             )
         )
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.alerts import hour_not_scored_query, pool_resize_stuck_query, stream_job_stopped_query
+from infra.alerts import STREAM_JOB_METRICS, hour_not_scored_query, pool_resize_stuck_query, stream_job_stopped_query
 from infra.config import ConfigError, parse_config
 from infra.monitoring import placeholder_receivers
 from tests.infra.conftest import WORKFLOW_CREATED, Deploy, Deployment
@@ -20,6 +20,8 @@ DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
 ACTION_GROUP = "azure-native:monitor:ActionGroup"
 METRIC_ALERT = "azure-native:monitor:MetricAlert"
 LOG_ALERT = "azure-native:monitor:ScheduledQueryRule"
+ACTIVITY_ALERT = "azure-native:monitor:ActivityLogAlert"
+ASA = "Microsoft.StreamAnalytics/streamingjobs"
 
 
 def mock_id(typ: str, name: str) -> str:
@@ -93,19 +95,128 @@ def test_each_metric_alert_watches_its_signal_with_its_threshold(deploy: Deploy)
         (criterion,) = alert["criteria"]["allOf"]
         assert alert["criteria"]["odataType"] == "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
         assert alert["actions"] == [{"actionGroupId": known["action_group"]}] and alert["enabled"]
+        assert alert["autoMitigate"] is True and alert["location"] == "global"
+        assert criterion["criterionType"] == "StaticThresholdCriterion"
         summary[key] = (
             alert["scopes"],
+            criterion["metricNamespace"],
             criterion["metricName"],
             criterion["timeAggregation"],
             criterion["operator"],
             criterion["threshold"],
+            alert["severity"],
+            alert["windowSize"],
+            alert["evaluationFrequency"],
         )
+    job = [known["job"]]
     assert summary == {
-        "stream-job-errors": ([known["job"]], "Errors", "Total", "GreaterThan", 0),
-        "stream-job-behind": ([known["job"]], "OutputWatermarkDelaySeconds", "Maximum", "GreaterThan", 1200),
-        "scheduler-run-failed": ([known["workflow"]], "RunsFailed", "Total", "GreaterThan", 0),
-        "batch-tasks-failed": ([known["batch"]], "TaskFailEvent", "Total", "GreaterThan", 0),
+        "stream-job-errors": (job, ASA, "Errors", "Total", "GreaterThan", 0, 1, "PT15M", "PT5M"),
+        "stream-job-behind": (
+            job,
+            ASA,
+            "OutputWatermarkDelaySeconds",
+            "Maximum",
+            "GreaterThan",
+            1200,
+            2,
+            "PT15M",
+            "PT5M",
+        ),
+        # Issue 18: nothing dropped without saying so. Output errors page within ~5 min (Stop blocks the output).
+        "stream-job-output-errors": (job, ASA, "ConversionErrors", "Total", "GreaterThan", 0, 1, "PT5M", "PT1M"),
+        "stream-job-deserialization-errors": (
+            job,
+            ASA,
+            "DeserializationError",
+            "Total",
+            "GreaterThan",
+            0,
+            2,
+            "PT15M",
+            "PT5M",
+        ),
+        "stream-job-late-events": (job, ASA, "LateInputEvents", "Total", "GreaterThan", 0, 2, "PT1H", "PT15M"),
+        "stream-job-early-events": (job, ASA, "EarlyInputEvents", "Total", "GreaterThan", 0, 2, "PT1H", "PT15M"),
+        "stream-job-out-of-order-events": (
+            job,
+            ASA,
+            "DroppedOrAdjustedEvents",
+            "Total",
+            "GreaterThan",
+            0,
+            2,
+            "PT1H",
+            "PT15M",
+        ),
+        "scheduler-run-failed": (
+            [known["workflow"]],
+            "Microsoft.Logic/workflows",
+            "RunsFailed",
+            "Total",
+            "GreaterThan",
+            0,
+            2,
+            "PT1H",
+            "PT15M",
+        ),
+        "batch-tasks-failed": (
+            [known["batch"]],
+            "Microsoft.Batch/batchAccounts",
+            "TaskFailEvent",
+            "Total",
+            "GreaterThan",
+            0,
+            2,
+            "PT1H",
+            "PT15M",
+        ),
     }
+
+
+def test_every_stream_job_metric_alerted_on_is_a_documented_one(deploy: Deploy) -> None:
+    """Names from Azure Monitor's supported metrics for Microsoft.StreamAnalytics/streamingjobs ("Name in REST
+    API"): a misspelt one would be refused at creation, or worse, never fire."""
+    documented = {
+        "AMLCalloutFailedRequests",
+        "AMLCalloutInputEvents",
+        "AMLCalloutRequests",
+        "ConversionErrors",
+        "DeserializationError",
+        "DroppedOrAdjustedEvents",
+        "EarlyInputEvents",
+        "Errors",
+        "InputEventBytes",
+        "InputEvents",
+        "InputEventsSourcesBacklogged",
+        "InputEventsSourcesPerSecond",
+        "LateInputEvents",
+        "OutputEvents",
+        "OutputWatermarkDelaySeconds",
+        "ProcessCPUUsagePercentage",
+        "ResourceUtilization",
+    }
+    assert set(STREAM_JOB_METRICS) <= documented
+    used = {
+        a.inputs["criteria"]["allOf"][0]["metricName"]
+        for a in deploy().mocks.of_type(METRIC_ALERT)
+        if a.inputs["criteria"]["allOf"][0]["metricNamespace"] == ASA
+    }
+    assert used <= documented
+    assert set(STREAM_JOB_METRICS) <= used | {"Errors"}  # every counter the README lists is alerted on
+
+
+def test_a_failed_stream_job_is_told_by_an_activity_log_alert(deploy: Deploy) -> None:
+    """Set up alerts for Azure Stream Analytics jobs: "All Administrative operations", Status Failed, on the job."""
+    deployment = deploy()
+    known = ids(deployment)
+    (alert,) = deployment.mocks.of_type(ACTIVITY_ALERT)
+    inputs = alert.inputs
+    assert alert.name.endswith("alert-stream-job-failed")
+    assert inputs["scopes"] == [known["job"]] and inputs["enabled"] and inputs["location"] == "Global"
+    assert inputs["condition"] == {
+        "allOf": [{"field": "category", "equals": "Administrative"}, {"field": "status", "equals": "Failed"}]
+    }
+    assert inputs["actions"] == {"actionGroups": [{"actionGroupId": known["action_group"]}]}
 
 
 def test_each_log_alert_queries_the_workspace_after_its_data_is_wired(deploy: Deploy) -> None:
@@ -131,6 +242,10 @@ def test_each_log_alert_queries_the_workspace_after_its_data_is_wired(deploy: De
         "stream-job-stopped": (stream_job_stopped_query(known["job"]), "samples", "LessThan", 1),
         "pool-resize-stuck": (pool_resize_stuck_query(known["batch"]), "stuck", "GreaterThan", 0),
     }
+    # A job stopped by hand is told within 15-20 min: 15 silent minutes, evaluated every 5.
+    stopped = alerts["stream-job-stopped"].inputs
+    assert (stopped["windowSize"], stopped["evaluationFrequency"], stopped["severity"]) == ("PT15M", "PT5M", 1)
+    assert "ago(15m)" in stopped["criteria"]["allOf"][0]["query"]
 
 
 def test_log_alerts_can_be_created_before_their_tables_have_rows(deploy: Deploy) -> None:

@@ -29,6 +29,7 @@ NAME_INPUT = {
     "azure-native:monitor:ActionGroup": "actionGroupName",
     "azure-native:monitor:MetricAlert": "ruleName",
     "azure-native:monitor:ScheduledQueryRule": "ruleName",
+    "azure-native:monitor:ActivityLogAlert": "activityLogAlertName",
     "azure-native:monitor:DiagnosticSetting": "name",
     "azure-native:network:VirtualNetwork": "virtualNetworkName",
     "azure-native:network:Subnet": "subnetName",

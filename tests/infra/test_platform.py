@@ -42,7 +42,8 @@ EXPECTED_RESOURCES = {
     "azure-native:operationalinsights:Workspace": 1,
     "azure-native:monitor:DiagnosticSetting": 5,  # Batch, stream job, Logic App, blob service, Event Hubs
     "azure-native:monitor:ActionGroup": 1,
-    "azure-native:monitor:MetricAlert": 4,
+    "azure-native:monitor:MetricAlert": 9,  # 4 + the stream job's output errors and dropped readings (issue 18)
+    "azure-native:monitor:ActivityLogAlert": 1,  # the stream job failed
     "azure-native:monitor:ScheduledQueryRule": 3,
 }
 
