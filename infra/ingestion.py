@@ -138,6 +138,19 @@ class Ingestion(pulumi.ComponentResource):
             "eventsLateArrivalMaxDelayInSeconds": late,
             "eventsOutOfOrderMaxDelayInSeconds": min(late, ASA_MAX_OUT_OF_ORDER_SECONDS),
             "eventsOutOfOrderPolicy": streamanalytics.EventsOutOfOrderPolicy.DROP.value,
+            # Stop, not Drop (issue 18; README "Stream job runbook"). The policy governs "only ... data conversion
+            # errors that occur when the output event ... does not conform to the schema of the target sink" (not
+            # malformed input: unreadable messages are skipped and counted as DeserializationError, whatever the
+            # policy). Drop: "Azure Stream Analytics will drop any output event that results in a data conversion
+            # error. The dropped events cannot be recovered for reprocessing later" - an aggregate row, i.e. one
+            # device's window, lost for good. The API's Stop is what the page calls Retry (the page names Retry and
+            # Drop, the API Stop and Drop; the mapping is our reading): the job "retries writing the event
+            # indefinitely ... all subsequent events are blocked" - it does not stop; the whole output waits, and the
+            # readings wait in Event Hubs for its retention. Nothing is lost while someone acts within it: the
+            # stream-job-output-errors alert (ConversionErrors, within ~5 min, infra/alerts.py), stream-job-behind
+            # and hour-not-scored tell them, and the runbook recovers from LastOutputEventTime (or drops the one
+            # bad row on purpose, counted). A blocked hour is re-scored when it settles; a dropped row is never seen.
+            # https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-output-error-policy
             "outputErrorPolicy": streamanalytics.OutputErrorPolicy.STOP.value,
             "tags": tags,
         }
