@@ -69,7 +69,8 @@ def arm(monkeypatch: pytest.MonkeyPatch) -> FakeArm:
 # --- starting ----------------------------------------------------------------------------------------------------
 
 
-def test_first_start_uses_job_start_time(arm: FakeArm) -> None:
+def test_without_a_recorded_first_start_a_job_without_output_starts_at_job_start_time(arm: FakeArm) -> None:
+    """The client alone, or a deployment state from before StreamJobFirstStart: the documented default."""
     with arm.client() as client:
         assert client.ensure_running(JOB_ID) is Outcome.STARTED_JOB_START_TIME
     (start,) = arm.of("POST", "/start")
