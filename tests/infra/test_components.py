@@ -477,3 +477,16 @@ def test_the_wait_provider_pickles_with_the_real_sleep() -> None:
     from infra.wait import WaitProvider
 
     assert pickle.loads(pickle.dumps(WaitProvider()))._sleep is time.sleep
+
+
+def test_the_first_start_is_bounded_by_the_hubs_retention(deploy: Deploy) -> None:
+    """The deployment starts a job without output at the time its marker recorded, no earlier than the Event Hub
+    holds readings: it is told the hub's own retention, and waits for the marker (infra/stream_job.py)."""
+    mocks = deploy(eventHubRetentionDays=3).mocks
+    hub = mocks.inputs("azure-native:eventhub:EventHub")
+    run = mocks.one(DEPLOYMENT)
+    marker = mocks.one("pulumi-python:dynamic/batchscoring:StreamJobFirstStart")
+    assert hub["messageRetentionInDays"] == 3 and run.inputs["input_retention_days"] == 3
+    job = mocks.one("azure-native:streamanalytics:StreamingJob")
+    assert marker.inputs["job_id"] == run.inputs["job_id"] == f"/mock/{job.typ}/{job.name}"
+    assert marker.urn in run.dependencies
