@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from infra.alerts import STREAM_JOB_METRICS, hour_not_scored_query, pool_resize_
 from infra.config import ConfigError, parse_config
 from infra.monitoring import placeholder_receivers
 from tests.infra.conftest import WORKFLOW_CREATED, Deploy, Deployment
+from workloads.submitter.report import STREAM_JOB_DROP_METRICS, monitor_hint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -348,3 +350,15 @@ def test_telemetry_declares_application_insights_on_the_workspace_and_tells_the_
     assert off.mocks.of_type("azure-native:applicationinsights:Component") == []
     (container,) = off.mocks.inputs("azure-native:containerinstance:ContainerGroup")["containers"]
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING" not in {e["name"] for e in container["environmentVariables"]}
+
+
+def test_the_report_points_at_the_counts_the_alerts_watch() -> None:
+    """`submitter report` reads storage only; it names the same metrics, for the hours it showed."""
+    assert set(STREAM_JOB_DROP_METRICS) == set(STREAM_JOB_METRICS) - {"Errors"}
+    hint = monitor_hint(datetime(2026, 11, 25, 10, tzinfo=UTC), datetime(2026, 11, 25, 11, tzinfo=UTC))
+    assert (
+        "--metrics LateInputEvents EarlyInputEvents DroppedOrAdjustedEvents DeserializationError ConversionErrors"
+        in hint
+    )
+    assert "--aggregation Total --interval PT1H" in hint
+    assert "--start-time 2026-11-25T10:00:00Z --end-time 2026-11-25T12:00:00Z" in hint

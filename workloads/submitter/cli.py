@@ -32,7 +32,7 @@ from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_ho
 from workloads.submitter.backend import Backend
 from workloads.submitter.plan import MIB, JobPlan, Trust, plan_hour, validate_stack
 from workloads.submitter.reconcile import HourResult, Reconciler, ReconcileSettings
-from workloads.submitter.report import HourReport, collect, issue_lines
+from workloads.submitter.report import HourReport, collect, issue_lines, monitor_hint
 
 if TYPE_CHECKING:
     from workloads.submitter.batch import BatchBackend
@@ -449,6 +449,8 @@ def report(
     with run_failures():
         reports = [collect(service, newest - i * HOUR, _now(), settle, days) for i in reversed(range(last))]
     _print_reports(reports, as_json=as_json)
+    if not as_json:
+        console().print(monitor_hint(newest - (last - 1) * HOUR, newest), markup=False, highlight=False)
     if html_file is not None:
         with run_failures():
             _write_html(service, reports, html_file)

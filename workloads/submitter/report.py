@@ -239,3 +239,28 @@ def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if summary["status"] in ("pending", "failed") and summary["error"]:
         out.append((str(summary["status"]), str(summary["error"])))
     return out
+
+
+# The stream job's counts of readings it did not aggregate or could not write (Azure Monitor's REST names for
+# Microsoft.StreamAnalytics/streamingjobs; the same ones infra/alerts.py alerts on). This report reads storage only.
+STREAM_JOB_DROP_METRICS = (
+    "LateInputEvents",
+    "EarlyInputEvents",
+    "DroppedOrAdjustedEvents",
+    "DeserializationError",
+    "ConversionErrors",
+)
+
+
+def monitor_hint(first_hour: datetime, last_hour: datetime) -> str:
+    """Where the hours' dropped readings are counted: readings the stream job dropped (late, early, out of order),
+    could not read, or could not write never reach storage, so no hour record can show them; Azure Monitor has them
+    per hour (README "Monitoring and alerts")."""
+    start = f"{first_hour:%Y-%m-%dT%H}:00:00Z"
+    end = f"{last_hour + timedelta(hours=1):%Y-%m-%dT%H}:00:00Z"
+    return (
+        "Readings the stream job dropped or could not write are counted by Azure Monitor, not in this report. "
+        "Per hour: az monitor metrics list --resource <stream job id> --aggregation Total --interval PT1H "
+        f"--metrics {' '.join(STREAM_JOB_DROP_METRICS)} --start-time {start} --end-time {end} "
+        '(README "Monitoring and alerts").'
+    )
