@@ -24,7 +24,7 @@ from infra.monitoring import Diagnostics, Monitoring, MonitoringArgs, Watch
 from infra.naming import NameSeed, stack_names
 from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.registry import Registry, RegistryArgs
-from infra.scheduler import Recurrence, Scheduler, SchedulerArgs
+from infra.scheduler import SUBMITTER_MEMORY_FLOOR_GB, Recurrence, Scheduler, SchedulerArgs
 from infra.storage import DataProtection, Firewall, PlatformStorage, StorageArgs
 from workloads.common import envvars
 from workloads.common.layout import Container
@@ -269,7 +269,7 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                 ),
                 subnet_id=self.network.subnet_id("submitter") if self.network else None,
                 network_ready=self.network.ready if self.network else (),
-                memory_gb=sizing.submitter_memory_gb,
+                memory_gb=max(SUBMITTER_MEMORY_FLOOR_GB, sizing.submitter_memory_gb),
                 tags=tags,
             ),
             child,

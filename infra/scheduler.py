@@ -63,6 +63,13 @@ SKIPPED_START_MESSAGE = (
 START_DATE = "2024-01-01"
 
 
+# Never below what every stack deployed before the sizing had (1.5 GB): ACI cannot update a container group that has
+# terminated ("Terminated or deleted container groups can't be updated ... the group must be deployed as new",
+# learn.microsoft.com/azure/container-instances/container-instances-update), and the submitter's group terminates
+# after each run, so a changed memory request must not be what an upgrade of this code changes by itself.
+SUBMITTER_MEMORY_FLOOR_GB = 1.5
+
+
 @dataclass(frozen=True)
 class Recurrence:
     frequency: Frequency = "Hour"
@@ -151,7 +158,7 @@ class SchedulerArgs:
     network_ready: Sequence[pulumi.Resource] = ()  # private network: endpoints and DNS records it resolves through
     # The submitter's memory request, from the fleet's sizing (workloads/capacity/sizing.py: measured peak plus planning
     # growth, times the margin, in ACI's 0.1 GB steps from its 1 GB minimum) or the stack's submitterMemoryGb.
-    memory_gb: float = 1.5
+    memory_gb: float = SUBMITTER_MEMORY_FLOOR_GB
     tags: dict[str, str] = field(default_factory=dict)
 
 

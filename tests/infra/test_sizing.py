@@ -318,7 +318,7 @@ def test_a_standard_namespace_is_declared_with_the_sized_throughput_units_and_au
     assert mocks.inputs(HUB)["partitionCount"] == 4 and mocks.inputs(HUB)["messageRetentionInDays"] == 1
     assert mocks.inputs(JOB)["transformation"]["streamingUnits"] == 18
     container = mocks.inputs(GROUP)["containers"][0]
-    assert container["resources"]["requests"] == {"cpu": 1.0, "memoryInGB": 1.0}
+    assert container["resources"]["requests"] == {"cpu": 1.0, "memoryInGB": 1.5}  # the sizing says 1.0: the floor
 
 
 def test_a_premium_namespace_is_declared_with_processing_units(deploy: Deploy) -> None:
