@@ -280,13 +280,14 @@ def test_batch_storage_and_the_small_services_for_known_inputs() -> None:
     assert _costs(bill, "Batch") == pytest.approx({"Standard_D4s_v5 node-hours": 30 / 60 * 730 * 0.2})
     spot = _bill(shape=replace(SHAPE, spot_nodes=True))
     assert _costs(spot, "Batch") == pytest.approx({"Spot Standard_D4s_v5 node-hours": 30 / 60 * 730 * 0.2 * 0.25})
-    # Scoring: 2 reads and 3 writes per task, 2 model pages + 2 lists per run; stream: 12 windows x 10 shards x 2.
+    # Scoring: 2 reads and 3 writes per task, 2 model pages + 2 lists per run; stream: 12 windows x 10 shards x 2,
+    # from each of the 4 partitions' writers (the query is partitioned by PartitionId).
     # Capacity at steady state: aggregates 10,000 x 12 x 100 B x 24 h x 30 d = 8.64 GB, predictions
     # 10,000 x 500 B x 24 x 365 = 43.8 GB, run logs 10 tasks x 1,000 B x 24 x 90 = 0.0216 GB, models 0.01 GB.
     assert _costs(bill, "Storage") == pytest.approx(
         {
             "blob operations, scoring": (20 * 0.01 + 30 * 0.1 + 4 * 0.1) / 10_000 * 730,
-            "blob writes, stream output": 12 * 10 * 2 * 730 * 0.1 / 10_000,
+            "blob writes, stream output": 12 * 10 * 4 * 2 * 730 * 0.1 / 10_000,
             "capacity, hot LRS": (8.64 + 43.8 + 0.0216 + 0.01) * 0.02,
         }
     )
@@ -302,7 +303,7 @@ def test_batch_storage_and_the_small_services_for_known_inputs() -> None:
 
 def test_log_analytics_is_estimated_from_the_enabled_diagnostics() -> None:
     bill = _bill()
-    blob_ops = (20 + 30 + 4) * 730 + 12 * 10 * 2 * 730  # every scoring and stream operation logs a record
+    blob_ops = (20 + 30 + 4) * 730 + 12 * 10 * 4 * 2 * 730  # every scoring and stream operation logs a record
     blob_gb = blob_ops * 1000 / 1e9
     batch_gb = (10 * 2 + 6) * 730 * 1000 / 1e9  # task start/complete + pool and job events per run
     logic_gb = 8 * 730 * 1500 / 1e9

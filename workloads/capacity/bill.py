@@ -241,15 +241,17 @@ def batch_nodes(plan: Plan, shape: StackShape, prices: PriceTable) -> ServiceBil
 
 
 def storage(
-    plan: Plan, shape: StackShape, measured: Measured, assume: Assumptions, prices: PriceTable
+    plan: Plan, shape: StackShape, measured: Measured, assume: Assumptions, prices: PriceTable, writers: int = 1
 ) -> tuple[ServiceBill, float]:
     """Blob operations (scoring's measured ones, the stream job's output writes) and capacity at steady state.
 
     Returns the bill and the blob operations a month, which the diagnostic settings log one record each."""
     pairs, runs = plan.workload.pairs, plan.runs_per_month
     windows_per_hour = 60 / shape.window_minutes
-    # The stream job writes a blob per shard folder each time a window closes (custom partitioning by shard).
-    stream_blobs_per_month = windows_per_hour * shape.shard_count * HOURS_PER_MONTH
+    # The stream job writes a blob per shard folder each time a window closes (custom partitioning by shard), and
+    # per writer: the query is partitioned by the Event Hub's partitions (PARTITION BY PartitionId), and each
+    # partition's writer makes its own Parquet file ("every batch will create a new file", infra/stream_job.py).
+    stream_blobs_per_month = windows_per_hour * shape.shard_count * HOURS_PER_MONTH * writers
     stream_writes = stream_blobs_per_month * assume.stream_writes_per_blob
     stream_cost = stream_writes * prices.write_per_10k / 10_000
     ops = plan.blob_operations_per_month + stream_writes
@@ -284,8 +286,8 @@ def storage(
                     "ops",
                     "blob_operations_per_10k.write",
                     stream_cost,
-                    f"{windows_per_hour:g} windows/h x {shape.shard_count} shards x {assume.stream_writes_per_blob} "
-                    f"writes x {HOURS_PER_MONTH:g} h",
+                    f"{windows_per_hour:g} windows/h x {shape.shard_count} shards x {writers} partition writers x "
+                    f"{assume.stream_writes_per_blob} writes x {HOURS_PER_MONTH:g} h",
                 ),
                 _line(
                     prices,
@@ -448,7 +450,7 @@ def whole_bill(
     """Every service the stack declares, a month of it, for the plan's pairs."""
     assume = assume or Assumptions()
     sizing, parts = ingestion.sizing, ingestion.parts
-    blobs, blob_ops = storage(plan, shape, measured, assume, prices)
+    blobs, blob_ops = storage(plan, shape, measured, assume, prices, writers=sizing.partitions * parts)
     logs, _ = log_analytics(plan, shape, blob_ops, assume, prices)
     services = (
         event_hubs(sizing, load, prices, parts),
