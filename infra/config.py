@@ -38,6 +38,7 @@ from infra.windows_zones import WINDOWS_ZONE_OF, WINDOWS_ZONES
 from workloads.capacity.sizing import (
     DEFAULT_MARGIN,
     PREMIUM_PROCESSING_UNITS,
+    STREAMING_UNITS_PER_PARTITION,
     SU_PLANNING_EVENTS_PER_SECOND,
     VALID_STREAMING_UNITS,
     FleetLoad,
@@ -914,7 +915,8 @@ def _stream_lines(values: Mapping[str, Any], sizing: Sizing, need: Needs, what: 
             f"{values['streaming_unit_events_per_second']:,.0f} events/s (streamingUnitEventsPerSecond) or 1 MB/s "
             "per SU)"
         )
-    tier, needed = sizing.event_hubs_tier, math.ceil(max(need.partitions, sizing.streaming_units / 6))
+    tier = sizing.event_hubs_tier
+    needed = math.ceil(max(need.partitions, sizing.streaming_units / STREAMING_UNITS_PER_PARTITION))
     if (partitions := values["event_hub_partitions"]) is not None:
         if partitions > max_partitions(tier):
             lines.append(
@@ -924,7 +926,8 @@ def _stream_lines(values: Mapping[str, Any], sizing: Sizing, need: Needs, what: 
         elif partitions < needed:
             lines.append(
                 f"{NAMESPACE}:eventHubPartitions: {partitions} cannot carry the load: {what} needs {needed} "
-                f"(1 MB/s per partition; {sizing.streaming_units} streaming units use at most 6 per partition)"
+                f"(1 MB/s or 1,000 events/s per partition; {sizing.streaming_units} streaming units use at most "
+                f"{STREAMING_UNITS_PER_PARTITION} per partition)"
             )
     return lines
 

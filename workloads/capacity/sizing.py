@@ -36,7 +36,6 @@ STANDARD_MAX_THROUGHPUT_UNITS = 40
 STANDARD_MAX_PARTITIONS = 32
 STANDARD_MAX_RETENTION_DAYS = 7
 PREMIUM_MAX_PARTITIONS = 100
-PREMIUM_PARTITIONS_PER_PU = 200  # namespace-wide; one event hub of at most 100 always fits
 PREMIUM_MAX_RETENTION_DAYS = 90
 # "Overview of Event Hubs Premium" (https://learn.microsoft.com/azure/event-hubs/event-hubs-premium-overview): "You can
 # purchase 1, 2, 4, 8, and 16 processing units (PUs) for each namespace", and "the achievable throughput isn't set by a
@@ -206,8 +205,14 @@ def needs_of(
         bytes_per_second=ingress,
         throughput_units=max(events / TU_INGRESS_EVENTS_PER_SECOND, ingress / TU_INGRESS_BYTES_PER_SECOND),
         processing_units=max(events / PU_PLANNING_EVENTS_PER_SECOND, ingress / PU_PLANNING_BYTES_PER_SECOND),
-        partitions=ingress / PARTITION_PLANNING_BYTES_PER_SECOND,
-        streaming_units=max(events / su_events_per_second, ingress / SU_PLANNING_BYTES_PER_SECOND),
+        # A partition carries about what a TU does (1 MB/s or 1,000 events/s): partitions follow events as well
+        # as bytes, balanced with the throughput units (event-hubs-scalability).
+        partitions=max(ingress / PARTITION_PLANNING_BYTES_PER_SECOND, events / TU_INGRESS_EVENTS_PER_SECOND),
+        # The query's work is per reading: after CROSS APPLY a message of 4 readings is 4 rows to aggregate, so
+        # streaming units follow readings/s, not messages/s.
+        streaming_units=max(
+            load.readings_per_second * margin / su_events_per_second, ingress / SU_PLANNING_BYTES_PER_SECOND
+        ),
         submitter_mib=(SUBMITTER_MEASURED_PEAK_MIB + SUBMITTER_GROWTH_MIB_PER_MILLION_PAIRS * beyond) * margin,
     )
 
@@ -328,12 +333,12 @@ def size_for(
     cap = max_partitions(chosen)
     if partitions_needed > cap:
         raise SizingError(
-            f"{_describe(load)} needs {math.ceil(partitions_needed)} partitions (1 MB/s per partition, "
-            f"{STREAMING_UNITS_PER_PARTITION} SUs per partition), over {chosen}'s {cap} per event hub"
+            f"{_describe(load)} needs {math.ceil(partitions_needed)} partitions (1 MB/s or 1,000 events/s per "
+            f"partition, {STREAMING_UNITS_PER_PARTITION} SUs per partition), over {chosen}'s {cap} per event hub"
         )
     partitions = partitions_for(partitions_needed, chosen)
     notes.append(
-        f"partitions: {partitions} ({need.partitions:.2f} needed at 1 MB/s per partition, "
+        f"partitions: {partitions} ({need.partitions:.2f} needed at 1 MB/s or 1,000 events/s per partition, "
         f"{streaming_units / STREAMING_UNITS_PER_PARTITION:.2f} for {streaming_units} SUs at "
         f"{STREAMING_UNITS_PER_PARTITION} per partition; at least {MIN_PARTITIONS}, a power of two, at most {cap})"
     )
