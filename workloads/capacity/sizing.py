@@ -318,7 +318,7 @@ def size_for(
         raise SizingError(
             f"{_describe(load)} needs {need.streaming_units:.1f} streaming units with margin {margin:g} at "
             f"{su_events_per_second:,.0f} events/s or 1 MB/s per SU (planning figures), over the "
-            f"{VALID_STREAMING_UNITS[-1]} this stack declares: send several readings per message or split the fleet"
+            f"{VALID_STREAMING_UNITS[-1]} this stack declares: lengthen the reading interval or split the fleet"
         )
     notes.append(
         f"Stream Analytics: {streaming_units} SUs ({need.streaming_units:.2f} needed at {su_events_per_second:,.0f} "
