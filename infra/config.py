@@ -953,11 +953,30 @@ def _retention_covers_recovery(event_hub_retention_days: int | None, protect_dat
     return None
 
 
+def _protected_partitions_pinned(event_hub_partitions: int | None, protect_data: bool, *args: Any) -> str | None:
+    """A Standard event hub's partition count is fixed once it exists: "For other tiers, you can only specify the
+    partition count at the time of creating an event hub" (learn.microsoft.com/azure/event-hubs/
+    configure-event-hub-properties); "Dynamic additions of partitions is available only in premium and dedicated
+    tiers" (.../event-hubs/dynamically-add-partitions). A sized count follows the declared fleet, so a stack whose
+    readings matter (protectData) pins it, and a fleet that grows cannot change it by accident."""
+    if not protect_data or event_hub_partitions is not None:
+        return None
+    try:
+        sized = _sizing(dict(zip(SIZING_INPUTS, args, strict=True))).partitions
+    except (SizingError, ValueError):
+        return None  # said by _overrides_carry_the_load
+    return (
+        f"{NAMESPACE}:eventHubPartitions must be set with protectData (the load needs {sized} now): a Standard event "
+        "hub's partition count cannot change once it exists, so it must not follow the fleet's sizing"
+    )
+
+
 CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], Callable[..., str | None]], ...] = (
     (("pairs", "devices"), _load_declared_once),
     (("readings_per_message", "sensors_per_device"), _message_fits_the_device),
     (SIZING_INPUTS, _overrides_carry_the_load),
     (("event_hub_retention_days", "protect_data", *SIZING_INPUTS), _retention_covers_recovery),
+    (("event_hub_partitions", "protect_data", *SIZING_INPUTS), _protected_partitions_pinned),
     (("min_nodes", "max_nodes"), _nodes_in_order),
     (("dedicated_fallback_nodes", "spot_nodes", "max_nodes"), _fallback_for_spot),
     (("lateness_minutes", "late_tolerance_seconds"), _settle_covers_stream_delay),

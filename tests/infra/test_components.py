@@ -55,7 +55,7 @@ def test_lifecycle_expires_time_partitioned_data_but_never_models(deploy: Deploy
 def test_data_resources_are_protected_only_when_the_stack_says_so(deploy: Deploy) -> None:
     unprotected = deploy().platform
     assert not unprotected.storage.account._protect  # type: ignore[attr-defined]
-    protected = deploy(protectData=True, alertEmails=["ops@contoso.com"]).platform
+    protected = deploy(protectData=True, alertEmails=["ops@contoso.com"], eventHubPartitions=4).platform
     for resource in (
         protected.storage.account,
         *protected.storage.containers.values(),

@@ -37,6 +37,7 @@ def test_prod_protection_is_zone_redundant_versioned_soft_deleted_and_locked(dep
         blobVersioning=True,
         protectData=True,
         alertEmails=["ops@contoso.com"],
+        eventHubPartitions=16,
     ).mocks
     assert mocks.inputs(STORAGE)["sku"] == {"name": "Standard_GZRS"}
     service = mocks.inputs(BLOB_SERVICE)

@@ -300,7 +300,18 @@ def test_refusals_are_reported_with_the_other_errors() -> None:
 # --- Event Hubs retention ----------------------------------------------------------------------------------------
 
 
-PROTECTED = {"protectData": True, "alertEmails": ["ops@example.org"]}
+PROTECTED = {"protectData": True, "alertEmails": ["ops@example.org"], "eventHubPartitions": 4}
+
+
+def test_a_protected_stack_pins_its_partition_count() -> None:
+    """A Standard hub's partition count is fixed at creation: with protectData it must not follow the sizing."""
+    unpinned = {key: value for key, value in PROTECTED.items() if key != "eventHubPartitions"}
+    with pytest.raises(ConfigError, match=r"eventHubPartitions must be set with protectData \(the load needs 4 now\)"):
+        parse_config(unpinned)
+    with pytest.raises(ConfigError, match=r"the load needs 16 now"):
+        parse_config({**unpinned, "pairs": 100_000})
+    assert parse_config(PROTECTED).event_hub_partitions == 4
+    assert parse_config({"pairs": 100_000}).sizing.partitions == 16  # unprotected: sized
 
 
 def test_a_protected_stack_keeps_readings_at_least_three_days() -> None:
