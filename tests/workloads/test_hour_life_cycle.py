@@ -55,6 +55,19 @@ NOW = HOUR + timedelta(hours=2)
 SETTLE = timedelta(minutes=15)
 
 
+def submitted(**fields: Any) -> Attempt:
+    """Revision 1 of the hour as its claim leaves it (``submitted``), with ``fields`` replaced."""
+    defaults: dict[str, Any] = {
+        "revision": 1,
+        "job_id": job_id_for("dev", HOUR, 1),
+        "reason": Reason.NEVER_SCORED,
+        "status": AttemptStatus.SUBMITTED,
+        "fingerprint": "f",
+        "started_at": NOW,
+    }
+    return Attempt(**{**defaults, **fields})
+
+
 def reconciler(service: BlobServiceClient, backend: Any, **kwargs: Any) -> Reconciler:
     return Reconciler(service, backend, ReconcileSettings(stack="dev", hours=1, **kwargs))
 
@@ -200,15 +213,7 @@ def test_a_reconciler_with_a_clock_ahead_does_not_take_over_a_live_claim(
 
 def test_claim_age_is_the_services_not_the_callers() -> None:
     owner = Owner(host="elsewhere", pid=1)  # another host's process: its liveness cannot be checked here
-    attempt = Attempt(
-        revision=1,
-        job_id="j",
-        reason=Reason.NEVER_SCORED,
-        status=AttemptStatus.SUBMITTED,
-        fingerprint="f",
-        started_at=NOW - timedelta(hours=5),  # the claimant's clock was far behind
-        owner=owner,
-    )
+    attempt = submitted(started_at=NOW - timedelta(hours=5), owner=owner)  # the claimant's clock was far behind
     state = HourState(hour=HOUR, stack="dev", attempts=[attempt])
     young = StoredState(state, "etag", age=timedelta(seconds=20))
     old = StoredState(state, "etag", age=timedelta(hours=4))
@@ -253,15 +258,7 @@ def test_a_failed_final_state_write_is_repaired_from_the_job_record(
 
 def write_claim(service: BlobServiceClient, owner: Owner) -> None:
     """The hour's state as a run leaves it right after its claim: revision 1 submitted, by ``owner``."""
-    claim = Attempt(
-        revision=1,
-        job_id=job_id_for("dev", HOUR, 1),
-        reason=Reason.NEVER_SCORED,
-        status=AttemptStatus.SUBMITTED,
-        fingerprint="whatever",
-        started_at=datetime.now(UTC),
-        owner=owner,
-    )
+    claim = submitted(fingerprint="whatever", started_at=datetime.now(UTC), owner=owner)
     write_state(service, HourState(hour=HOUR, stack="dev", attempts=[claim]), None)
 
 
@@ -345,13 +342,7 @@ def test_a_bug_in_a_task_ends_in_one_line_and_a_run_log(
 
 
 def test_a_claim_is_judged_by_its_claimants_timeout_so_the_report_agrees() -> None:
-    attempt = Attempt(
-        revision=1,
-        job_id="j",
-        reason=Reason.NEVER_SCORED,
-        status=AttemptStatus.SUBMITTED,
-        fingerprint="f",
-        started_at=NOW,
+    attempt = submitted(
         owner=Owner(host="elsewhere", pid=1, backend="batch"),
         claim_timeout=timedelta(hours=2, minutes=45),  # a Batch claimant's derived timeout
     )

@@ -224,8 +224,9 @@ class Reconciler:
             assert record is not None
             return self._lost(record, str(exc))
         dead = claim_expired(stored, now, self.settings.claim_timeout)
-        if dead is None and record is None and claim_age(stored, now) >= RECORD_GRACE:
-            dead = f"claimed {int(claim_age(stored, now).total_seconds() // 60)} min ago, never submitted"
+        age = claim_age(stored, now)
+        if dead is None and record is None and age >= RECORD_GRACE:
+            dead = f"claimed {int(age.total_seconds() // 60)} min ago, never submitted"
         if dead is not None:
             return Decision(Action.SCORE, f"revision {latest.revision} abandoned: {dead}", Reason.ABANDONED)
         doing = "in flight" if record is not None else "being planned"
