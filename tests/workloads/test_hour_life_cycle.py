@@ -425,3 +425,19 @@ def test_cleaning_from_an_old_state_never_deletes_a_newer_revision_nor_moves_the
     clean(service, StoredState(state, etag))
     assert prediction_folders(service) == {folders[1], folders[2], "manual"}  # only the older r001 went
     assert marker(service)["job_id"] == folders[2]  # r003's marker stands
+
+
+def test_a_dead_claim_behind_the_window_is_closed_and_the_run_does_not_report_success(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    publish_data_and_models(service, PAIRS[:2])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    write_claim(service, Owner.this_process("local").model_copy(update={"pid": int(dead.stdout), "started": 1}))
+    later = HOUR + timedelta(hours=3, minutes=20)  # a one-hour window is 12:00 only; 10:00 is behind it
+    with LocalBackend(settings, workers=0) as backend:
+        results = reconciler(service, backend).run(later)
+    behind = results[0]
+    assert (behind.hour, behind.action, behind.status) == (HOUR, Action.SKIP, AttemptStatus.ABANDONED)
+    assert "not re-scored" in behind.why and behind.failed  # the CLI exits 1 naming the hour
+    state = read_state(service, HOUR).state
+    assert state is not None and [a.status for a in state.attempts] == [AttemptStatus.ABANDONED]

@@ -81,9 +81,12 @@ class HourResult:
     status: AttemptStatus | None = None  # of the revision this run submitted or finalised
     record: JobRecord | None = field(default=None, repr=False)
 
+    # A dead claim closed behind the window: nothing re-scores the hour on its own, so the run must not look done.
+    left_unscored: bool = False
+
     @property
     def failed(self) -> bool:
-        return self.status is AttemptStatus.FAILED or self.action is Action.ERROR
+        return self.status is AttemptStatus.FAILED or self.action is Action.ERROR or self.left_unscored
 
     @property
     def lost_inputs(self) -> dict[str, str]:
@@ -241,7 +244,9 @@ class Reconciler:
         latest.status, latest.finished_at, latest.error = AttemptStatus.ABANDONED, now, why
         write_state(self.service, state, stored.etag)
         why = f"{why}; outside the reconcile window, not re-scored (submitter run --hour re-scores it)"
-        return HourResult(state.hour, Action.SKIP, why, Reason.ABANDONED, latest.job_id, AttemptStatus.ABANDONED)
+        return HourResult(
+            state.hour, Action.SKIP, why, Reason.ABANDONED, latest.job_id, AttemptStatus.ABANDONED, left_unscored=True
+        )
 
     def _lost(self, record: JobRecord, why: str) -> HourResult:
         """This run's revision lost its claim: say so in its record, remove its predictions (they are not the
