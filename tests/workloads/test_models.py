@@ -7,19 +7,30 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from azure.storage.blob import BlobServiceClient
 from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.svm import OneClassSVM
 
 from tests.workloads.helpers import HOUR, aggregates_for, train_on
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.layout import Container, model_blob
 from workloads.common.model_metadata import ModelFormat, list_models
-from workloads.common.modelstore import ModelCache, ModelError, load_model, publish_model
+from workloads.common.model_versions import VersionPolicy, runtime_sklearn_version, version_mismatch
+from workloads.common.modelstore import ModelCache, ModelError, load_model, publish_model, serialise_model
 from workloads.common.pairs import Pair
 from workloads.training.train import train_and_publish
 
 PAIR = Pair("dev-1", "temperature")
+
+
+class OwnDetector(OneClassSVM):
+    """A user's own estimator class: importable, but no type skops or the vetted list knows."""
+
+
+OWN_TYPE = f"{__name__}.OwnDetector"
 FEATURES = DEFAULT_MODEL_FEATURES
 
 
@@ -39,16 +50,60 @@ def test_published_model_loads_and_predicts_identically(service: BlobServiceClie
     assert list_models(models(service)) == {PAIR: meta}
 
 
-def test_types_outside_skops_defaults_need_to_be_trusted_by_name(service: BlobServiceClient) -> None:
+def test_the_supported_families_load_without_naming_a_type(service: BlobServiceClient) -> None:
+    """IsolationForest's trees and LOF's KD-tree are outside skops' defaults but on the vetted list."""
     x = aggregates_for([PAIR], windows=60)[list(FEATURES)].to_numpy()
-    forest = IsolationForest(n_estimators=10, random_state=0).fit(x)
-    publish_model(models(service), PAIR, forest, FEATURES)
-    with pytest.raises(ModelError, match=r"sklearn\.tree\._tree\.Tree") as refused:
+    for estimator in (
+        IsolationForest(n_estimators=10, random_state=0).fit(x),
+        LocalOutlierFactor(novelty=True, algorithm="kd_tree").fit(x),
+        LocalOutlierFactor(novelty=True, algorithm="ball_tree", metric="chebyshev").fit(x),
+    ):
+        publish_model(models(service), PAIR, estimator, FEATURES)
+        loaded = load_model(models(service), PAIR)
+        np.testing.assert_array_equal(loaded.estimator.predict(x), estimator.predict(x))
+        assert loaded.metadata.estimator == type(estimator).__name__
+
+
+def test_types_outside_the_vetted_list_need_to_be_trusted_by_name(service: BlobServiceClient) -> None:
+    x = aggregates_for([PAIR], windows=60)[list(FEATURES)].to_numpy()
+    own = OwnDetector(nu=0.1).fit(x)
+    publish_model(models(service), PAIR, own, FEATURES)
+    with pytest.raises(ModelError, match=rf"{OWN_TYPE}.*--trusted-type {OWN_TYPE}") as refused:
         load_model(models(service), PAIR)
     assert refused.value.reason == "untrusted_model"
-    loaded = load_model(models(service), PAIR, trusted_types=("sklearn.tree._tree.Tree",))
-    np.testing.assert_array_equal(loaded.estimator.predict(x), forest.predict(x))
-    assert loaded.metadata.estimator == "IsolationForest"
+    loaded = load_model(models(service), PAIR, trusted_types=(OWN_TYPE,))
+    np.testing.assert_array_equal(loaded.estimator.predict(x), own.predict(x))
+    with pytest.raises(ModelError, match=OWN_TYPE) as unpublishable:
+        serialise_model(own)
+    assert unpublishable.value.reason == "untrusted_model"
+    data = serialise_model(own, trusted_types=(OWN_TYPE,))
+    assert skops.io.loads(data, trusted=[OWN_TYPE]).predict(x).tolist() == own.predict(x).tolist()
+
+
+def test_version_policy_refuses_a_model_of_another_minor_version(service: BlobServiceClient) -> None:
+    x = aggregates_for([PAIR], windows=60)[list(FEATURES)].to_numpy()
+    meta = publish_model(models(service), PAIR, train_on(aggregates_for([PAIR])), FEATURES).to_blob_metadata()
+    major, minor, *_ = runtime_sklearn_version().split(".")
+    blob = models(service).get_blob_client(model_blob(PAIR))
+    cache = ModelCache()
+    assert load_model(models(service), PAIR, cache=cache)  # cached under the runtime's own version
+    for recorded, refused_by in {
+        f"{major}.{minor}.999": {VersionPolicy.EXACT},
+        f"{major}.{int(minor) + 1}.0": {VersionPolicy.EXACT, VersionPolicy.MINOR},
+        f"{int(major) + 1}.0.0": {VersionPolicy.EXACT, VersionPolicy.MINOR, VersionPolicy.MAJOR},
+        "unknown": {VersionPolicy.EXACT, VersionPolicy.MINOR, VersionPolicy.MAJOR},
+    }.items():
+        blob.set_blob_metadata({**meta, "sklearn_version": recorded})
+        for policy in VersionPolicy:
+            if policy in refused_by:
+                with pytest.raises(ModelError, match=f"scikit-learn {recorded}|{recorded!r}") as refused:
+                    load_model(models(service), PAIR, cache=cache, version_policy=policy)
+                assert refused.value.reason == "version_mismatch"
+            else:
+                loaded = load_model(models(service), PAIR, cache=cache, version_policy=policy)
+                np.testing.assert_array_equal(loaded.estimator.predict(x), loaded.estimator.predict(x))
+    assert version_mismatch("1.9.1", VersionPolicy.MINOR, runtime="1.9.0") is None
+    assert "policy minor" in str(version_mismatch("1.8.2", VersionPolicy.MINOR, runtime="1.9.0"))
 
 
 def test_missing_and_corrupt_models_raise_model_errors(service: BlobServiceClient) -> None:

@@ -32,6 +32,7 @@ class ModelMetadata(BaseModel):
     features: tuple[str, ...]
     estimator: str
     sklearn_version: str
+    family: str | None = None  # ocsvm, iforest, lof, elliptic, a factory's module:function, or a type's path
     trained_at: datetime
     training_start: datetime | None = None
     training_end: datetime | None = None

@@ -1,8 +1,9 @@
 """Publishing and loading per-pair models in a safe format.
 
 Models are skops files: loading one cannot run arbitrary code, and any type outside skops' trusted
-defaults (scikit-learn, numpy, scipy) is refused unless the operator names it. Pickle is accepted
-only with an explicit ``trust_pickle``.
+defaults (scikit-learn, numpy, scipy) and the project's vetted list (``vetted_types``) is refused unless the
+operator names it. Pickle is accepted only with an explicit ``trust_pickle``. A model recorded under a
+scikit-learn version the policy does not accept (``model_versions``) is refused before it is loaded.
 
 scikit-learn and skops are imported on first use, not with this module: together they take about
 2 s to import on a loaded node, and a scorer task whose pairs are all served by its shard's model
@@ -29,7 +30,9 @@ from azure.storage.blob import ContainerClient
 from workloads.common import envvars
 from workloads.common.layout import model_blob
 from workloads.common.model_metadata import ModelFormat, ModelMetadata
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, version_mismatch
 from workloads.common.pairs import Pair
+from workloads.common.vetted_types import trusted_for_loading
 
 MIB = 2**20
 # The default cap on a model's uncompressed size: far above a pair's model (the trainer's default pipeline
@@ -55,27 +58,56 @@ class LoadedModel:
     etag: str
 
 
+def serialise_model(estimator: Any, trusted_types: Sequence[str] = ()) -> bytes:
+    """The estimator as a skops file, refused (``untrusted_model``) if loading it would need a type outside
+    skops' defaults, the vetted list and ``trusted_types``: the scorer could not load it either."""
+    import skops.io as sio
+
+    data: bytes = sio.dumps(estimator)
+    untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted_for_loading(trusted_types)))
+    if untrusted:
+        raise ModelError("untrusted_model", untrusted_message(untrusted))
+    return data
+
+
+def untrusted_message(types: Sequence[str]) -> str:
+    """Names the types and how to admit them, for every command that can (trainer, scorer, submitter)."""
+    options = " ".join(f"--trusted-type {t}" for t in types)
+    return (
+        f"the model needs type(s) {', '.join(types)}, outside skops' defaults and the vetted list; if you trust "
+        f"the code they come from, pass {options} (and list them in the stack's trustedTypes for scheduled scoring)"
+    )
+
+
 def publish_model(
     models: ContainerClient,
     pair: Pair,
     estimator: Any,
     features: Sequence[str],
     *,
+    data: bytes | None = None,
+    family: str | None = None,
     training_start: datetime | None = None,
     training_end: datetime | None = None,
     training_rows: int | None = None,
 ) -> ModelMetadata:
-    """Write the model and its metadata in one Put Blob, replacing any previous version atomically."""
+    """Write the model and its metadata in one Put Blob, replacing any previous version atomically.
+
+    ``data`` is the estimator's skops file when the caller already serialised (and checked) it; without it,
+    the estimator is serialised as it is, whatever its types (``serialise_model`` is the checked way).
+    """
     import sklearn
     import skops.io as sio
 
-    data = sio.dumps(estimator)
+    if data is None:
+        data = sio.dumps(estimator)
     metadata = ModelMetadata(
         format=ModelFormat.SKOPS,
         sha256=hashlib.sha256(data).hexdigest(),
         features=tuple(features),
         estimator=type(estimator).__name__,
         sklearn_version=sklearn.__version__,
+        family=family,
         trained_at=datetime.now(UTC),
         training_start=training_start,
         training_end=training_end,
@@ -118,8 +150,9 @@ def deserialise(
     trust_pickle: bool = False,
     trusted_types: Sequence[str] = (),
     max_bytes: int | None = None,
+    version_policy: VersionPolicy = DEFAULT_POLICY,
 ) -> Any:
-    """The estimator in ``data``, once its checksum, trust and size allow it.
+    """The estimator in ``data``, once its checksum, scikit-learn version, trust and size allow it.
 
     ``max_bytes`` caps what loading may allocate, checked before anything is inflated: a skops file's
     uncompressed size (a deflated file of a few hundred KiB can inflate to gigabytes and take the node's
@@ -132,6 +165,7 @@ def deserialise(
             "corrupt_model",
             f"checksum mismatch: blob has {digest[:12]}, metadata says {metadata.sha256[:12]}",
         )
+    check_version(metadata, version_policy)
     if metadata.format is ModelFormat.PICKLE:
         if not trust_pickle:
             raise ModelError("untrusted_model", "model is a pickle; refusing to load it without --trust-pickle")
@@ -142,12 +176,21 @@ def deserialise(
         raise _too_large(f"skops model inflates to {_size(inflated)} (from a {_size(len(data))} file)", max_bytes)
     import skops.io as sio
 
+    trusted = trusted_for_loading(trusted_types)
     try:
-        return sio.loads(data, trusted=list(trusted_types) or None)
-    except sio.exceptions.UntrustedTypesFoundException as exc:
-        raise ModelError("untrusted_model", f"{exc}; pass --trusted-type for each if you trust them") from None
+        return sio.loads(data, trusted=trusted)
+    except sio.exceptions.UntrustedTypesFoundException:
+        untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted))
+        raise ModelError("untrusted_model", untrusted_message(untrusted)) from None
     except Exception as exc:
         raise ModelError("corrupt_model", f"cannot read skops file: {type(exc).__name__}: {exc}") from None
+
+
+def check_version(metadata: ModelMetadata, policy: VersionPolicy) -> None:
+    """ModelError("version_mismatch") when the policy refuses the model's recorded scikit-learn version."""
+    why = version_mismatch(metadata.sklearn_version, policy)
+    if why is not None:
+        raise ModelError("version_mismatch", why)
 
 
 CacheKey = tuple[Pair, bool, tuple[str, ...]]
@@ -191,6 +234,7 @@ def load_model(
     trusted_types: Sequence[str] = (),
     max_bytes: int | None = None,
     load_slots: threading.Semaphore | None = None,
+    version_policy: VersionPolicy = DEFAULT_POLICY,
 ) -> LoadedModel:
     """The pair's model, from ``cache`` when unchanged (a revalidation, no download or deserialisation).
 
@@ -212,6 +256,7 @@ def load_model(
     except (ResourceNotModifiedError, ResourceModifiedError):
         # If-None-Match failed, i.e. the model is unchanged: Azure answers 304, Azurite 412.
         assert cached is not None
+        check_version(cached.metadata, version_policy)  # this call's policy, not the one it was loaded under
         return cached
     except ResourceNotFoundError:
         raise ModelError("missing_model", f"no model at models/{model_blob(pair)}") from None
@@ -221,7 +266,12 @@ def load_model(
         raise ModelError("corrupt_model", str(exc)) from None
     with load_slots if load_slots is not None else contextlib.nullcontext():
         estimator = deserialise(
-            data, metadata, trust_pickle=trust_pickle, trusted_types=trusted_types, max_bytes=max_bytes
+            data,
+            metadata,
+            trust_pickle=trust_pickle,
+            trusted_types=trusted_types,
+            max_bytes=max_bytes,
+            version_policy=version_policy,
         )
     loaded = LoadedModel(estimator, metadata, str(downloader.properties.etag))
     if cache is not None:

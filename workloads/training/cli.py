@@ -26,6 +26,7 @@ from workloads.common.pairs import Pair
 from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, parse_hour
+from workloads.training.families import FAMILIES, ModelSpec, parse_param
 from workloads.training.packs import PackUpdate, PackUpdateError, rebuild_packs
 from workloads.training.train import train_and_publish
 
@@ -41,6 +42,14 @@ class _TrainByDefault(TyperGroup):
 
 
 app = typer.Typer(add_completion=False, help=__doc__, cls=_TrainByDefault)
+
+TrustedType = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A type skops may load beyond its defaults and the vetted list (repeatable), for a model family of "
+        "your own; the supported families never need one."
+    ),
+]
 
 
 def _packs_summary(update: PackUpdate) -> dict[str, object]:
@@ -62,8 +71,20 @@ def train(
     pairs: Annotated[str | None, typer.Option(help="Only these DEVICE/SENSOR pairs (comma-separated).")] = None,
     min_rows: Annotated[int, typer.Option(min=2, help="Fewest usable windows a pair needs to get a model.")] = 24,
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
+    model: Annotated[
+        str,
+        typer.Option(
+            help=f"Model family: {', '.join(f'{k} ({v.summary})' for k, v in FAMILIES.items())}; "
+            "or module:function, your own factory returning an unfitted estimator."
+        ),
+    ] = "ocsvm",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Hyper-parameter key=value of the family's estimator or your factory (repeatable)."),
+    ] = None,
+    trusted_type: TrustedType = None,
 ) -> None:
-    """Fit StandardScaler + OneClassSVM per pair and publish each as a skops file; print a JSON summary."""
+    """Fit one model per pair and publish each as a skops file; print a JSON summary."""
     with bad_input():
         settings = StorageSettings.from_env()
         first, stop = parse_hour(start), parse_hour(end)
@@ -74,9 +95,20 @@ def train(
         if unknown or not chosen:
             raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURE_NAMES)}")
         only = [Pair.parse(p) for p in pairs.split(",") if p.strip()] if pairs else None
+        spec = ModelSpec(family=model, params=dict(parse_param(p) for p in param or ()))
+        spec.factory()  # validated here, as bad input: a wrong parameter fails before any history is read
+        types = tuple(validate_trusted_type(t) for t in trusted_type or ())
     with run_failures(InputReadError, PackUpdateError):
         report = train_and_publish(
-            settings.client(), first, stop, features=chosen, min_rows=min_rows, pairs=only, shard_count=shard_count
+            settings.client(),
+            first,
+            stop,
+            features=chosen,
+            model=spec,
+            trusted_types=types,
+            min_rows=min_rows,
+            pairs=only,
+            shard_count=shard_count,
         )
     typer.echo(
         json.dumps(
@@ -84,6 +116,8 @@ def train(
                 "from": format_hour(first),
                 "to": format_hour(stop),
                 "features": list(chosen),
+                "model": spec.family,
+                "params": spec.params,
                 "published": len(report.published),
                 "skipped": {str(p): why for p, why in sorted(report.skipped.items())},
                 "quarantined_rows": report.quarantined_rows,
@@ -103,9 +137,7 @@ def train(
 @app.command()
 def pack(
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
-    trusted_type: Annotated[
-        list[str] | None, typer.Option(help="Extra type skops may load (repeatable), e.g. sklearn.tree._tree.Tree.")
-    ] = None,
+    trusted_type: TrustedType = None,
 ) -> None:
     """Rebuild every shard's model pack from the published skops models; print a JSON summary.
 
