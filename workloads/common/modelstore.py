@@ -87,6 +87,7 @@ def publish_model(
     *,
     data: bytes | None = None,
     family: str | None = None,
+    sklearn_version: str | None = None,
     training_start: datetime | None = None,
     training_end: datetime | None = None,
     training_rows: int | None = None,
@@ -95,6 +96,7 @@ def publish_model(
 
     ``data`` is the estimator's skops file when the caller already serialised (and checked) it; without it,
     the estimator is serialised as it is, whatever its types (``serialise_model`` is the checked way).
+    ``sklearn_version`` is the version that fitted an imported model (default: this runtime's).
     """
     import sklearn
     import skops.io as sio
@@ -106,7 +108,7 @@ def publish_model(
         sha256=hashlib.sha256(data).hexdigest(),
         features=tuple(features),
         estimator=type(estimator).__name__,
-        sklearn_version=sklearn.__version__,
+        sklearn_version=sklearn_version or sklearn.__version__,
         family=family,
         trained_at=datetime.now(UTC),
         training_start=training_start,

@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient
 
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, KEYS, WINDOW_END
 from workloads.common.hour_inputs import HourAggregates, read_hour_aggregates
 from workloads.common.layout import Container
-from workloads.common.modelstore import ModelError, publish_model, serialise_model
+from workloads.common.modelstore import ModelError, serialise_model
 from workloads.common.pairs import Pair
 from workloads.common.shards import DEFAULT_SHARD_COUNT, shard_name
 from workloads.common.windows import hours
 from workloads.training.families import EstimatorFactory, ModelSpec, default_estimator, family_of
-from workloads.training.packs import PackUpdate, PackUpdateError, pack_entry, update_packs
+from workloads.training.packs import PackUpdate
+from workloads.training.publishing import ReadyModel, publish_with_packs
 
 __all__ = ["TrainingReport", "default_estimator", "read_history", "train_and_publish", "train_pair"]
 
@@ -98,11 +98,8 @@ def train_and_publish(
     ``trusted_types`` is skipped (``untrusted_type``): the scorer could not load it. ``history`` replaces the
     read of every hour in [start, end) (a training task reads only its shard's folders).
 
-    The pairs' pack entries are taken out *before* their model files are replaced, and the new ones put in
-    after: a pack entry is never older than the file it stands for, whatever step fails (the scorer trusts
-    the pack's checksums; the hourly plan no longer lists every model). Raises PackUpdateError when the
-    packs cannot be updated: before publishing, nothing changed; after, the models are published and are
-    scored without the packs' help until `trainer pack` runs.
+    Publishing follows ``publishing.publish_with_packs``: old pack entries out first, new ones in after, and
+    PackUpdateError when the packs cannot be updated.
     """
     shard_name(0, shard_count)  # an invalid count fails here, not after publishing
     spec = model or ModelSpec()
@@ -111,7 +108,7 @@ def train_and_publish(
     if history is None:
         history = read_history(service, start, end, report)
     wanted = set(pairs) if pairs is not None else None
-    trained: dict[Pair, _Trained] = {}
+    trained: dict[Pair, ReadyModel] = {}
     for (device, sensor), rows in history.groupby(list(KEYS), sort=True) if len(history) else []:
         pair = Pair(str(device), str(sensor))  # ids were validated (and bad rows quarantined) on read
         if wanted is not None and pair not in wanted:
@@ -125,53 +122,15 @@ def train_and_publish(
         except Exception as exc:  # one pair's failure (too few rows, a fit that fails) never sinks the run
             report.skipped[pair] = " ".join(str(exc).split()) or type(exc).__name__
             continue
-        family = spec.family if factory is None else family_of(estimator)
-        trained[pair] = _Trained(estimator, used, data, family)
-    models = service.get_container_client(str(Container.MODELS))
-    retired = PackUpdate()
-    if trained:
-        try:
-            retired = update_packs(models, shard_count, dict.fromkeys(trained))
-        except (AzureError, PackUpdateError) as exc:
-            raise PackUpdateError(
-                f"nothing published: the old pack entries of {len(trained)} pair(s) could not be retired first "
-                f"({' '.join(str(exc).split())})"
-            ) from exc
-    for pair, fitted in trained.items():
-        metadata = publish_model(
-            models,
-            pair,
-            fitted.estimator,
-            features,
-            data=fitted.data,
-            family=fitted.family,
+        trained[pair] = ReadyModel(
+            estimator,
+            data,
+            tuple(features),
+            family=spec.family if factory is None else family_of(estimator),
             training_start=start,
             training_end=end,
-            training_rows=fitted.rows,
+            training_rows=used,
         )
-        report.published[pair] = metadata.sha256
-        if on_pair is not None:
-            on_pair(pair)
-    if trained:
-        changes = {
-            pair: pack_entry(pair, fitted.estimator, report.published[pair], features)
-            for pair, fitted in trained.items()
-        }
-        try:
-            # The retire step's writes count too: it may be the only one that touched a shard (entries of models
-            # the fast path cannot compile), or the one that found a pack unreadable and replaced it.
-            report.packs = retired.then(update_packs(models, shard_count, changes))
-        except (AzureError, PackUpdateError) as exc:
-            raise PackUpdateError(
-                f"{len(report.published)} model(s) published, but their model packs were not updated "
-                f"({' '.join(str(exc).split())}); the scorer uses the per-pair models until `trainer pack` runs"
-            ) from exc
+    models = service.get_container_client(str(Container.MODELS))
+    report.published, report.packs = publish_with_packs(models, shard_count, trained, on_pair)
     return report
-
-
-@dataclass(frozen=True)
-class _Trained:
-    estimator: Any
-    rows: int
-    data: bytes  # the skops file, serialised (and its types checked) before anything is published
-    family: str
