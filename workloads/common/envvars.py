@@ -16,6 +16,8 @@ TASK_INPUT_MIB = "SCORING_TASK_INPUT_MIB"
 SHARD_COUNT = "SCORING_SHARD_COUNT"
 LATENESS_MINUTES = "SCORING_LATENESS_MINUTES"
 RECONCILE_HOURS = "SCORING_RECONCILE_HOURS"
+SKLEARN_VERSION_POLICY = "SCORING_SKLEARN_VERSION_POLICY"  # exact | minor | major | any (model_versions)
+MODEL_FAMILY = "SCORING_MODEL_FAMILY"  # the family the stack expects: shown in reports, never enforced
 TRUSTED_TYPES = "SCORING_TRUSTED_TYPES"  # comma-separated list of dotted type paths; absent when none
 # Read by the scorer only (its CLI options' environment variables), for an operator to set on its nodes.
 MAX_MODEL_MIB = "SCORING_MAX_MODEL_MIB"  # cap on a model's uncompressed size

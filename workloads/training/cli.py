@@ -11,24 +11,30 @@ the Storage Blob Data Contributor role on the ``models`` container).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from workloads.common import envvars
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
 from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.cli_options import ShardCount
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container
 from workloads.common.manifest import validate_trusted_type
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
+from workloads.common.modelstore import DEFAULT_MAX_MODEL_MIB, MIB
 from workloads.common.pairs import Pair
 from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, parse_hour
 from workloads.training.families import FAMILIES, ModelSpec, parse_param
+from workloads.training.importer import ImportOptions, files_from_layout, files_from_mapping, import_models, probe_rows
 from workloads.training.packs import PackUpdate, PackUpdateError, rebuild_packs
-from workloads.training.train import train_and_publish
+from workloads.training.publishing import publish_with_packs
+from workloads.training.train import read_history, train_and_publish
 
 
 class _TrainByDefault(TyperGroup):
@@ -43,6 +49,14 @@ class _TrainByDefault(TyperGroup):
 
 app = typer.Typer(add_completion=False, help=__doc__, cls=_TrainByDefault)
 
+VersionPolicyOption = Annotated[
+    VersionPolicy,
+    typer.Option(
+        envvar=envvars.SKLEARN_VERSION_POLICY,
+        help="How much of a model's recorded scikit-learn version must equal this runtime's: exact, minor, major "
+        "or any; a model outside it is refused (version_mismatch).",
+    ),
+]
 TrustedType = Annotated[
     list[str] | None,
     typer.Option(
@@ -50,6 +64,14 @@ TrustedType = Annotated[
         "your own; the supported families never need one."
     ),
 ]
+
+
+def _features(text: str) -> tuple[str, ...]:
+    chosen = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = sorted(set(chosen) - set(FEATURE_NAMES))
+    if unknown or not chosen:
+        raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURE_NAMES)}")
+    return chosen
 
 
 def _packs_summary(update: PackUpdate) -> dict[str, object]:
@@ -90,10 +112,7 @@ def train(
         first, stop = parse_hour(start), parse_hour(end)
         if stop <= first:
             raise ValueError(f"--to ({end}) must come after --from ({start})")
-        chosen = tuple(f.strip() for f in features.split(",") if f.strip())
-        unknown = sorted(set(chosen) - set(FEATURE_NAMES))
-        if unknown or not chosen:
-            raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURE_NAMES)}")
+        chosen = _features(features)
         only = [Pair.parse(p) for p in pairs.split(",") if p.strip()] if pairs else None
         spec = ModelSpec(family=model, params=dict(parse_param(p) for p in param or ()))
         spec.factory()  # validated here, as bad input: a wrong parameter fails before any history is read
@@ -160,6 +179,90 @@ def pack(
             indent=2,
         )
     )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            help="A folder laid out as <device_id>/<sensor>/<model file>, or a CSV mapping device_id,sensor,path"
+            "[,features] (paths relative to the CSV).",
+        ),
+    ],
+    features: Annotated[
+        str, typer.Option(help="The aggregate features the models read, in order (a mapping's column overrides).")
+    ] = ",".join(DEFAULT_MODEL_FEATURES),
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Also import .joblib/.pkl/.pickle files (loading them can run any code): converted to skops."
+        ),
+    ] = False,
+    trusted_type: TrustedType = None,
+    sklearn_version_policy: VersionPolicyOption = DEFAULT_POLICY,
+    start: Annotated[
+        str | None, typer.Option("--from", help="First hour of history to probe each model on its pair's latest row.")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End of that history (exclusive).")] = None,
+    max_model_mib: Annotated[int, typer.Option(min=1, help="Refuse a model that would take more to load.")] = (
+        DEFAULT_MAX_MODEL_MIB
+    ),
+    shard_count: ShardCount = DEFAULT_SHARD_COUNT,
+    dry_run: Annotated[bool, typer.Option(help="Check and probe every model, publish nothing.")] = False,
+) -> None:
+    """Publish models trained elsewhere, one file per pair, after checking and probing each; print a JSON summary.
+
+    Exit 0: every model found was published; 3: some were refused (listed with the reason); 1: none was.
+    """
+    with bad_input():
+        settings = StorageSettings.from_env()
+        chosen = _features(features)
+        options = ImportOptions(
+            features=chosen,
+            trust_pickle=trust_pickle,
+            trusted_types=tuple(validate_trusted_type(t) for t in trusted_type or ()),
+            version_policy=sklearn_version_policy,
+            max_bytes=max_model_mib * MIB,
+        )
+        if (start is None) != (end is None):
+            raise ValueError("give both --from and --to (the history to probe on), or neither")
+        window = (parse_hour(start), parse_hour(end)) if start and end else None
+        if source.is_dir():
+            files, refused = files_from_layout(source, chosen)
+        else:
+            files, refused = files_from_mapping(source, chosen)
+        if not files and not refused:
+            raise ValueError(f"no model files under {source}: expected <device_id>/<sensor>/<file>.skops|.joblib|.pkl")
+    with run_failures(InputReadError, PackUpdateError):
+        history = read_history(settings.client(), *window) if window else None
+        probes = probe_rows(history) if history is not None else {}
+        ready, report = import_models(files, options, probes)
+        report.refused = {**refused, **report.refused}
+        if not dry_run:
+            models = settings.client().get_container_client(str(Container.MODELS))
+            report.published, packs = publish_with_packs(models, shard_count, ready)
+    typer.echo(
+        json.dumps(
+            {
+                "source": str(source),
+                "found": report.found + len(refused),
+                "published": len(report.published) if not dry_run else 0,
+                "ready": len(ready),
+                "converted_from_pickle": len(report.converted),
+                "probed_on": report.probed_on,
+                "refused": dict(sorted(report.refused.items())),
+                "packs": _packs_summary(packs) if not dry_run and packs is not None else None,
+                "dry_run": dry_run,
+            },
+            indent=2,
+        )
+    )
+    if not ready:
+        fail(f"no model imported from {source}: every one was refused (see 'refused')")
+    if report.refused:
+        raise typer.Exit(3)
 
 
 if __name__ == "__main__":
