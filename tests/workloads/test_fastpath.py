@@ -220,8 +220,11 @@ def unsupported() -> dict[str, Any]:
     class MySVM(OneClassSVM):  # type: ignore[misc]
         pass
 
+    class MyForest(IsolationForest):  # type: ignore[misc]
+        pass
+
     return {
-        "isolation forest": IsolationForest(n_estimators=5, random_state=0).fit(train),
+        "isolation forest subclass": MyForest(n_estimators=5, random_state=0).fit(train),
         "min-max scaler": make_pipeline(MinMaxScaler(), OneClassSVM()).fit(train),
         "two scalers": make_pipeline(StandardScaler(), StandardScaler(), OneClassSVM()).fit(train),
         "callable kernel": OneClassSVM(kernel=lambda a, b: a @ b.T).fit(train),

@@ -1,4 +1,4 @@
-"""The compiled fast path: scikit-learn's OneClassSVM (optionally after a StandardScaler) in plain numpy.
+"""The compiled fast path: scikit-learn's OneClassSVM and IsolationForest (optionally after a StandardScaler) in numpy.
 
 Calling a fitted pipeline costs about a millisecond per pair, almost all of it per-call validation;
 the arithmetic of a small SVM is microseconds. So a supported model is *compiled* once into a few
@@ -17,6 +17,10 @@ a row whose decision is within ``max(FLAG_MARGIN, bound)`` of the threshold (or 
 ``borderline`` and the caller scores it with the estimator itself. Every other row's flag is
 scikit-learn's, and every score is within its bound (far below 1e-9 for the models this platform trains).
 
+IsolationForest has its own kernel (:mod:`workloads.common.forest_kernel`, equal to scikit-learn's
+decision bit for bit); :func:`compile_model` and :func:`score_many` are the one entry point for both
+families (:data:`Compiled`), dispatching by type.
+
 Only numpy is imported here: scikit-learn is imported inside :func:`compile_model` for type checks,
 so a scorer that reads compiled model packs never pays for importing it. Nothing here starts threads;
 the caller bounds BLAS/OpenMP threads for its process.
@@ -27,15 +31,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import numpy as np
 
+from workloads.common.forest_kernel import ForestModel, compile_forest, score_forests
+
+# Re-exported (the explicit "as" form mypy's strict mode asks for): callers import them from here.
+from workloads.common.scored import FLAG_MARGIN as FLAG_MARGIN  # noqa: PLC0414
+from workloads.common.scored import Scored as Scored  # noqa: PLC0414
+from workloads.common.scored import empty as _empty
+
 Kernel = Literal["rbf", "linear", "poly", "sigmoid"]
 KERNELS: Final[tuple[Kernel, ...]] = ("rbf", "linear", "poly", "sigmoid")
-
-FLAG_MARGIN: Final = 1e-9
-"""Rows with ``|decision| <= max(FLAG_MARGIN, error bound)`` are borderline: left to the estimator."""
 
 BATCH_PAIRS: Final = 4096
 """At most this many pairs are evaluated together (bounded memory, and latency per batch)."""
@@ -122,23 +130,6 @@ def check_values(
         raise ValueError("scale must be finite and non-zero (StandardScaler stores 1.0 for constant features)")
 
 
-@dataclass(frozen=True, eq=False)
-class Scored:
-    """One pair's results, row for row.
-
-    ``scores``: the decision function (lower is more anomalous); ``flags``: True where scikit-learn's
-    ``predict`` is -1 (an anomaly); ``borderline``: True where this path cannot vouch for the flag
-    (decision within the rounding bound of the threshold, or a row or decision not finite): score
-    those rows with the estimator itself. ``error_bound``: a worst-case bound on
-    ``|scores - scikit-learn's decision|``, row for row.
-    """
-
-    scores: np.ndarray
-    flags: np.ndarray
-    borderline: np.ndarray
-    error_bound: np.ndarray
-
-
 def _readonly(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -148,50 +139,82 @@ def _is_passthrough(step: object) -> bool:
     return isinstance(step, str) and step == "passthrough"
 
 
-def compile_model(estimator: object) -> CompiledModel | None:
+Compiled = CompiledModel | ForestModel
+"""A compiled model of either family; :func:`score_many` takes any mix."""
+
+
+def compile_model(estimator: object) -> Compiled | None:
     """The compiled form of a fitted estimator, or None where the fast path cannot promise equal results.
 
-    Accepted: a fitted dense ``OneClassSVM`` with kernel rbf, linear, poly or sigmoid, alone or as the
-    last step of a ``Pipeline`` whose only other step is one ``StandardScaler`` (``passthrough`` steps
-    are skipped, as the pipeline itself does). Exact types are required: a subclass may override
-    ``decision_function`` or ``transform``. Everything else returns None and the caller uses the
-    estimator's own methods.
+    Accepted: a fitted dense ``OneClassSVM`` with kernel rbf, linear, poly or sigmoid, or a fitted
+    ``IsolationForest``, alone or as the last step of a ``Pipeline`` whose only other step is one
+    ``StandardScaler`` (``passthrough`` steps are skipped, as the pipeline itself does). Exact types
+    are required: a subclass may override ``decision_function`` or ``transform``. Everything else
+    returns None and the caller uses the estimator's own methods.
     """
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.ensemble import IsolationForest
     from sklearn.svm import OneClassSVM
 
-    scaler: StandardScaler | None = None
-    final: object = estimator
-    if isinstance(estimator, Pipeline):
-        if type(estimator) is not Pipeline:
-            return None
-        # Pipeline skips None and "passthrough" steps; so does this.
-        steps = [step for _, step in estimator.steps if step is not None and not _is_passthrough(step)]
-        if not steps:
-            return None
-        *transforms, final = steps
-        if len(transforms) > 1 or any(type(step) is not StandardScaler for step in transforms):
-            return None
-        scaler = transforms[0] if transforms else None
-    if type(final) is not OneClassSVM:
+    split = _split_pipeline(estimator)
+    if split is None:
         return None
-    svm = cast(OneClassSVM, final)
+    scaler, final = split
+    if type(final) is OneClassSVM:
+        return _compile_svm(final, scaler)
+    if type(final) is IsolationForest:
+        n_features = getattr(final, "n_features_in_", None)
+        if not isinstance(n_features, int):
+            return None  # not fitted
+        scaling = _scaler_arrays(scaler, n_features)
+        return None if scaling is None else compile_forest(final, *scaling)
+    return None
+
+
+def _split_pipeline(estimator: object) -> tuple[object | None, object] | None:
+    """(StandardScaler or None, final step), or None for any other pipeline."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not isinstance(estimator, Pipeline):
+        return None, estimator
+    if type(estimator) is not Pipeline:
+        return None
+    # Pipeline skips None and "passthrough" steps; so does this.
+    steps = [step for _, step in estimator.steps if step is not None and not _is_passthrough(step)]
+    if not steps:
+        return None
+    *transforms, final = steps
+    if len(transforms) > 1 or any(type(step) is not StandardScaler for step in transforms):
+        return None
+    return (transforms[0] if transforms else None), final
+
+
+def _scaler_arrays(scaler: Any, n_features: int) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+    """The scaler's (mean, scale) as applied by its ``transform``, or None if it does not fit the model.
+
+    StandardScaler.transform subtracts ``mean_`` only with ``with_mean`` and divides by ``scale_`` only
+    with ``with_std`` (``scale_`` already holds 1.0 for constant features); the same attributes decide here.
+    """
+    if scaler is None:
+        return None, None
+    if getattr(scaler, "n_features_in_", None) != n_features:
+        return None
+    mean = _readonly(np.array(scaler.mean_, dtype=np.float64)) if scaler.with_mean else None
+    scale = _readonly(np.array(scaler.scale_, dtype=np.float64)) if scaler.with_std else None
+    return mean, scale
+
+
+def _compile_svm(svm: Any, scaler: object | None) -> CompiledModel | None:
+    """A fitted OneClassSVM (exact type already checked) as a :class:`CompiledModel`."""
     if not isinstance(svm.kernel, str) or svm.kernel not in KERNELS:
         return None  # a callable or precomputed kernel
     support_vectors = getattr(svm, "support_vectors_", None)
     if not isinstance(support_vectors, np.ndarray) or getattr(svm, "_sparse", True):
         return None  # not fitted, or fitted on sparse data (libsvm's sparse kernels sum differently)
-    mean = scale = None
-    if scaler is not None:
-        if not hasattr(scaler, "n_features_in_") or scaler.n_features_in_ != support_vectors.shape[1]:
-            return None
-        # StandardScaler.transform subtracts mean_ only with with_mean, divides by scale_ only with
-        # with_std (scale_ already holds 1.0 for constant features); the same attributes decide here.
-        if scaler.with_mean:
-            mean = _readonly(np.array(scaler.mean_, dtype=np.float64))
-        if scaler.with_std:
-            scale = _readonly(np.array(scaler.scale_, dtype=np.float64))
+    scaling = _scaler_arrays(scaler, support_vectors.shape[1])
+    if scaling is None:
+        return None
+    mean, scale = scaling
     try:
         model = CompiledModel(
             kernel=cast(Kernel, str(svm.kernel)),
@@ -210,21 +233,17 @@ def compile_model(estimator: object) -> CompiledModel | None:
     return model
 
 
-def decision_function(model: CompiledModel, matrix: np.ndarray) -> np.ndarray:
+def decision_function(model: Compiled, matrix: np.ndarray) -> np.ndarray:
     """The decision values of one pair's rows (scikit-learn's ``decision_function``)."""
     return score(model, matrix).scores
 
 
-def score(model: CompiledModel, matrix: np.ndarray) -> Scored:
+def score(model: Compiled, matrix: np.ndarray) -> Scored:
     """Score one pair: the same code as :func:`score_many`, so both give the same numbers."""
     return score_many([model], [matrix])[0]
 
 
-def _empty() -> Scored:
-    return Scored(np.empty(0, np.float64), np.empty(0, bool), np.empty(0, bool), np.empty(0, np.float64))
-
-
-def _as_matrix(index: int, model: CompiledModel, matrix: np.ndarray) -> np.ndarray:
+def _as_matrix(index: int, model: Compiled, matrix: np.ndarray) -> np.ndarray:
     array = np.asarray(matrix, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] != model.n_features:
         raise ValueError(
@@ -233,13 +252,14 @@ def _as_matrix(index: int, model: CompiledModel, matrix: np.ndarray) -> np.ndarr
     return array
 
 
-def score_many(models: Sequence[CompiledModel], matrices: Sequence[np.ndarray]) -> list[Scored]:
+def score_many(models: Sequence[Compiled], matrices: Sequence[np.ndarray]) -> list[Scored]:
     """Score many (model, rows) pairs at once; one :class:`Scored` per pair, in input order.
 
-    Pairs are grouped by kernel and feature count, sorted by support-vector count within a group (so
-    padding stays small) and cut into batches of at most ``BATCH_PAIRS`` pairs and ``BATCH_ELEMENTS``
-    cells; padding support vectors carry a zero coefficient and padding rows are dropped, so they do
-    not change any result. Rows must be finite for a meaningful flag (non-finite ones come back
+    Forests go to :func:`~workloads.common.forest_kernel.score_forests`. SVM pairs are grouped by
+    kernel and feature count, sorted by support-vector count within a group (so padding stays small)
+    and cut into batches of at most ``BATCH_PAIRS`` pairs and ``BATCH_ELEMENTS`` cells; padding
+    support vectors carry a zero coefficient and padding rows are dropped, so they do not change any
+    result. Rows must be finite for a meaningful flag (non-finite ones come back
     borderline); drop them before scoring, as the scorer does. Matrices are taken as float64, like the
     scorer's aggregates (scikit-learn would scale float32 input in float32).
     """
@@ -249,6 +269,23 @@ def score_many(models: Sequence[CompiledModel], matrices: Sequence[np.ndarray]) 
     arrays = [
         _as_matrix(index, model, matrix) for index, (model, matrix) in enumerate(zip(models, matrices, strict=True))
     ]
+    forests = [i for i, model in enumerate(models) if isinstance(model, ForestModel)]
+    if forests:
+        scored = score_forests([cast(ForestModel, models[i]) for i in forests], [arrays[i] for i in forests])
+        for index, result in zip(forests, scored, strict=True):
+            results[index] = result
+        svms = [i for i, model in enumerate(models) if not isinstance(model, ForestModel)]
+        for index, result in zip(
+            svms, _score_svms([cast(CompiledModel, models[i]) for i in svms], [arrays[i] for i in svms]), strict=True
+        ):
+            results[index] = result
+        return [result if result is not None else _empty() for result in results]
+    return _score_svms(cast(Sequence[CompiledModel], models), arrays)
+
+
+def _score_svms(models: Sequence[CompiledModel], arrays: Sequence[np.ndarray]) -> list[Scored]:
+    """The OneClassSVM pairs of :func:`score_many` (matrices already checked)."""
+    results: list[Scored | None] = [None] * len(models)
     n_rows = [array.shape[0] for array in arrays]
     n_sv = [model.support_vectors.shape[0] for model in models]
     groups: dict[tuple[str, int], list[int]] = {}
