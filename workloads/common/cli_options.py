@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from workloads.common import envvars
+from workloads.common.model_versions import VersionPolicy
 from workloads.common.shards import MAX_SHARD_COUNT
 
 # The demo, submitter and trainer take the same shard count from the same place (the stack sets
@@ -20,5 +21,15 @@ ShardCount = Annotated[
         max=MAX_SHARD_COUNT,
         help="Shards of the fleet (a hash of the device id): one aggregate folder per hour, one task and one "
         "model pack each. Must equal the stack's shardCount.",
+    ),
+]
+
+# The scorer, submitter (for its tasks) and trainer judge a model's recorded scikit-learn version alike.
+VersionPolicyOption = Annotated[
+    VersionPolicy,
+    typer.Option(
+        envvar=envvars.SKLEARN_VERSION_POLICY,
+        help="How much of a model's recorded scikit-learn version must equal the runtime's: exact, minor, major "
+        "or any; a model outside it is refused (version_mismatch).",
     ),
 ]

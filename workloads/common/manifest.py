@@ -8,7 +8,7 @@ folder, and accounts for every row and pair in its run log. A folder that is not
 count (the old processing-time layout, or a shard count since changed) gets a task too: all its rows are
 refiled to their own folders, none is dropped.
 
-It also carries the model trust options the operator chose for the run.
+It also carries the model trust options the operator chose for the run, and the scikit-learn version policy.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from workloads.common.ids import JobId, TaskId
 from workloads.common.layout import hour_prefix
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
 from workloads.common.shards import MAX_SHARD_COUNT, is_shard_folder
 from workloads.common.windows import floor_hour
 
@@ -51,6 +52,7 @@ class TaskManifest(BaseModel):
     slices: int = Field(default=1, ge=1, le=MAX_SLICES)
     trust_pickle: bool = False
     trusted_types: tuple[str, ...] = ()
+    sklearn_version_policy: VersionPolicy = DEFAULT_POLICY
 
     @property
     def shard(self) -> str | None:

@@ -18,6 +18,7 @@ from workloads.common.cli_errors import bad_input, fail, run_failures
 from workloads.common.hour_inputs import InputReadError, list_hour_inputs
 from workloads.common.layout import hour_prefix
 from workloads.common.manifest import TaskManifest, validate_trusted_type
+from workloads.common.model_versions import VersionPolicy
 from workloads.common.modelstore import DEFAULT_MAX_CONCURRENT_LOADS, DEFAULT_MAX_MODEL_MIB
 from workloads.common.runlog import error_line
 from workloads.common.shards import parse_shard_name
@@ -87,6 +88,15 @@ def score(
             help="Models the task deserialises at once (bounds its memory for models being loaded).",
         ),
     ] = DEFAULT_MAX_CONCURRENT_LOADS,
+    sklearn_version_policy: Annotated[
+        VersionPolicy | None,
+        typer.Option(
+            envvar=envvars.SKLEARN_VERSION_POLICY,
+            help="How much of a model's recorded scikit-learn version must equal this runtime's (exact, minor, "
+            "major, any); default: the manifest's (the stack's sklearnVersionPolicy). A model outside it fails its "
+            "pair (version_mismatch).",
+        ),
+    ] = None,
     fail_on_pair_errors: Annotated[
         bool, typer.Option(help="Exit 3 when any pair failed (default: log and exit 0).")
     ] = False,
@@ -110,6 +120,7 @@ def score(
         concurrency=concurrency,
         max_model_mib=max_model_mib,
         max_concurrent_loads=max_concurrent_loads,
+        version_policy=sklearn_version_policy,
     )
     with run_failures(InputReadError):
         try:

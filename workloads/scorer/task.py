@@ -38,6 +38,7 @@ from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_pack import PackEntry, read_pack
+from workloads.common.model_versions import VersionPolicy
 from workloads.common.modelstore import (
     DEFAULT_MAX_CONCURRENT_LOADS,
     DEFAULT_MAX_MODEL_MIB,
@@ -68,6 +69,7 @@ class ScorerOptions:
     concurrency: int = 16
     max_model_mib: int = DEFAULT_MAX_MODEL_MIB
     max_concurrent_loads: int = DEFAULT_MAX_CONCURRENT_LOADS
+    version_policy: VersionPolicy | None = None  # None: the manifest's (the submitter's, from the stack)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class _PairScorer:
         # invocation adds on its own command line.
         self.trust_pickle = options.trust_pickle or manifest.trust_pickle
         self.trusted_types = (*options.trusted_types, *manifest.trusted_types)
+        self.version_policy = options.version_policy or manifest.sklearn_version_policy
         self.cache = cache
         self.max_bytes = options.max_model_mib * MIB
         # One per task: the pool's threads download in parallel, but only this many inflate a model at once.
@@ -137,6 +140,7 @@ class _PairScorer:
                 trusted_types=self.trusted_types,
                 max_bytes=self.max_bytes,
                 load_slots=self.load_slots,
+                version_policy=self.version_policy,
             )
             timings["load"] = _ms(started)
             step = time.perf_counter()

@@ -22,10 +22,11 @@ from rich.table import Table
 
 from workloads.common import envvars, telemetry
 from workloads.common.cli_errors import bad_input, fail, run_failures
-from workloads.common.cli_options import ShardCount
+from workloads.common.cli_options import ShardCount, VersionPolicyOption
 from workloads.common.console import console
 from workloads.common.hour_state import CLAIM_TIMEOUT, Action, AttemptStatus, complete_at
 from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB, validate_trusted_type
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
 from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import HOUR, SETTLE, format_hour, last_complete_hour, parse_hour
@@ -124,9 +125,9 @@ def _last_complete(settle_minutes: int) -> datetime:
     return last_complete_hour(_now(), timedelta(minutes=settle_minutes))
 
 
-def _trust(trust_pickle: bool, trusted_types: str) -> Trust:
+def _trust(trust_pickle: bool, trusted_types: str, version_policy: VersionPolicy) -> Trust:
     types = tuple(validate_trusted_type(t.strip()) for t in trusted_types.split(",") if t.strip())
-    return Trust(pickle=trust_pickle, types=tuple(sorted(set(types))))
+    return Trust(pickle=trust_pickle, types=tuple(sorted(set(types))), version_policy=version_policy)
 
 
 def _settings(
@@ -137,6 +138,7 @@ def _settings(
     claim_timeout_minutes: int | None,
     trust_pickle: bool,
     trusted_types: str,
+    version_policy: VersionPolicy,
     **extra: int,
 ) -> ReconcileSettings:
     """The reconcile and run commands' shared settings, validated (bad values raise ValueError: exit 2)."""
@@ -146,7 +148,7 @@ def _settings(
         shard_count=shard_count,
         settle=timedelta(minutes=lateness_minutes),
         claim_timeout=timedelta(minutes=claim_timeout_minutes) if claim_timeout_minutes else CLAIM_TIMEOUT,
-        trust=_trust(trust_pickle, trusted_types),
+        trust=_trust(trust_pickle, trusted_types, version_policy),
         **extra,
     )
 
@@ -247,6 +249,7 @@ def reconcile(
     workers: Workers = 2,
     trust_pickle: TrustPickle = False,
     trusted_types: TrustedTypes = "",
+    sklearn_version_policy: VersionPolicyOption = DEFAULT_POLICY,
     claim_timeout_minutes: ClaimTimeout = None,
 ) -> None:
     """Score every complete hour of the window that needs it (never scored, failed, inputs changed);
@@ -261,6 +264,7 @@ def reconcile(
             claim_timeout_minutes,
             trust_pickle,
             trusted_types,
+            sklearn_version_policy,
             hours=hours,
         )
         service = storage.client()
@@ -286,6 +290,7 @@ def run(
     force: Annotated[bool, typer.Option(help="Score a new revision even if the hour is scored on its inputs.")] = False,
     trust_pickle: TrustPickle = False,
     trusted_types: TrustedTypes = "",
+    sklearn_version_policy: VersionPolicyOption = DEFAULT_POLICY,
     claim_timeout_minutes: ClaimTimeout = None,
     wait: Annotated[
         bool, typer.Option(help="Batch backend: wait for the job, finalise the hour, print its report.")
@@ -304,7 +309,14 @@ def run(
                 f"(its windows may still be written; settle time {lateness_minutes} min): nothing scored"
             )
         settings = _settings(
-            stack, task_input_mib, shard_count, lateness_minutes, claim_timeout_minutes, trust_pickle, trusted_types
+            stack,
+            task_input_mib,
+            shard_count,
+            lateness_minutes,
+            claim_timeout_minutes,
+            trust_pickle,
+            trusted_types,
+            sklearn_version_policy,
         )
         service = storage.client()
     telemetry.setup("batchscoring-submitter")

@@ -22,6 +22,7 @@ from azure.storage.blob import BlobServiceClient
 from workloads.common.hour_inputs import HourInputs, InputBlob, fingerprint, list_hour_inputs
 from workloads.common.layout import parse_aggregate_blob
 from workloads.common.manifest import DEFAULT_TASK_INPUT_MIB, MAX_SLICES, TaskManifest
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
 from workloads.common.shards import is_shard_folder
 from workloads.common.windows import floor_hour
 
@@ -59,10 +60,11 @@ def task_id_for(index: int) -> str:
 
 @dataclass(frozen=True)
 class Trust:
-    """Model trust the operator grants a run; it travels in every task's manifest."""
+    """Model trust the operator grants a run, and the scikit-learn versions it accepts; in every task's manifest."""
 
     pickle: bool = False
     types: tuple[str, ...] = ()
+    version_policy: VersionPolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def plan_hour(
                     slices=slices,
                     trust_pickle=trust.pickle,
                     trusted_types=trust.types,
+                    sklearn_version_policy=trust.version_policy,
                 )
             )
     return JobPlan(job_id, stack, hour, tuple(tasks), listed, tuple(sorted(ignored)))

@@ -17,14 +17,13 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from workloads.common import envvars
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
 from workloads.common.cli_errors import bad_input, fail, run_failures
-from workloads.common.cli_options import ShardCount
+from workloads.common.cli_options import ShardCount, VersionPolicyOption
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container
 from workloads.common.manifest import validate_trusted_type
-from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
+from workloads.common.model_versions import DEFAULT_POLICY
 from workloads.common.modelstore import DEFAULT_MAX_MODEL_MIB, MIB
 from workloads.common.pairs import Pair
 from workloads.common.shards import DEFAULT_SHARD_COUNT
@@ -49,14 +48,6 @@ class _TrainByDefault(TyperGroup):
 
 app = typer.Typer(add_completion=False, help=__doc__, cls=_TrainByDefault)
 
-VersionPolicyOption = Annotated[
-    VersionPolicy,
-    typer.Option(
-        envvar=envvars.SKLEARN_VERSION_POLICY,
-        help="How much of a model's recorded scikit-learn version must equal this runtime's: exact, minor, major "
-        "or any; a model outside it is refused (version_mismatch).",
-    ),
-]
 TrustedType = Annotated[
     list[str] | None,
     typer.Option(
@@ -158,6 +149,7 @@ def pack(
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     trusted_type: TrustedType = None,
 ) -> None:
+    sklearn_version_policy: VersionPolicyOption = DEFAULT_POLICY,
     """Rebuild every shard's model pack from the published skops models; print a JSON summary.
 
     Replaces each pack outright (empty where a shard has no compilable model), so run it after
@@ -168,7 +160,7 @@ def pack(
         types = tuple(validate_trusted_type(t) for t in trusted_type or ())
     with run_failures(PackUpdateError):
         models = settings.client().get_container_client(str(Container.MODELS))
-        update = rebuild_packs(models, shard_count, trusted_types=types)
+        update = rebuild_packs(models, shard_count, trusted_types=types, version_policy=sklearn_version_policy)
     typer.echo(
         json.dumps(
             {

@@ -37,6 +37,7 @@ from workloads.common.fastpath import CompiledModel, compile_model
 from workloads.common.layout import PACK_FOLDER, pack_blob
 from workloads.common.model_metadata import ModelFormat, list_models
 from workloads.common.model_pack import PackEntry, PackError, read_pack, write_pack
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
 from workloads.common.modelstore import ModelError, load_model
 from workloads.common.pairs import Pair
 from workloads.common.shards import shard_name, shard_of
@@ -164,12 +165,18 @@ def _update_shard(
 
 
 def rebuild_packs(
-    models: ContainerClient, shard_count: int, *, trusted_types: Sequence[str] = (), workers: int = WORKERS
+    models: ContainerClient,
+    shard_count: int,
+    *,
+    trusted_types: Sequence[str] = (),
+    version_policy: VersionPolicy = DEFAULT_POLICY,
+    workers: int = WORKERS,
 ) -> PackUpdate:
     """Compile every published skops model and replace every shard's pack with them.
 
     Pickled models are never loaded here (packs exist to avoid running code from model files), and
-    models that cannot be loaded or compiled are left out with the reason in ``skipped``: the scorer
+    models that cannot be loaded or compiled are left out with the reason in ``skipped`` (among them a model
+    whose recorded scikit-learn version the policy refuses, ``version_mismatch``): the scorer
     falls back to their per-pair models. Every shard gets a pack, empty if need be, so no stale pack
     outlives the rebuild. A pack changed by a trainer since the rebuild began is left as it is (its entries
     are at least as new as the rebuild's) and PackUpdateError names it after every other pack is written.
@@ -189,7 +196,7 @@ def rebuild_packs(
 
     def compiled(pair: Pair) -> PackEntry | str:
         try:
-            loaded = load_model(models, pair, trusted_types=trusted_types)
+            loaded = load_model(models, pair, trusted_types=trusted_types, version_policy=version_policy)
         except ModelError as exc:
             return f"{exc.reason}: {exc}"
         try:
