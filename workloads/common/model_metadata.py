@@ -57,6 +57,25 @@ class ModelMetadata(BaseModel):
             raise ValueError(f"invalid model metadata: {exc.error_count()} error(s): {exc}") from None
 
 
+_FAMILIES = {
+    "OneClassSVM": "ocsvm",
+    "IsolationForest": "iforest",
+    "LocalOutlierFactor": "lof",
+    "EllipticEnvelope": "elliptic",
+}
+
+
+def family_of(estimator: object) -> str:
+    """The family name of a fitted model (its last pipeline step's type), or that type's dotted path: what the
+    metadata records for a model whose family nobody named (an import, a factory's output)."""
+    steps = getattr(estimator, "steps", None)
+    final = steps[-1][1] if isinstance(steps, list) and steps else estimator
+    kind = type(final)
+    if kind.__module__.startswith("sklearn.") and kind.__name__ in _FAMILIES:
+        return _FAMILIES[kind.__name__]
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def list_models(models: ContainerClient) -> dict[Pair, ModelMetadata | str]:
     """Every published model with its metadata, from one listing (no per-model GET).
 

@@ -25,6 +25,10 @@ from typing import Any, Final
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from workloads.common.model_metadata import family_of
+
+__all__ = ["FAMILIES", "EstimatorFactory", "ModelSpec", "default_estimator", "family_of", "parse_param"]
+
 ParamValue = str | int | float | bool | None
 EstimatorFactory = Callable[[], Any]
 
@@ -187,21 +191,6 @@ def _validate(name: str, make: EstimatorFactory) -> None:
         make().fit(probe).predict(probe[:1])
     except Exception as exc:  # InvalidParameterError (a ValueError or TypeError) and whatever a factory raises
         raise ValueError(f"{name}: {' '.join(str(exc).split())}") from None
-
-
-def family_of(estimator: object) -> str:
-    """The family name of a fitted model (its last pipeline step's type), or that type's dotted path."""
-    final = getattr(estimator, "steps", [(None, estimator)])[-1][1]
-    names = {
-        "OneClassSVM": "ocsvm",
-        "IsolationForest": "iforest",
-        "LocalOutlierFactor": "lof",
-        "EllipticEnvelope": "elliptic",
-    }
-    kind = type(final)
-    if kind.__module__.startswith("sklearn.") and kind.__name__ in names:
-        return names[kind.__name__]
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def default_estimator() -> Any:
