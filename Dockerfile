@@ -26,6 +26,9 @@ RUN pip install ".[scoring,telemetry]"
 COPY workloads/__init__.py workloads/__init__.py
 COPY workloads/common workloads/common
 COPY workloads/scorer workloads/scorer
+# Training jobs run on the same pool and image: their Batch tasks set `--entrypoint trainer` in the container
+# run options (workloads/submitter/batch.py, BatchBackend.container_task).
+COPY workloads/training workloads/training
 RUN pip install --no-deps --force-reinstall . && rm -rf build *.egg-info
 USER 10001
 ENTRYPOINT ["scorer"]

@@ -1,4 +1,5 @@
-"""The Azure Batch backend: one job per stack+hour, one container task per shard folder (or slice) of the hour.
+"""The Azure Batch backend: one job per stack+hour, one container task per shard folder (or slice) of the hour;
+and any other job of the same image (a training job: one task per shard) through ``submit_tasks``.
 
 Uses the generated ``azure-batch`` 15.x client. Submission is idempotent: the job id is
 deterministic, an existing job is resumed by adding only the tasks it lacks, and a completed job is
@@ -20,12 +21,22 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 
 from workloads.common import envvars
 from workloads.common.layout import Container, hour_prefix
-from workloads.submitter.backend import JobOutcome
-from workloads.submitter.batch_settings import BatchSettings
+from workloads.submitter.backend import JobOutcome, JobSpec, TaskCommand
+from workloads.submitter.batch_settings import NODE_START_ALLOWANCE, BatchSettings
 from workloads.submitter.plan import JobPlan
 
 MAX_TASKS_PER_CALL = 100
 TASK_ADD_ATTEMPTS = 4
+IMAGE_ENTRYPOINT = "scorer"  # the task image's ENTRYPOINT (Dockerfile, target scorer)
+
+
+def _scoring_job(plan: JobPlan) -> JobSpec:
+    """A scoring revision as a job: its task outputs beside the hour's run logs."""
+    return JobSpec(
+        job_id=plan.job_id,
+        display_name=f"scoring {plan.stack} {plan.hour:%Y-%m-%dT%H}",
+        output_prefix=f"{hour_prefix(plan.hour)}{plan.job_id}/output/",
+    )
 
 
 def chunked(
@@ -67,29 +78,43 @@ class BatchBackend:
     # -- what one task is ---------------------------------------------------------------------------
     def task_for(self, plan: JobPlan, task_id: str, manifest_blob: str) -> batchmodels.BatchTaskCreateOptions:
         """A container task running the scorer image's ENTRYPOINT with the manifest as its arguments."""
+        return self.container_task(_scoring_job(plan), task_id, TaskCommand("scorer", manifest_blob))
+
+    def container_task(self, job: JobSpec, task_id: str, command: TaskCommand) -> batchmodels.BatchTaskCreateOptions:
+        """A container task of the task image running ``command``'s program on its manifest.
+
+        "If the container image for a Batch task is configured with an ENTRYPOINT script, you can set your command
+        line to either use the default ENTRYPOINT or override it", and containerRunOptions "are additional arguments
+        you provide to the docker create command that Batch uses to create and run the container"
+        (learn.microsoft.com/azure/batch/batch-docker-container-workloads, "Container task command line"). So the
+        scorer (the image's ENTRYPOINT) gets the manifest as its command line, and any other program of the image
+        is its entry point by ``--entrypoint <program>`` in the run options, with its arguments as the command line.
+        """
         identity = batchmodels.BatchNodeIdentityReference(resource_id=self.settings.scorer_identity_id)
         logs_url = f"{self.settings.storage_account_url.rstrip('/')}/{Container.LOGS.value}"
-        output_path = f"{hour_prefix(plan.hour)}{plan.job_id}/output/{task_id}"
+        output_path = f"{job.output_prefix}{task_id}"
         environment = [
             batchmodels.EnvironmentSetting(name=envvars.STORAGE_ACCOUNT_URL, value=self.settings.storage_account_url)
         ]
-        if self.settings.scorer_client_id:
-            environment.append(
-                batchmodels.EnvironmentSetting(name=envvars.AZURE_CLIENT_ID, value=self.settings.scorer_client_id)
-            )
+        client_id = self.settings.scorer_client_id
+        if command.program == "trainer" and self.settings.trainer_client_id:
+            client_id = self.settings.trainer_client_id  # a pool identity allowed to write models, when there is one
+        if client_id:
+            environment.append(batchmodels.EnvironmentSetting(name=envvars.AZURE_CLIENT_ID, value=client_id))
         if self.settings.telemetry_connection_string:
             environment.append(
                 batchmodels.EnvironmentSetting(
                     name=envvars.APPINSIGHTS_CONNECTION_STRING, value=self.settings.telemetry_connection_string
                 )
             )
+        run_options = "--rm" if command.program == IMAGE_ENTRYPOINT else f"--rm --entrypoint {command.program}"
         return batchmodels.BatchTaskCreateOptions(
             id=task_id,
-            display_name=f"{plan.job_id} {task_id}",
-            command_line=f"--manifest {manifest_blob}",
+            display_name=f"{job.job_id} {task_id}",
+            command_line=" ".join(command.args),
             container_settings=batchmodels.BatchTaskContainerSettings(
                 image_name=self.settings.scorer_image,
-                container_run_options="--rm",
+                container_run_options=run_options,
                 registry=batchmodels.ContainerRegistryReference(
                     registry_server=self.settings.scorer_image.split("/", 1)[0], identity_reference=identity
                 ),
@@ -97,7 +122,7 @@ class BatchBackend:
             environment_settings=environment,
             constraints=batchmodels.BatchTaskConstraints(
                 max_task_retry_count=self.settings.max_task_retries,
-                max_wall_clock_time=timedelta(minutes=self.settings.max_wall_minutes),
+                max_wall_clock_time=job.task_max_wall or timedelta(minutes=self.settings.max_wall_minutes),
             ),
             # stdout/stderr land beside the run log, whatever the exit code.
             output_files=[
@@ -125,6 +150,10 @@ class BatchBackend:
             return JobOutcome(finished=True, task_errors={"*": f"job {job_id} not found in the Batch account"})
         if job.state is not batchmodels.BatchJobState.COMPLETED:
             return JobOutcome(finished=False)
+        return JobOutcome(finished=True, task_errors=self.failed_tasks(job_id))
+
+    def failed_tasks(self, job_id: str) -> dict[str, str]:
+        """Task id -> why, for every task of the job that failed after its retries."""
         failed = self.client.list_tasks(
             job_id, filter="executionInfo/result eq 'failure'", select=["id", "executionInfo"]
         )
@@ -134,43 +163,56 @@ class BatchBackend:
             detail = info.failure_info.message if info and info.failure_info else None
             code = info.exit_code if info else None
             errors[str(task.id)] = f"failed after retries (exit code {code}){': ' + detail if detail else ''}"
-        return JobOutcome(finished=True, task_errors=errors)
+        return errors
 
     def existing_tasks(self, job_id: str) -> set[str]:
         return {task.id for task in self.client.list_tasks(job_id, select=["id"])}
 
     def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        return self.submit_tasks(
+            _scoring_job(plan), {task_id: TaskCommand("scorer", blob) for task_id, blob in manifests.items()}
+        )
+
+    def job_max_wall(self, job: JobSpec) -> timedelta:
+        """The job's wall-clock limit: ``BatchSettings.job_max_wall``, or as long for a job's own task limit."""
+        if job.task_max_wall is None:
+            return self.settings.job_max_wall
+        return job.task_max_wall * (self.settings.max_task_retries + 1) + NODE_START_ALLOWANCE
+
+    def submit_tasks(self, job: JobSpec, tasks: dict[str, TaskCommand]) -> JobOutcome:
         existing: set[str] = set()
         try:
             self.client.create_job(
                 batchmodels.BatchJobCreateOptions(
-                    id=plan.job_id,
-                    display_name=f"scoring {plan.stack} {plan.hour:%Y-%m-%dT%H}",
+                    id=job.job_id,
+                    display_name=job.display_name,
                     pool_info=batchmodels.BatchPoolInfo(pool_id=self.settings.pool_id),
                     # Terminate only once every task is added: a job with no tasks yet would
                     # otherwise count as complete and end at once.
                     all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.NO_ACTION,
                     # Bounds the revision: after it no task can write, so the claim timeout derived from it
                     # (BatchSettings.claim_timeout) never hands the hour over while this job still runs.
-                    constraints=batchmodels.BatchJobConstraints(max_wall_clock_time=self.settings.job_max_wall),
+                    constraints=batchmodels.BatchJobConstraints(max_wall_clock_time=self.job_max_wall(job)),
                 )
             )
-            self._say(f"created job {plan.job_id} on pool {self.settings.pool_id}")
+            self._say(f"created job {job.job_id} on pool {self.settings.pool_id}")
         except ResourceExistsError:
-            existing = self.existing_tasks(plan.job_id)
-            self._say(f"job {plan.job_id} exists with {len(existing)} task(s): resuming, adding only missing tasks")
-        tasks = [
-            self.task_for(plan, task_id, blob) for task_id, blob in sorted(manifests.items()) if task_id not in existing
+            existing = self.existing_tasks(job.job_id)
+            self._say(f"job {job.job_id} exists with {len(existing)} task(s): resuming, adding only missing tasks")
+        added = [
+            self.container_task(job, task_id, command)
+            for task_id, command in sorted(tasks.items())
+            if task_id not in existing
         ]
-        errors = self.add_tasks(plan.job_id, tasks)
+        errors = self.add_tasks(job.job_id, added)
         self.client.update_job(
-            plan.job_id,
+            job.job_id,
             batchmodels.BatchJobUpdateOptions(
                 all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.TERMINATE_JOB
             ),
         )
         self._say(
-            f"added {len(tasks) - len(errors)} task(s) to {plan.job_id}" + (f", {len(errors)} failed" if errors else "")
+            f"added {len(added) - len(errors)} task(s) to {job.job_id}" + (f", {len(errors)} failed" if errors else "")
         )
         return JobOutcome(finished=False, task_errors=errors)
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from workloads.common import envvars
 
 NODE_START_ALLOWANCE = timedelta(hours=1)
+TRAINER_CLIENT_ID = "TRAINER_CLIENT_ID"  # read by the training submission only (``trainer submit --backend batch``)
 CLAIM_MARGIN = timedelta(minutes=15)
 
 
@@ -22,6 +23,9 @@ class BatchSettings(BaseModel):
     storage_account_url: str = Field(pattern=r"^https://")
     scorer_identity_id: str = Field(min_length=1)  # ARM id of the pool's user-assigned identity
     scorer_client_id: str | None = None  # selects that identity for DefaultAzureCredential in the task
+    # Training tasks write models and packs, which the scorer identity may only read: a pool identity allowed to
+    # (Storage Blob Data Contributor on ``models``), selected for ``trainer`` tasks; None: the scorer's.
+    trainer_client_id: str | None = None
     max_task_retries: int = Field(default=2, ge=0, le=100)
     max_wall_minutes: int = Field(default=30, ge=1, le=10080)
     # Forwarded to tasks; an ingestion-only identifier, "not considered a security token or key" (Azure Monitor docs).
@@ -50,6 +54,7 @@ class BatchSettings(BaseModel):
             "storage_account_url": envvars.STORAGE_ACCOUNT_URL,
             "scorer_identity_id": envvars.SCORER_IDENTITY_ID,
             "scorer_client_id": envvars.SCORER_CLIENT_ID,
+            "trainer_client_id": TRAINER_CLIENT_ID,
             "max_task_retries": envvars.TASK_MAX_RETRIES,
             "max_wall_minutes": envvars.TASK_MAX_WALL_MINUTES,
             "telemetry_connection_string": envvars.APPINSIGHTS_CONNECTION_STRING,

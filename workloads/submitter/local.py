@@ -1,4 +1,7 @@
-"""The local backend: a pool of worker processes running the scorer entry point, as Batch nodes would.
+"""The local backend: a pool of worker processes running the task image's programs, as Batch nodes would.
+
+Scoring tasks run the scorer's entry point; a training job's tasks (``TaskCommand("trainer", ...)``) the
+trainer's, on the same workers with the same retries.
 
 Workers are started once (spawn, so no threads or sockets are inherited) and kept for the pool's
 life, so their storage clients and model caches serve every task and hour they run. Each worker is
@@ -22,11 +25,10 @@ import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from types import TracebackType
 
-from workloads.common.runlog import TaskLog
 from workloads.common.storage import StorageSettings
 from workloads.scorer.entry import run_manifest
 from workloads.scorer.task import ScorerOptions
-from workloads.submitter.backend import JobOutcome
+from workloads.submitter.backend import JobOutcome, JobSpec, TaskCommand
 from workloads.submitter.plan import JobPlan
 
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -61,13 +63,22 @@ class TaskFailedError(RuntimeError):
     survive the trip back from a worker process (``cannot pickle 'traceback' object``)."""
 
 
-def _run_task(settings: StorageSettings, manifest_blob: str, options: ScorerOptions, retries: int) -> TaskLog:
+def _run_program(settings: StorageSettings, command: TaskCommand, options: ScorerOptions) -> object:
+    """What the task image's program would do with the manifest, in this process."""
+    if command.program == "trainer":
+        from workloads.training.task import run_training_manifest  # only a training job's workers need it
+
+        return run_training_manifest(settings, command.manifest)
+    return run_manifest(settings, command.manifest, options).task
+
+
+def _run_task(settings: StorageSettings, command: TaskCommand, options: ScorerOptions, retries: int) -> object:
     """A task with Batch-like retries: a failed task (crash, unreadable inputs) is retried; pair
     failures are not (they are logged)."""
     error = ""
     for _ in range(retries + 1):
         try:
-            return run_manifest(settings, manifest_blob, options).task
+            return _run_program(settings, command, options)
         except Exception as exc:
             error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     raise TaskFailedError(f"failed after {retries + 1} attempt(s): {error}")
@@ -127,9 +138,16 @@ class LocalBackend:
         return JobOutcome(finished=False)
 
     def submit(self, plan: JobPlan, manifests: dict[str, str]) -> JobOutcome:
+        return self.run_commands({task_id: TaskCommand("scorer", blob) for task_id, blob in manifests.items()})
+
+    def submit_tasks(self, job: JobSpec, tasks: dict[str, TaskCommand]) -> JobOutcome:
+        """Any job's tasks on the same workers, with the same retries (the wall-clock limit is Batch's alone)."""
+        return self.run_commands(tasks)
+
+    def run_commands(self, tasks: dict[str, TaskCommand]) -> JobOutcome:
         futures = {
-            task_id: self._executor.submit(_run_task, self.settings, blob, self.options, self.max_task_retries)
-            for task_id, blob in manifests.items()
+            task_id: self._executor.submit(_run_task, self.settings, command, self.options, self.max_task_retries)
+            for task_id, command in tasks.items()
         }
         outcome = JobOutcome(finished=True)
         for task_id, future in futures.items():

@@ -29,6 +29,7 @@ from workloads.common.pairs import Pair
 from workloads.common.shards import DEFAULT_SHARD_COUNT
 from workloads.common.storage import StorageSettings
 from workloads.common.windows import format_hour, parse_hour
+from workloads.training import pool_cli
 from workloads.training.families import FAMILIES, ModelSpec, parse_param
 from workloads.training.importer import ImportOptions, files_from_layout, files_from_mapping, import_models, probe_rows
 from workloads.training.packs import PackUpdate, PackUpdateError, rebuild_packs
@@ -255,6 +256,13 @@ def import_(
         fail(f"no model imported from {source}: every one was refused (see 'refused')")
     if report.refused:
         raise typer.Exit(3)
+
+
+# Training as tasks on the pool, one per shard (workloads/training/pool_cli.py): ``trainer submit --days N``, the
+# ``trainer task --manifest <blob>`` each task runs, and ``trainer summary --job-id`` of a submitted job.
+app.command("task")(pool_cli.task)
+app.command("submit")(pool_cli.submit)
+app.command("summary")(pool_cli.summary)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,265 @@
+"""Training as tasks: one per shard, on the local backend (Azurite) and as Batch container tasks (fake Batch)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from azure.storage.blob import BlobServiceClient
+from typer.testing import CliRunner
+
+from tests.faults import FaultProxy, Rule
+from tests.workloads.fake_batch import FakeBatchService, task_page, task_results
+from tests.workloads.helpers import aggregates_for
+from workloads.aggregator.publish import publish_aggregates
+from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
+from workloads.common.frames import to_parquet
+from workloads.common.layout import Container, model_blob, pack_blob
+from workloads.common.pairs import Pair
+from workloads.common.shards import shard_name, shard_of
+from workloads.common.storage import StorageSettings
+from workloads.submitter.backend import JobSpec, TaskCommand
+from workloads.submitter.batch import BatchBackend
+from workloads.submitter.batch_settings import BatchSettings
+from workloads.submitter.local import LocalBackend
+from workloads.training.cli import app
+from workloads.training.families import ModelSpec
+from workloads.training.jobs import manifest_blob, parse_jsonl, run_log_blob, skip_reason
+from workloads.training.pool import TrainingRequest, batch_waiter, plan_training, run_training, write_training_job
+
+SHARDS = 4
+START = datetime(2026, 11, 25, 6, tzinfo=UTC)
+HOURS = 3  # 36 windows a pair; min_rows 24
+END = START + timedelta(hours=HOURS)
+GOOD = [Pair(f"dev-{i}", sensor) for i in range(6) for sensor in ("x", "y")]
+BAD = Pair("dev-nan", "x")  # every feature NaN: no usable window
+runner = CliRunner()
+
+
+def request(**overrides: Any) -> TrainingRequest:
+    values: dict[str, Any] = {
+        "stack": "dev",
+        "start": START,
+        "end": END,
+        "shard_count": SHARDS,
+        "features": DEFAULT_MODEL_FEATURES,
+        "model": ModelSpec(),  # ocsvm: compiled into the shard's pack
+        "min_rows": 24,
+    }
+    return TrainingRequest(**{**values, **overrides})
+
+
+def shard_folder(device: str) -> str:
+    return shard_name(shard_of(device, SHARDS), SHARDS)
+
+
+def publish_fleet(service: BlobServiceClient) -> int:
+    """Three hours of the fleet's aggregates, one all-NaN pair, and rows of another shard's device misfiled in a
+    shard's folder (counted, not trained on); the misfiled rows' count."""
+    hours = [aggregates_for([*GOOD, BAD], START + timedelta(hours=h), windows=12, seed=h) for h in range(HOURS)]
+    frame = pd.concat(hours, ignore_index=True)
+    frame.loc[frame["device_id"] == BAD.device_id, ["avg", "min", "max", "stdev"]] = np.nan
+    publish_aggregates(service, frame, shard_count=SHARDS)
+    folder = shard_folder("dev-0")
+    stranger = next(f"dev-{i}" for i in range(100) if shard_folder(f"dev-{i}") != folder)
+    misfiled = aggregates_for([Pair(stranger, "x")], START, windows=3, seed=9)
+    blob = f"{START:%Y/%m/%d/%H}/{folder}/misfiled.parquet"
+    service.get_container_client(str(Container.AGGREGATES)).upload_blob(blob, to_parquet(misfiled))
+    return len(misfiled)
+
+
+def shards_with_data() -> set[str]:
+    return {shard_folder(p.device_id) for p in [*GOOD, BAD]}
+
+
+def test_every_shard_is_trained_by_its_own_task_in_worker_processes(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    misfiled = publish_fleet(service)
+    with LocalBackend(settings, workers=2) as backend:
+        summary = run_training(service, request(), backend)
+    tasks = len(shards_with_data())
+    assert (summary.ok, summary.tasks, summary.tasks_ok, summary.failed) == (True, tasks, tasks, {})
+    assert (summary.pairs, summary.trained) == (len(GOOD) + 1, len(GOOD))
+    assert summary.skipped == {"too_few_windows": 1} and summary.skipped_pairs == {str(BAD): "too_few_windows"}
+    assert summary.rows_of_other_shards == misfiled and summary.rows_outside_their_hour == 0
+    assert summary.rows == (len(GOOD) + 1) * 12 * HOURS and summary.rows_read == summary.rows + misfiled
+    trained_shards = {shard_folder(p.device_id) for p in GOOD}
+    assert summary.packs_written == len(trained_shards)  # each task wrote its own shard's pack, no other
+    models = service.get_container_client(str(Container.MODELS))
+    for pair in GOOD:
+        assert models.get_blob_client(model_blob(pair)).exists()
+    assert not models.get_blob_client(model_blob(BAD)).exists()
+    for folder in shards_with_data():  # the bad pair's shard has no other pair here: nothing to pack
+        assert models.get_blob_client(pack_blob(folder)).exists() is (folder in trained_shards)
+    # The log of the bad pair's shard: one line for the skipped pair, then the task line; ok pairs only counted.
+    plan = plan_training(service, request())
+    task_id = next(m.task_id for m in plan.manifests if m.shard == shard_folder(BAD.device_id))
+    data = service.get_container_client(str(Container.LOGS)).download_blob(run_log_blob(plan.job_id, task_id))
+    task, skipped = parse_jsonl(data.readall())
+    assert task is not None and task.error is None and task.skipped == {"too_few_windows": 1}
+    assert [(s.device_id, s.reason) for s in skipped] == [(BAD.device_id, "too_few_windows")]
+    assert skipped[0].error.startswith("only 0 usable window(s)")
+
+
+def test_a_task_that_cannot_read_its_history_fails_then_succeeds_on_retry(
+    service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    publish_fleet(service)
+    folder = shard_folder("dev-1")
+    # The SDK's three attempts at one blob of one shard all fail: that task's first attempt fails, its retry works.
+    rule = fault_proxy.add(Rule(rf"/aggregates/2026/11/25/07/{folder}/local-aggregator\.parquet", times=3))
+    faulty = faulty_settings.client()
+    plan = plan_training(faulty, request())
+    task_id = next(m.task_id for m in plan.manifests if m.shard == folder)
+    with LocalBackend(faulty_settings, workers=0, max_task_retries=1) as backend:
+        summary = run_training(faulty, request(), backend)
+    assert rule.hits == 3
+    assert (summary.ok, summary.tasks_ok, summary.trained) == (True, len(shards_with_data()), len(GOOD))
+    # The failed attempt wrote its log (saying why) before failing; the retry replaced it.
+    assert len(fault_proxy.requests(rf"/logs/{run_log_blob(plan.job_id, task_id)}$", method="PUT")) == 2
+
+
+def test_a_task_failing_on_every_attempt_fails_the_job_with_its_reason(
+    service: BlobServiceClient, faulty_settings: StorageSettings, fault_proxy: FaultProxy
+) -> None:
+    publish_fleet(service)
+    folder = shard_folder("dev-1")
+    fault_proxy.add(Rule(rf"/aggregates/2026/11/25/07/{folder}/"))
+    faulty = faulty_settings.client()
+    with LocalBackend(faulty_settings, workers=0, max_task_retries=1) as backend:
+        summary = run_training(faulty, request(), backend)
+    assert not summary.ok and list(summary.failed) == [f"shard-{shard_of('dev-1', SHARDS):05d}"]
+    (why,) = summary.failed.values()
+    assert "could not read 1 aggregate blob(s)" in why and folder in why
+    assert summary.tasks_ok == len(shards_with_data()) - 1
+
+
+def test_manifests_and_job_ids_are_deterministic(service: BlobServiceClient) -> None:
+    publish_fleet(service)
+    first, again = plan_training(service, request()), plan_training(service, request())
+    assert first.job_id == again.job_id and first.job_id.startswith("train-dev-2026112509-3h-")
+    assert len(first.job_id) <= 64
+    assert first.manifests == again.manifests
+    assert sorted(first.tasks.values()) == sorted(shards_with_data())
+    logs = service.get_container_client(str(Container.LOGS))
+    blobs = write_training_job(service, first, "local")
+    contents = {name: logs.download_blob(name).readall() for name in blobs.values()}
+    assert write_training_job(service, again, "local") == blobs
+    assert {name: logs.download_blob(name).readall() for name in blobs.values()} == contents
+    assert set(blobs.values()) == {manifest_blob(first.job_id, task) for task in first.tasks}
+    # Anything that changes the models is another job.
+    assert plan_training(service, request(min_rows=30)).job_id != first.job_id
+    assert plan_training(service, request(model=ModelSpec(family="ocsvm", params={"nu": 0.05}))).job_id != first.job_id
+
+
+def test_skip_reasons_are_stable_codes() -> None:
+    assert skip_reason("only 3 usable window(s), need at least 24") == "too_few_windows"
+    assert skip_reason("untrusted_type: the model holds foo.Bar") == "untrusted_type"
+    assert skip_reason("Input contains NaN") == "fit_failed"
+
+
+def test_the_cli_submits_runs_and_sums_and_a_task_runs_its_manifest(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    publish_fleet(service)
+    args = ["submit", "--days", "1", "--to", "2026-11-25T09", "--stack", "dev", "--shard-count", str(SHARDS)]
+    result = runner.invoke(app, [*args, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["trained"], summary["skipped"]) == (True, len(GOOD), {"too_few_windows": 1})
+    job_id = summary["job_id"]
+    assert json.loads(runner.invoke(app, ["summary", "--job-id", job_id]).stdout)["trained"] == len(GOOD)
+    task = runner.invoke(app, ["task", "--manifest", manifest_blob(job_id, "shard-00000")])
+    assert task.exit_code == 0, task.output
+    assert json.loads(task.stdout)["kind"] == "task"
+    outside = runner.invoke(app, ["task", "--manifest", f"2026/11/25/09/{job_id}/manifests/shard-00000.json"])
+    assert outside.exit_code == 2 and "invalid training manifest location" in outside.output
+
+
+# -- Batch ---------------------------------------------------------------------------------------------------
+
+SETTINGS = BatchSettings(
+    account_url="https://acct.westeurope.batch.azure.com",
+    pool_id="scorers",
+    scorer_image="bscoreacr.azurecr.io/scorer@sha256:" + "a" * 64,
+    storage_account_url="https://bscoredata.blob.core.windows.net/",
+    scorer_identity_id="/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/p",
+    scorer_client_id="scorer-client-id",
+    trainer_client_id="trainer-client-id",
+    max_task_retries=2,
+    max_wall_minutes=30,
+)
+
+
+def test_a_training_task_is_the_task_image_with_the_trainer_as_entry_point() -> None:
+    job_id = "train-dev-2026112509-24h-0123abcd"
+    fake = FakeBatchService()
+    fake.handlers = {
+        ("POST", "/jobs"): lambda call: (201, None),
+        ("POST", f"/jobs/{job_id}/addtaskcollection"): task_results,
+        ("PATCH", f"/jobs/{job_id}"): lambda call: (200, None),
+    }
+    backend = BatchBackend(fake.client(), SETTINGS, log=lambda _: None, sleep=lambda _: None)
+    blob = manifest_blob(job_id, "shard-00003")
+    job = JobSpec(job_id, "training dev", f"training/{job_id}/output/", task_max_wall=timedelta(hours=2))
+    backend.submit_tasks(job, {"shard-00003": TaskCommand("trainer", blob)})
+    (create,) = fake.of("POST", "/jobs")
+    # 2 h x (1 + 2 retries) + 1 h for nodes.
+    assert create.body["constraints"] == {"maxWallClockTime": "PT07H00M00S"}
+    assert create.body["displayName"] == "training dev" and create.body["onAllTasksComplete"] == "noaction"
+    (collection,) = fake.of("POST", f"/jobs/{job_id}/addtaskcollection")
+    (task,) = collection.body["value"]
+    identity = {"resourceId": SETTINGS.scorer_identity_id}
+    assert task["commandLine"] == f"task --manifest training/{job_id}/manifests/shard-00003.json"
+    assert task["containerSettings"] == {
+        "imageName": SETTINGS.scorer_image,
+        "containerRunOptions": "--rm --entrypoint trainer",
+        "registry": {"registryServer": "bscoreacr.azurecr.io", "identityReference": identity},
+    }
+    assert task["environmentSettings"] == [
+        {"name": "AZURE_STORAGE_ACCOUNT_URL", "value": SETTINGS.storage_account_url},
+        {"name": "AZURE_CLIENT_ID", "value": "trainer-client-id"},
+    ]
+    assert task["constraints"] == {"maxTaskRetryCount": 2, "maxWallClockTime": "PT02H00M00S"}
+    (output,) = task["outputFiles"]
+    assert output["destination"]["container"]["path"] == f"training/{job_id}/output/shard-00003"
+    assert fake.of("PATCH", f"/jobs/{job_id}")[0].body == {"onAllTasksComplete": "terminatejob"}
+
+
+def test_a_batch_training_job_runs_its_command_lines_and_is_summed(
+    service: BlobServiceClient, settings: StorageSettings
+) -> None:
+    """The fake pool runs each added task's command line through ``trainer`` (as ``--entrypoint trainer`` would);
+    the submission waits on task counts and sums the logs."""
+    publish_fleet(service)
+    job_id = plan_training(service, request()).job_id
+    ran: list[str] = []
+
+    def add(call: Any) -> tuple[int, Any]:
+        for task in call.body["value"]:
+            assert task["containerSettings"]["containerRunOptions"] == "--rm --entrypoint trainer"
+            result = runner.invoke(app, task["commandLine"].split())
+            assert result.exit_code == 0, result.output
+            ran.append(task["id"])
+        return task_results(call)
+
+    def counts(call: Any) -> tuple[int, Any]:
+        done = {"active": 0, "running": 0, "completed": len(ran), "succeeded": len(ran), "failed": 0}
+        return 200, {"taskCounts": done, "taskSlotCounts": done}
+
+    fake = FakeBatchService()
+    fake.handlers = {
+        ("POST", "/jobs"): lambda call: (201, None),
+        ("POST", f"/jobs/{job_id}/addtaskcollection"): add,
+        ("PATCH", f"/jobs/{job_id}"): lambda call: (200, None),
+        ("GET", f"/jobs/{job_id}/taskcounts"): counts,
+        ("GET", f"/jobs/{job_id}/tasks"): lambda call: task_page([]),
+    }
+    backend = BatchBackend(fake.client(), SETTINGS, log=lambda _: None, sleep=lambda _: None)
+    summary = run_training(service, request(), backend, wait=batch_waiter(backend, 0, timedelta(minutes=1)))
+    assert sorted(ran) == sorted(plan_training(service, request()).tasks)
+    assert (summary.ok, summary.trained, summary.skipped) == (True, len(GOOD), {"too_few_windows": 1})
