@@ -114,6 +114,10 @@ class ConfigError(ValueError):
 
 
 TrustedType = Annotated[str, StringConstraints(pattern=DOTTED_PATH.pattern, max_length=200)]
+# A family the trainer knows by name (``workloads.training.families.FAMILIES``, kept equal by a test) or a
+# factory's module:function.
+MODEL_FAMILIES = ("ocsvm", "iforest", "lof", "elliptic")
+MODEL_FAMILY = re.compile(rf"^(?:{'|'.join(MODEL_FAMILIES)}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*)$")
 
 
 class PlatformConfig(BaseModel):
@@ -217,6 +221,22 @@ class PlatformConfig(BaseModel):
             "IsolationForest.",
         ),
     ] = Field(default_factory=list)
+    sklearn_version_policy: Annotated[
+        Literal["exact", "minor", "major", "any"],
+        Field(
+            description="How much of a model's recorded scikit-learn version must equal the scorer image's: a model "
+            "outside it is refused per pair (version_mismatch); see README, Upgrading scikit-learn across a fleet.",
+        ),
+    ] = "minor"
+    model_family: Annotated[
+        str,
+        StringConstraints(pattern=MODEL_FAMILY.pattern, max_length=200),
+        Field(
+            description="The model family the fleet is expected to use (ocsvm, iforest, lof, elliptic, or a "
+            "module:function factory): shown in the hourly report beside the families actually scored; scoring "
+            "always follows each model's own metadata.",
+        ),
+    ] = "ocsvm"
     task_max_retries: Annotated[int, Field(ge=0, le=10, description="Retries of a failed Batch task.")] = 2
     task_max_wall_minutes: Annotated[int, Field(ge=1, le=1440, description="Wall-clock limit of a Batch task.")] = 30
     aggregates_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days aggregates are kept.")] = 30
@@ -1163,7 +1183,8 @@ def reference_table() -> str:
             if field.annotation in (bool, bool | None)
             else ""
         )
-        rows.append(f"| `{NAMESPACE}:{to_camel(name)}` | `{shown}` | {allowed} | {field.description or ''} |")
+        cells = (f"`{NAMESPACE}:{to_camel(name)}`", f"`{shown}`", allowed, field.description or "")
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")  # a | would end the cell
     return "\n".join(rows)
 
 

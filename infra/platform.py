@@ -256,6 +256,8 @@ class BatchScoringPlatform(pulumi.ComponentResource):
                     envvars.SCORER_CLIENT_ID: scorer_id.client_id,
                     envvars.TASK_MAX_RETRIES: str(config.task_max_retries),
                     envvars.TASK_MAX_WALL_MINUTES: str(config.task_max_wall_minutes),
+                    envvars.SKLEARN_VERSION_POLICY: config.sklearn_version_policy,
+                    envvars.MODEL_FAMILY: config.model_family,
                     # Absent rather than empty when none, so a reader never has to split "" into [""].
                     **({envvars.TRUSTED_TYPES: ",".join(config.trusted_types)} if config.trusted_types else {}),
                     **(

@@ -296,6 +296,8 @@ def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> Non
         taskMaxRetries=3,
         reconcileHours=48,
         trustedTypes=["sklearn.tree._tree.Tree", "numpy.dtype"],
+        sklearnVersionPolicy="exact",
+        modelFamily="iforest",
     )
     group = deployment.mocks.inputs(GROUP)
     assert group["restartPolicy"] == "Never" and group["osType"] == "Linux"
@@ -318,6 +320,7 @@ def test_submitter_container_is_configured_by_environment(deploy: Deploy) -> Non
     )
     assert env[envvars.RECONCILE_HOURS] == "48" and env[envvars.SHARD_COUNT] == "32"
     assert env[envvars.TRUSTED_TYPES] == "sklearn.tree._tree.Tree,numpy.dtype"
+    assert (env[envvars.SKLEARN_VERSION_POLICY], env[envvars.MODEL_FAMILY]) == ("exact", "iforest")
     assert env[envvars.STACK] == "dev" and env[envvars.BACKEND] == "batch"
     assert env[envvars.AZURE_CLIENT_ID].endswith("submitter-client")
     assert not any("KEY" in name or "PASSWORD" in name for name in env)

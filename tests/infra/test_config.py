@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from infra.config import (
+    MODEL_FAMILIES,
     OUTPUT_DELAY_MINUTES,
     ConfigError,
     PlatformConfig,
@@ -19,6 +20,8 @@ from infra.config import (
     reference_table,
 )
 from infra.windows_zones import WINDOWS_ZONE_OF, WINDOWS_ZONES
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
+from workloads.training.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -326,6 +329,21 @@ def test_the_model_itself_accepts_only_camel_case_and_keeps_the_rules() -> None:
 def test_trusted_types_are_dotted_paths() -> None:
     types = ["sklearn.tree._tree.Tree", "numpy.dtype", "my_pkg.sub.Model2"]
     assert parse_config({"trustedTypes": types}).trusted_types == types
+
+
+def test_model_family_and_version_policy() -> None:
+    assert tuple(FAMILIES) == MODEL_FAMILIES  # the names the trainer knows, without infra importing it
+    default = parse_config({})
+    assert (default.model_family, default.sklearn_version_policy) == ("ocsvm", DEFAULT_POLICY.value)
+    assert {p.value for p in VersionPolicy} == set(
+        get_args(PlatformConfig.model_fields["sklearn_version_policy"].annotation)
+    )
+    assert parse_config({"modelFamily": "my_pkg.models:make_detector"}).model_family == "my_pkg.models:make_detector"
+    for bad in ("svm", "iforest; rm", "pkg.mod", ":make"):
+        with pytest.raises(ValueError, match="batchscoring:modelFamily: String should match"):
+            parse_config({"modelFamily": bad})
+    with pytest.raises(ValueError, match="batchscoring:sklearnVersionPolicy: Input should be 'exact'"):
+        parse_config({"sklearnVersionPolicy": "patch"})
 
 
 def test_raw_stack_config_decodes_values_and_ignores_other_namespaces() -> None:
