@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from workloads.common.fastpath import KERNELS, CompiledModel, compile_model, score
+from workloads.common.fastpath import KERNELS, Compiled, CompiledModel, compile_model, score
+from workloads.common.forest_kernel import ForestModel
 from workloads.common.model_pack import FORMAT_VERSION, PackEntry, PackError, read_pack, write_pack
 
 SENSORS = ("temperature", "humidity", "pressure", "vibration")
@@ -41,7 +43,7 @@ def random_model(rng: np.random.Generator, index: int) -> CompiledModel:
     )
 
 
-def entry(device_id: str, sensor: str, digest: str, model: CompiledModel) -> PackEntry:
+def entry(device_id: str, sensor: str, digest: str, model: Compiled) -> PackEntry:
     return PackEntry(device_id, sensor, digest, tuple(f"f{i}" for i in range(model.n_features)), model)
 
 
@@ -61,12 +63,20 @@ def bits(value: float) -> bytes:
     return np.float64(value).tobytes()
 
 
-def assert_identical(got: CompiledModel, want: CompiledModel) -> None:
+def assert_identical(got: Compiled, want: Compiled) -> None:
     """Bit for bit: values, signs of zero, dtypes and shapes."""
-    assert got.kernel == want.kernel and got.degree == want.degree
-    for name in ("gamma", "coef0", "intercept"):
+    assert type(got) is type(want)
+    if isinstance(got, ForestModel):
+        assert isinstance(want, ForestModel)
+        assert (got.n_features, got.depth) == (want.n_features, want.depth)
+        floats, arrays = ("offset", "denominator"), ("mean", "scale", "tree_nodes", "feature", "right", "value")
+    else:
+        assert isinstance(want, CompiledModel)
+        assert got.kernel == want.kernel and got.degree == want.degree
+        floats, arrays = ("gamma", "coef0", "intercept"), ("mean", "scale", "support_vectors", "dual_coef")
+    for name in floats:
         assert bits(getattr(got, name)) == bits(getattr(want, name)), name
-    for name in ("mean", "scale", "support_vectors", "dual_coef"):
+    for name in arrays:
         a, b = getattr(got, name), getattr(want, name)
         assert (a is None) == (b is None), name
         if a is not None:
@@ -272,3 +282,158 @@ def test_corrupt_bytes_never_give_a_wrong_model() -> None:
         for key, entry in packed.items():
             assert entry.model_sha256 == original[key].model_sha256, position
             assert_identical(entry.model, original[key].model)
+
+
+def forest_entries(count: int = 6, seed: int = 1) -> list[PackEntry]:
+    """Real compiled forests: with and without a scaler, a feature subsample, 1 to 12 trees."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    for i in range(count):
+        n_features = 1 + i % 4
+        train = rng.normal(size=(40, n_features)) * 3 + 10
+        forest = IsolationForest(
+            n_estimators=1 + 11 * (i % 2), max_features=0.5 if i % 3 == 2 else 1.0, contamination=0.1, random_state=i
+        )
+        estimator = make_pipeline(StandardScaler(with_mean=i % 4 != 1), forest) if i % 2 else forest
+        model = compile_model(estimator.fit(train))
+        assert isinstance(model, ForestModel)
+        entries.append(entry(f"dev-f{i:03d}", SENSORS[i % 4], sha(f"forest {i}"), model))
+    return entries
+
+
+def mixed_entries() -> list[PackEntry]:
+    return sample_entries(12) + forest_entries()
+
+
+def test_mixed_packs_round_trip_bit_for_bit() -> None:
+    entries = mixed_entries()
+    data = write_pack(entries)
+    packed = read_pack(data)
+    assert data == write_pack(list(reversed(entries)))  # deterministic, order-independent
+    assert len(packed) == len(entries)
+    for item in entries:
+        got = packed[(item.device_id, item.sensor)]
+        assert (got.model_sha256, got.features) == (item.model_sha256, item.features)
+        assert_identical(got.model, item.model)
+        rows = np.random.default_rng(4).normal(size=(7, item.model.n_features)) * 3 + 10
+        assert score(got.model, rows).scores.tobytes() == score(item.model, rows).scores.tobytes()
+    forest = packed[(entries[-1].device_id, entries[-1].sensor)].model
+    assert isinstance(forest, ForestModel) and not forest.value.flags.writeable
+
+
+def test_a_forest_only_pack_round_trips() -> None:
+    entries = forest_entries(3)
+    assert len(read_pack(write_pack(entries))) == 3
+
+
+def as_version_2(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A version-3 pack of OneClassSVMs only, written as version 2 did (no family or forest members)."""
+    dropped = {"family", "forest_n_trees", "forest_offset", "forest_denominator", "tree_nodes"}
+    kept = {k: v for k, v in arrays.items() if k not in dropped and not k.startswith("node_")}
+    return {**kept, "version": np.array(2)}
+
+
+def test_a_version_2_pack_still_reads() -> None:
+    entries = sample_entries()
+    packed = read_pack(rewritten(as_version_2(members(write_pack(entries)))))
+    assert len(packed) == len(entries)
+    for item in entries:
+        assert_identical(packed[(item.device_id, item.sensor)].model, item.model)
+    with pytest.raises(PackError, match="unexpected"):  # version 2 cannot hold forests
+        read_pack(rewritten({**members(write_pack(mixed_entries())), "version": np.array(2)}))
+
+
+def _first(array: np.ndarray, where: np.ndarray, value: Any) -> np.ndarray:
+    """A copy of ``array`` with ``value`` at the first position where ``where`` holds."""
+    copy = array.copy()
+    copy[int(np.flatnonzero(where)[0])] = value
+    return copy
+
+
+FOREST_MUTATIONS: dict[str, tuple[Any, str]] = {
+    "unknown family": (lambda a: {**a, "family": np.full_like(a["family"], 2)}, "unknown family"),
+    "svm marked forest": (lambda a: {**a, "family": _first(a["family"], a["family"] == 0, 1)}, "entries, expected"),
+    "missing nodes": (lambda a: {k: v for k, v in a.items() if k != "node_value"}, "missing members"),
+    "zero trees": (lambda a: {**a, "forest_n_trees": np.r_[0, a["forest_n_trees"][1:]]}, "tree count out of range"),
+    "one tree too many": (lambda a: {**a, "forest_n_trees": a["forest_n_trees"] + 1}, "tree_nodes holds"),
+    "node count": (lambda a: {**a, "tree_nodes": np.r_[a["tree_nodes"][0] + 1, a["tree_nodes"][1:]]}, "node arrays"),
+    "empty tree": (lambda a: {**a, "tree_nodes": np.r_[0, a["tree_nodes"][1:]]}, "tree node counts"),
+    "int32 features": (lambda a: {**a, "node_feature": a["node_feature"].astype(np.int32)}, "1-d int16"),
+    "feature beyond": (
+        lambda a: {**a, "node_feature": _first(a["node_feature"], a["node_feature"] >= 0, 99)},
+        "input column",
+    ),
+    "leaf with a child": (
+        lambda a: {**a, "node_right": _first(a["node_right"], a["node_feature"] < 0, 2)},
+        "right offset 0",
+    ),
+    "child backwards": (
+        lambda a: {**a, "node_right": _first(a["node_right"], a["node_feature"] >= 0, -3)},
+        "point forward",
+    ),
+    "child onto left": (
+        lambda a: {**a, "node_right": _first(a["node_right"], a["node_feature"] >= 0, 1)},
+        "point forward",
+    ),
+    "child beyond its tree": (
+        lambda a: {**a, "node_right": _first(a["node_right"], a["node_feature"] >= 0, 10**6)},
+        "point forward",
+    ),
+    "nan threshold": (
+        lambda a: {**a, "node_value": _first(a["node_value"], a["node_feature"] >= 0, np.nan)},
+        "finite",
+    ),
+    "negative leaf": (
+        lambda a: {**a, "node_value": _first(a["node_value"], a["node_feature"] < 0, -1.0)},
+        "path length >= 0",
+    ),
+    "nan offset": (lambda a: {**a, "forest_offset": np.r_[np.nan, a["forest_offset"][1:]]}, "offset must be"),
+    "negative denominator": (
+        lambda a: {**a, "forest_denominator": np.r_[-1.0, a["forest_denominator"][1:]]},
+        "denominator must be",
+    ),
+    "forest too wide": (
+        lambda a: {**a, "n_features": _first(a["n_features"], a["family"] == 1, 40_000)},
+        "at most 32767",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOREST_MUTATIONS))
+def test_malformed_forest_members_are_a_pack_error(name: str) -> None:
+    mutate, message = FOREST_MUTATIONS[name]
+    with pytest.raises(PackError, match=message):
+        read_pack(rewritten(mutate(members(write_pack(mixed_entries())))))
+
+
+def test_corrupt_bytes_never_give_a_wrong_forest() -> None:
+    """As for SVMs: every flipped byte of a small forest pack is a PackError or changes nothing read."""
+    data = write_pack(forest_entries(1))
+    original = read_pack(data)
+    for position in range(0, len(data), 3):
+        corrupt = bytearray(data)
+        corrupt[position] ^= 0x5A
+        try:
+            packed = read_pack(bytes(corrupt))
+        except PackError:
+            continue
+        assert packed.keys() == original.keys(), position
+        for key, item in packed.items():
+            assert_identical(item.model, original[key].model)
+
+
+def test_forests_are_checked_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workloads.common import model_pack
+
+    data = write_pack(mixed_entries())
+    whole = read_pack(data)
+    monkeypatch.setattr(model_pack, "CHECK_NODES", 1)  # one forest per call
+    chunked = read_pack(data)
+    for key, item in whole.items():
+        assert_identical(chunked[key].model, item.model)
+    arrays = members(data)
+    arrays["node_right"] = _first(arrays["node_right"][::-1], arrays["node_feature"][::-1] < 0, 2)[::-1]
+    with pytest.raises(PackError, match="right offset 0"):  # the last forest's last leaf: checked too
+        read_pack(rewritten(arrays))
+    with pytest.raises(PackError, match="node arrays must hold"):
+        read_pack(rewritten({**members(data), "node_value": np.r_[members(data)["node_value"], 1.0]}))

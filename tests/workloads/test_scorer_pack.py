@@ -15,22 +15,26 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from azure.storage.blob import BlobServiceClient
+from sklearn.ensemble import IsolationForest
 
 from tests.faults import FaultProxy
 from tests.workloads.helpers import HOUR, aggregates_for, pair_logs, publish_data_and_models
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.fastpath import Scored, compile_model, score_many
+from workloads.common.forest_kernel import ForestModel
 from workloads.common.frames import read_predictions
 from workloads.common.hour_inputs import InputReadError, list_hour_inputs
 from workloads.common.layout import Container, hour_prefix, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_metadata import ModelFormat, ModelMetadata, list_models
 from workloads.common.model_pack import PackEntry, read_pack, write_pack
+from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import parse_jsonl
 from workloads.common.shards import DEFAULT_SHARD_COUNT, shard_name, shard_of
 from workloads.common.storage import StorageSettings
+from workloads.common.vetted_types import trusted_for_loading
 from workloads.scorer import task as scorer_task
 from workloads.scorer.task import TaskReport, score_task
 from workloads.submitter.plan import JobPlan, plan_hour
@@ -80,7 +84,8 @@ def totals(reports: list[TaskReport], *keys: str) -> tuple[int, ...]:
 
 
 def expected(service: BlobServiceClient, pair: Pair, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    model = sio.loads(service.get_container_client("models").download_blob(model_blob(pair)).readall())
+    data = service.get_container_client("models").download_blob(model_blob(pair)).readall()
+    model = sio.loads(data, trusted=trusted_for_loading())
     rows = frame[(frame.device_id == pair.device_id) & (frame.sensor == pair.sensor)].sort_values("window_end")
     x = rows[list(DEFAULT_MODEL_FEATURES)].to_numpy()
     return model.decision_function(x), model.predict(x) == -1
@@ -217,6 +222,37 @@ def test_pickled_models_never_get_a_pack_entry(service: BlobServiceClient) -> No
     (task,) = planned(service).tasks
     by_pair = {Pair(p.device_id, p.sensor): p for p in score_task(service, task).pairs}
     assert by_pair[PAIRS[0]].reason == "untrusted_model" and by_pair[PAIRS[1]].path == "pack"
+
+
+def test_forest_and_svm_pairs_share_a_pack_and_forests_score_exactly_like_sklearn(service: BlobServiceClient) -> None:
+    """Half the pairs get an IsolationForest (the iforest family's default); ``trainer pack`` puts both
+    families in the packs, every pair takes the pack path and the forests' scores are sklearn's, bit for bit."""
+    frame = publish_data_and_models(service, PAIRS)
+    history = aggregates_for(PAIRS, HOUR - timedelta(hours=6), windows=72, seed=1)
+    models = service.get_container_client(str(Container.MODELS))
+    forests: dict[Pair, Any] = {}
+    for pair in PAIRS[::2]:
+        rows = history[(history.device_id == pair.device_id) & (history.sensor == pair.sensor)]
+        forests[pair] = IsolationForest(random_state=0).fit(rows[list(DEFAULT_MODEL_FEATURES)].to_numpy())
+        publish_model(models, pair, forests[pair], DEFAULT_MODEL_FEATURES, family="iforest")
+    rebuilt = rebuild_packs(models, COUNT)
+    assert not rebuilt.skipped
+    packed = {
+        key: e for s in rebuilt.written for key, e in read_pack(models.download_blob(pack_blob(s)).readall()).items()
+    }
+    assert {key for key, e in packed.items() if isinstance(e.model, ForestModel)} == {
+        (p.device_id, p.sensor) for p in forests
+    }
+    plan = planned(service)
+    reports = score_plan(service, plan)
+    assert totals(reports, "pack_pairs", "model_pairs", "ok") == (12, 0, 12)
+    assert_equal_to_sklearn(service, plan.job_id, PAIRS, frame)
+    got = read_predictions(service, HOUR, plan.job_id)
+    for pair, forest in forests.items():
+        mine = got[(got.device_id == pair.device_id) & (got.sensor == pair.sensor)].sort_values("window_end")
+        rows = frame[(frame.device_id == pair.device_id) & (frame.sensor == pair.sensor)].sort_values("window_end")
+        want = forest.decision_function(rows[list(DEFAULT_MODEL_FEATURES)].to_numpy())
+        assert mine["score"].to_numpy().tobytes() == want.tobytes()
 
 
 def aggregate_reads(fault_proxy: FaultProxy) -> list[str]:

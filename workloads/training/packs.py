@@ -33,7 +33,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
 
-from workloads.common.fastpath import CompiledModel, compile_model
+from workloads.common.fastpath import compile_model
 from workloads.common.layout import PACK_FOLDER, pack_blob
 from workloads.common.model_metadata import ModelFormat, list_models
 from workloads.common.model_pack import PackEntry, PackError, read_pack, write_pack
@@ -77,8 +77,8 @@ class PackUpdate:
 def pack_entry(pair: Pair, estimator: object, metadata_sha256: str, features: Sequence[str]) -> PackEntry | None:
     """The pack entry of a published model, or None where the fast path does not support the estimator."""
     model = compile_model(estimator)
-    if not isinstance(model, CompiledModel):
-        return None  # packs hold OneClassSVMs only (forests: pack format 3)
+    if model is None:
+        return None
     return PackEntry(pair.device_id, pair.sensor, metadata_sha256, tuple(features), model)
 
 
