@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -108,6 +109,7 @@ class HourReport:
             "pairs_from_pack": sum(t.pack_pairs for t in self.tasks),
             "pairs_from_models": sum(t.model_pairs for t in self.tasks),
             "packs_not_used": {t.task_id: t.pack for t in self.tasks if t.pack not in (None, "used")},
+            "failures_by_reason": dict(sorted(Counter(p.reason or "error" for p in self.failures).items())),
             "failures": [
                 {"pair": f"{p.device_id}/{p.sensor}", "task": p.task_id, "reason": p.reason, "error": p.error}
                 for p in self.failures

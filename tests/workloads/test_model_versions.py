@@ -1,0 +1,54 @@
+"""The scikit-learn version policy as the scheduled path applies it: per pair, counted in the report."""
+
+from __future__ import annotations
+
+import json
+
+from azure.storage.blob import BlobServiceClient
+from typer.testing import CliRunner
+
+from tests.workloads.helpers import GOOD_PAIRS, publish_data_and_models
+from workloads.common.layout import Container, model_blob
+from workloads.common.model_versions import runtime_sklearn_version
+from workloads.submitter.cli import app as submitter
+
+runner = CliRunner()
+
+
+def older_minor() -> str:
+    major, minor, *_ = runtime_sklearn_version().split(".")
+    return f"{major}.{int(minor) - 1}.0"
+
+
+def report(hour: str = "2026-11-25T10") -> dict[str, object]:
+    result = runner.invoke(submitter, ["report", "--hour", hour, "--json"])
+    assert result.exit_code == 0, result.output
+    (summary,) = json.loads(result.stdout)
+    return summary  # type: ignore[no-any-return]
+
+
+def test_a_model_of_another_minor_version_fails_its_pair_unless_the_policy_allows_it(
+    service: BlobServiceClient,
+) -> None:
+    publish_data_and_models(service, GOOD_PAIRS)
+    old = GOOD_PAIRS[0]
+    blob = service.get_container_client(str(Container.MODELS)).get_blob_client(model_blob(old))
+    blob.set_blob_metadata({**blob.get_blob_properties().metadata, "sklearn_version": older_minor()})
+
+    run = ["run", "--hour", "2026-11-25T10", "--workers", "0"]
+    assert runner.invoke(submitter, run).exit_code == 0
+    summary = report()
+    assert (summary["pairs_ok"], summary["pairs_failed"]) == (1, 1)
+    assert summary["failures_by_reason"] == {"version_mismatch": 1}
+    (failure,) = summary["failures"]  # type: ignore[misc]
+    assert failure["pair"] == str(old)
+    assert f"trained with scikit-learn {older_minor()}" in failure["error"]
+    assert "retrain or re-import it" in failure["error"]
+
+    relaxed = runner.invoke(submitter, [*run, "--force", "--sklearn-version-policy", "major"])
+    assert relaxed.exit_code == 0, relaxed.output
+    summary = report()
+    assert (summary["pairs_ok"], summary["pairs_failed"], summary["failures_by_reason"]) == (2, 0, {})
+
+    exact = runner.invoke(submitter, [*run, "--force"], env={"SCORING_SKLEARN_VERSION_POLICY": "exact"})
+    assert exact.exit_code == 0 and report()["failures_by_reason"] == {"version_mismatch": 1}
