@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -42,7 +43,7 @@ from rich.table import Table
 from benchmarks.azurite_process import Azurite
 from benchmarks.fleet import machine_facts
 from benchmarks.fleet_data import DEFAULT_HOUR, SyntheticFleet
-from benchmarks.procstat import pid_cpu_seconds
+from benchmarks.procstat import machine_cpu_seconds, pid_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -98,18 +99,27 @@ def measure_once(connection: str, azurite: Azurite, options: TrainOptions) -> di
     )
     self_before, children_before = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     azurite_before = pid_cpu_seconds(azurite.pid) or 0.0
+    machine_before = machine_cpu_seconds()
     started = time.perf_counter()
     with LocalBackend(settings, workers=options.workers, max_task_retries=1) as backend:
         summary = run_training(service, request, backend)
     wall = time.perf_counter() - started
+    machine_after = machine_cpu_seconds()
     workers_cpu = _cpu(resource.RUSAGE_CHILDREN) - children_before
+    submitter_cpu = _cpu(resource.RUSAGE_SELF) - self_before
+    azurite_cpu = (pid_cpu_seconds(azurite.pid) or 0.0) - azurite_before
     result = {
         "wall_s": round(wall, 2),
-        "submitter_cpu_s": round(_cpu(resource.RUSAGE_SELF) - self_before, 2),
+        "submitter_cpu_s": round(submitter_cpu, 2),
         "workers_cpu_s": round(workers_cpu, 2),
-        "azurite_cpu_s": round((pid_cpu_seconds(azurite.pid) or 0.0) - azurite_before, 2),
+        "azurite_cpu_s": round(azurite_cpu, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
         "summary": summary.as_json(),
     }
+    if machine_before is not None and machine_after is not None:
+        # What every other process on the machine used meanwhile: a shared machine's runs are slower, not costlier.
+        busy = machine_after[0] - machine_before[0]
+        result["others_cpu_s"] = round(busy - submitter_cpu - workers_cpu - azurite_cpu, 2)
     trained = max(summary.trained, 1)
     result["ms_per_pair_wall"] = round(wall * 1000 / trained, 2)
     result["ms_per_pair_worker_cpu"] = round(workers_cpu * 1000 / trained, 2)
@@ -165,9 +175,11 @@ def run_benchmark(options: TrainOptions, folder: Path, console: Console) -> dict
                 "submitter_cpu_s",
                 "workers_cpu_s",
                 "azurite_cpu_s",
+                "others_cpu_s",
                 "ms_per_pair_wall",
                 "ms_per_pair_worker_cpu",
             )
+            if all(key in r for r in runs)
         },
         "machine": machine_facts(),
     }
@@ -189,6 +201,8 @@ def report_table(report: dict[str, Any]) -> Table:
     table.add_row("CPU submitter (s)", _cell(median["submitter_cpu_s"]))
     table.add_row(f"CPU {options['workers']} workers (s)", _cell(median["workers_cpu_s"]))
     table.add_row("CPU Azurite (s)", _cell(median["azurite_cpu_s"]))
+    if "others_cpu_s" in median:
+        table.add_row("CPU of other processes meanwhile (s)", _cell(median["others_cpu_s"]))
     table.add_row("per pair, wall (ms)", _cell(median["ms_per_pair_wall"]))
     table.add_row("per pair, worker CPU (ms)", _cell(median["ms_per_pair_worker_cpu"]))
     table.add_row("tasks ok / failed", f"{last['tasks_ok']} / {last['tasks_failed']}")
