@@ -327,8 +327,8 @@ def test_a_forest_only_pack_round_trips() -> None:
 
 
 def as_version_2(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A version-3 pack of OneClassSVMs only, written as version 2 did (no family or forest members)."""
-    dropped = {"family", "forest_n_trees", "forest_offset", "forest_denominator", "tree_nodes"}
+    """A version-3 pack of OneClassSVMs only, written as version 2 did (no family, version or forest members)."""
+    dropped = {"family", "sklearn_version", "forest_n_trees", "forest_offset", "forest_denominator", "tree_nodes"}
     kept = {k: v for k, v in arrays.items() if k not in dropped and not k.startswith("node_")}
     return {**kept, "version": np.array(2)}
 
@@ -339,6 +339,7 @@ def test_a_version_2_pack_still_reads() -> None:
     assert len(packed) == len(entries)
     for item in entries:
         assert_identical(packed[(item.device_id, item.sensor)].model, item.model)
+        assert packed[(item.device_id, item.sensor)].sklearn_version == ""  # unknown: the policy sends it per pair
     with pytest.raises(PackError, match="unexpected"):  # version 2 cannot hold forests
         read_pack(rewritten({**members(write_pack(mixed_entries())), "version": np.array(2)}))
 

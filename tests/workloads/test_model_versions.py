@@ -11,6 +11,7 @@ from tests.workloads.helpers import GOOD_PAIRS, publish_data_and_models
 from workloads.common.layout import Container, model_blob
 from workloads.common.model_versions import runtime_sklearn_version
 from workloads.submitter.cli import app as submitter
+from workloads.training.cli import app as trainer
 
 runner = CliRunner()
 
@@ -52,3 +53,27 @@ def test_a_model_of_another_minor_version_fails_its_pair_unless_the_policy_allow
 
     exact = runner.invoke(submitter, [*run, "--force"], env={"SCORING_SKLEARN_VERSION_POLICY": "exact"})
     assert exact.exit_code == 0 and report()["failures_by_reason"] == {"version_mismatch": 1}
+
+
+def test_a_pack_entry_carries_its_models_version_and_the_scorer_applies_the_policy_to_it(
+    service: BlobServiceClient,
+) -> None:
+    """A pack compiled under a relaxed policy never serves a pair the scorer's own policy refuses."""
+    publish_data_and_models(service, GOOD_PAIRS)
+    old = GOOD_PAIRS[0]
+    blob = service.get_container_client(str(Container.MODELS)).get_blob_client(model_blob(old))
+    blob.set_blob_metadata({**blob.get_blob_properties().metadata, "sklearn_version": older_minor()})
+    packed = runner.invoke(trainer, ["pack", "--sklearn-version-policy", "major"])
+    assert packed.exit_code == 0 and json.loads(packed.stdout)["skipped"] == {}, packed.output
+
+    run = ["run", "--hour", "2026-11-25T10", "--workers", "0"]
+    assert runner.invoke(submitter, run).exit_code == 0
+    summary = report()
+    assert (summary["pairs_from_pack"], summary["pairs_failed"], summary["failures_by_reason"]) == (
+        1,
+        1,
+        {"version_mismatch": 1},
+    )
+    assert runner.invoke(submitter, [*run, "--force", "--sklearn-version-policy", "major"]).exit_code == 0
+    summary = report()
+    assert (summary["pairs_from_pack"], summary["pairs_ok"]) == (2, 2)  # both entries serve under "major"

@@ -15,6 +15,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from sklearn.covariance import EllipticEnvelope
 from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
@@ -28,6 +29,7 @@ from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.layout import Container, model_blob, pack_blob
 from workloads.common.model_metadata import list_models
 from workloads.common.model_pack import PackEntry, read_pack, write_pack
+from workloads.common.model_versions import VersionPolicy, runtime_sklearn_version
 from workloads.common.modelstore import load_model, publish_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairStatus
@@ -367,7 +369,15 @@ def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: B
     metadata.update(format="pickle", sha256=hashlib.sha256(data).hexdigest())
     models.upload_blob(model_blob(pickled), data, overwrite=True, metadata=metadata)
     x = aggregates_for([forest], windows=60)[list(FEATURES)].to_numpy()
-    publish_model(models, forest, IsolationForest(n_estimators=5, random_state=0).fit(x), FEATURES)
+    shas[forest] = publish_model(
+        models, forest, IsolationForest(n_estimators=5, random_state=0).fit(x), FEATURES
+    ).sha256
+    lof, old = Pair("o", "y"), Pair("a", "z")  # no fast path; a model of another scikit-learn minor version
+    publish_model(models, lof, LocalOutlierFactor(novelty=True).fit(x), FEATURES)
+    old_metadata = publish_model(models, old, train_on(aggregates_for([old], windows=60)), FEATURES).to_blob_metadata()
+    major, minor, *_ = runtime_sklearn_version().split(".")
+    older = f"{major}.{int(minor) - 1}.0"
+    models.get_blob_client(model_blob(old)).set_blob_metadata({**old_metadata, "sklearn_version": older})
     # Stale packs: an entry for a model that no longer exists, and one in a shard that will be empty.
     update_packs(
         models, SHARDS, {Pair("e", "gone"): entry_for(Pair("e", "gone")), Pair("p", "x"): entry_for(Pair("p", "x"))}
@@ -375,16 +385,19 @@ def test_rebuild_replaces_every_pack_and_skips_what_it_cannot_compile(service: B
     models.upload_blob(pack_blob(shard(1)), b"corrupt", overwrite=True)
 
     report = rebuild_packs(models, SHARDS)
-    assert report.written == {shard(0): 1, shard(1): 0, shard(2): 0, shard(3): 2}
-    assert set(report.skipped) == {pickled, forest}
+    assert report.written == {shard(0): 1, shard(1): 1, shard(2): 0, shard(3): 2}
+    assert set(report.skipped) == {pickled, lof, old}
     assert report.skipped[pickled].startswith("pickle:")
-    assert report.skipped[forest].startswith("untrusted_model:")
+    assert report.skipped[lof] == "not_compilable: LocalOutlierFactor"
+    assert report.skipped[old].startswith("version_mismatch: model was trained with scikit-learn")
     assert {p: e.model_sha256 for p, e in pack_of(service, 3).items()} == {p: shas[p] for p in good[:2]}
     assert {p: e.model_sha256 for p, e in pack_of(service, 0).items()} == {Pair("f", "x"): shas[Pair("f", "x")]}
-    assert pack_of(service, 1) == {} and pack_of(service, 2) == {}
+    assert {p: e.model_sha256 for p, e in pack_of(service, 1).items()} == {forest: shas[forest]}  # vetted types
+    assert pack_of(service, 2) == {}
 
-    trusted = rebuild_packs(models, SHARDS, trusted_types=("sklearn.tree._tree.Tree",))
-    assert trusted.skipped[forest] == "not_compilable: IsolationForest"
+    relaxed = rebuild_packs(models, SHARDS, version_policy=VersionPolicy.MAJOR)
+    assert set(relaxed.skipped) == {pickled, lof}
+    assert pack_of(service, 3)[old].sklearn_version == older  # the scorer's policy decides, entry by entry
 
 
 def test_pack_cli_rebuilds_and_exits_2_on_bad_input_and_1_on_storage_failures(

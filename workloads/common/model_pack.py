@@ -8,7 +8,8 @@ model's checksum, so a pair whose model was replaced on its own is never scored 
 Format (version 3): an ``.npz`` archive (a zip of ``.npy`` arrays, readable by
 ``numpy.load(..., allow_pickle=False)``) holding only numeric, boolean and fixed-width unicode arrays, so
 reading it cannot execute code. Per pair, in pair order: device id, sensor, the model's input features in
-order (comma-joined), the sha256 (32 raw bytes), the family code (0 OneClassSVM, 1 IsolationForest),
+order (comma-joined), the scikit-learn version that fitted the model (so the scorer applies its version
+policy to the entry as to the model), the sha256 (32 raw bytes), the family code (0 OneClassSVM, 1 IsolationForest),
 feature count and whether there is a mean / scale (means and scales concatenated in pair order). Per
 OneClassSVM pair (in pair order among them): kernel code, gamma, coef0, degree, intercept and
 support-vector count, with support vectors and dual coefficients concatenated. Per IsolationForest pair:
@@ -16,7 +17,8 @@ tree count, ``offset_`` and the denominator; per tree its node count; per node i
 a leaf), right-child offset (int32, how many nodes after it; the left child is the next node; 0 at a
 leaf) and value (float64: the threshold, or the path length a leaf adds), all concatenated. Counts are
 stored and offsets derived (running sums), so the two cannot disagree. Version 2 (OneClassSVMs only, no
-family or forest members) is still read.
+family, version or forest members) is still read; its entries have no known scikit-learn version, so the
+scorer's policy sends their pairs to the per-pair path until ``trainer pack`` rewrites the pack.
 
 Members are stored uncompressed. Measured on 10,000 pairs of this platform's own models (the trainer's
 StandardScaler + RBF OneClassSVM fitted on 288 simulated windows, 4 features, 9 to 20 support vectors,
@@ -51,13 +53,14 @@ import math
 import re
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 
 from workloads.common.fastpath import KERNELS, Compiled, CompiledModel, check_values
 from workloads.common.forest_kernel import MAX_FOREST_FEATURES, MAX_TREE_NODES, ForestModel, check_forests
+from workloads.common.model_versions import runtime_sklearn_version
 from workloads.common.pairs import validate_part
 
 FORMAT_NAME: Final = "batchscoring.model-pack"
@@ -97,11 +100,14 @@ _CONCATENATED: Final[dict[str, np.dtype]] = {
     "node_right": np.dtype("<i4"),
     "node_value": _F8,
 }
-_STRINGS: Final = ("device_id", "sensor", "features")
+_STRINGS: Final = ("device_id", "sensor", "features", "sklearn_version")
+_VERSION_TEXT: Final = re.compile(r"[0-9A-Za-z.+-]{0,32}")
 _MEMBERS: Final = frozenset(
     {"format", "version", "model_sha256", *_PER_PAIR, *_PER_SVM, *_PER_FOREST, *_CONCATENATED, *_STRINGS}
 )
-_NEW_IN_3: Final = frozenset({"family", *_PER_FOREST, "tree_nodes", "node_feature", "node_right", "node_value"})
+_NEW_IN_3: Final = frozenset(
+    {"family", "sklearn_version", *_PER_FOREST, "tree_nodes", "node_feature", "node_right", "node_value"}
+)
 
 
 class PackError(ValueError):
@@ -118,6 +124,9 @@ class PackEntry:
     model_sha256: str
     features: tuple[str, ...]
     model: Compiled
+    # The scikit-learn that fitted the model (its metadata's), so that the scorer applies the version policy to
+    # the entry as it would to the model; "" where unknown (a version-2 pack): refused by every policy but any.
+    sklearn_version: str = field(default_factory=runtime_sklearn_version)
 
     def __post_init__(self) -> None:
         validate_part("device id", self.device_id)
@@ -132,6 +141,8 @@ class PackEntry:
             raise ValueError(f"invalid features {self.features!r}: expected a tuple of column names")
         if len(self.features) != self.model.n_features:
             raise ValueError(f"{len(self.features)} features named for a model of {self.model.n_features}")
+        if not isinstance(self.sklearn_version, str) or not _VERSION_TEXT.fullmatch(self.sklearn_version):
+            raise ValueError(f"invalid scikit-learn version {self.sklearn_version!r}")
 
 
 def write_pack(entries: Sequence[PackEntry]) -> bytes:
@@ -147,6 +158,7 @@ def write_pack(entries: Sequence[PackEntry]) -> bytes:
         "device_id": np.array([e.device_id for e in ordered], dtype=str),
         "sensor": np.array([e.sensor for e in ordered], dtype=str),
         "features": np.array([",".join(e.features) for e in ordered], dtype=str),
+        "sklearn_version": np.array([e.sklearn_version for e in ordered], dtype="<U32"),
         "model_sha256": np.array([bytes.fromhex(e.model_sha256) for e in ordered], dtype="S32")
         .view(_U1)
         .reshape(len(ordered), 32),
@@ -209,6 +221,7 @@ def read_pack(data: bytes) -> dict[tuple[str, str], PackEntry]:
     device_ids: list[str] = arrays["device_id"].tolist()
     sensors: list[str] = arrays["sensor"].tolist()
     features: list[str] = arrays["features"].tolist()
+    versions: list[str] = arrays["sklearn_version"].tolist()
     digests = arrays["model_sha256"].tobytes().hex()
     hashes = [digests[64 * i : 64 * (i + 1)] for i in range(count)]
     means, scales = _slices(arrays, "mean", "has_mean"), _slices(arrays, "scale", "has_scale")
@@ -220,7 +233,7 @@ def read_pack(data: bytes) -> dict[tuple[str, str], PackEntry]:
             raise PackError(f"pair {key[0]}/{key[1]} appears twice")
         try:
             model = next(forests) if family == FOREST else next(svms)
-            entries[key] = PackEntry(key[0], key[1], hashes[i], tuple(features[i].split(",")), model)
+            entries[key] = PackEntry(key[0], key[1], hashes[i], tuple(features[i].split(",")), model, versions[i])
         except ValueError as exc:
             raise PackError(f"entry {i} ({key[0]}/{key[1]}): {exc}") from None
     return entries
@@ -330,7 +343,8 @@ def _as_version_3(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     n_features = arrays["n_features"]
     count = n_features.shape[0] if n_features.ndim == 1 else 0  # a wrong shape is refused by _check_shapes
     added = {name: np.empty(0, dtype) for name, dtype in {**_PER_FOREST, **_CONCATENATED}.items() if name in _NEW_IN_3}
-    return {**arrays, **added, "family": np.full(count, SVM, dtype=_U1)}
+    unknown = np.full(count, "", dtype="<U1")  # no version recorded: the scorer's policy refuses the entries
+    return {**arrays, **added, "family": np.full(count, SVM, dtype=_U1), "sklearn_version": unknown}
 
 
 def _read_member(archive: zipfile.ZipFile, member: str, limit: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_pack import PackEntry, read_pack
-from workloads.common.model_versions import VersionPolicy
+from workloads.common.model_versions import VersionPolicy, version_mismatch
 from workloads.common.modelstore import (
     DEFAULT_MAX_CONCURRENT_LOADS,
     DEFAULT_MAX_MODEL_MIB,
@@ -193,8 +193,11 @@ class _PackScored:
     leftover: list[Pair]  # for the per-pair path
 
 
-def _score_from_pack(manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[str, str], PackEntry]) -> _PackScored:
-    """Every pair with a current pack entry, in one vectorised pass; the rest is left over."""
+def _score_from_pack(
+    manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[str, str], PackEntry], policy: VersionPolicy
+) -> _PackScored:
+    """Every pair with a current pack entry, in one vectorised pass; the rest is left over, among them pairs whose
+    entry records a scikit-learn version the policy refuses (the per-pair path refuses or loads their model)."""
     chosen: list[tuple[Pair, PackEntry, np.ndarray, np.ndarray]] = []  # pair, entry, finite rows, finite mask
     inputs: list[np.ndarray] = []
     matrices: dict[tuple[str, ...], np.ndarray | None] = {}
@@ -202,7 +205,7 @@ def _score_from_pack(manifest: TaskManifest, rows: TaskRows, pack: dict[tuple[st
     logs: list[PairLog] = []
     for pair, (start, end) in rows.spans.items():
         entry = pack.get((pair.device_id, pair.sensor))
-        if entry is None:
+        if entry is None or version_mismatch(entry.sklearn_version, policy) is not None:
             leftover.append(pair)
             continue
         if entry.features not in matrices:
@@ -395,7 +398,8 @@ class _TaskRun:
 
         step = time.perf_counter()
         rows = TaskRows.of(inputs.frame)
-        fast = _score_from_pack(manifest, rows, pack)
+        policy = self.options.version_policy or manifest.sklearn_version_policy
+        fast = _score_from_pack(manifest, rows, pack, policy)
         timings["score_pack"] = _ms(step)
 
         step = time.perf_counter()

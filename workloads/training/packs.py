@@ -37,7 +37,7 @@ from workloads.common.fastpath import compile_model
 from workloads.common.layout import PACK_FOLDER, pack_blob
 from workloads.common.model_metadata import ModelFormat, list_models
 from workloads.common.model_pack import PackEntry, PackError, read_pack, write_pack
-from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version
 from workloads.common.modelstore import ModelError, load_model
 from workloads.common.pairs import Pair
 from workloads.common.shards import shard_name, shard_of
@@ -74,12 +74,18 @@ class PackUpdate:
         )
 
 
-def pack_entry(pair: Pair, estimator: object, metadata_sha256: str, features: Sequence[str]) -> PackEntry | None:
-    """The pack entry of a published model, or None where the fast path does not support the estimator."""
+def pack_entry(
+    pair: Pair, estimator: object, metadata_sha256: str, features: Sequence[str], sklearn_version: str | None = None
+) -> PackEntry | None:
+    """The pack entry of a published model, or None where the fast path does not support the estimator.
+
+    ``sklearn_version`` is the one the model's metadata records (default: this runtime's, for a model fitted here).
+    """
     model = compile_model(estimator)
     if model is None:
         return None
-    return PackEntry(pair.device_id, pair.sensor, metadata_sha256, tuple(features), model)
+    version = sklearn_version or runtime_sklearn_version()
+    return PackEntry(pair.device_id, pair.sensor, metadata_sha256, tuple(features), model, version)
 
 
 def update_packs(models: ContainerClient, shard_count: int, changes: Mapping[Pair, PackEntry | None]) -> PackUpdate:
@@ -200,7 +206,8 @@ def rebuild_packs(
         except ModelError as exc:
             return f"{exc.reason}: {exc}"
         try:
-            entry = pack_entry(pair, loaded.estimator, loaded.metadata.sha256, loaded.metadata.features)
+            metadata = loaded.metadata
+            entry = pack_entry(pair, loaded.estimator, metadata.sha256, metadata.features, metadata.sklearn_version)
         except ValueError as exc:  # e.g. metadata naming more features than the model reads
             return f"invalid_entry: {exc}"
         return entry if entry is not None else f"not_compilable: {type(loaded.estimator).__name__}"

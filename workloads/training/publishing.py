@@ -69,7 +69,8 @@ def publish_with_packs(
         if on_pair is not None:
             on_pair(pair)
     changes = {
-        pair: pack_entry(pair, model.estimator, published[pair], model.features) for pair, model in ready.items()
+        pair: pack_entry(pair, model.estimator, published[pair], model.features, model.sklearn_version)
+        for pair, model in ready.items()
     }
     try:
         # The retire step's writes count too: it may be the only one that touched a shard (entries of models the
