@@ -12,7 +12,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 export BC_SKIP_MAPPING := TRUE
 export CKV_SKIP_PACKAGE_UPDATE_CHECK := TRUE
 
-.PHONY: setup setup-checkov demo test lint scan bench bench-fleet bench-plan bench-train soak clean
+.PHONY: setup setup-checkov demo test lint scan bench bench-fleet bench-families bench-plan bench-train soak clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -59,6 +59,10 @@ bench: setup
 # a table per size and build/bench/fleet.json. ARGS="--pairs 1000 --scorer-max-pairs 1000" passes options.
 bench-fleet: setup
 	$(BIN)/python -m benchmarks.fleet --pairs 1000 10000 100000 --out build/bench/fleet.json $(ARGS)
+
+# Per model family: training ms, model size, and scoring ms per pair on the pack and per-pair paths (Azurite).
+bench-families: setup
+	$(BIN)/python -m benchmarks.families $(ARGS)
 
 # The submitter's planning of one hour (list + plan_hour + write_manifests) at 10k, 100k and 1M pairs, on a fresh,
 # restarted Azurite holding the hour's blob names (1,000 pairs per shard, 3 blobs per shard folder) and, to show the
