@@ -178,6 +178,8 @@ def test_the_cli_submits_runs_and_sums_and_a_task_runs_its_manifest(
     assert json.loads(task.stdout)["kind"] == "task"
     outside = runner.invoke(app, ["task", "--manifest", f"2026/11/25/09/{job_id}/manifests/shard-00000.json"])
     assert outside.exit_code == 2 and "invalid training manifest location" in outside.output
+    empty = runner.invoke(app, [*args[:4], "2026-11-20T00", *args[5:], "--workers", "0"])
+    assert empty.exit_code == 1 and "no shard has aggregates in the window" in empty.output
 
 
 # -- Batch ---------------------------------------------------------------------------------------------------
@@ -263,3 +265,6 @@ def test_a_batch_training_job_runs_its_command_lines_and_is_summed(
     summary = run_training(service, request(), backend, wait=batch_waiter(backend, 0, timedelta(minutes=1)))
     assert sorted(ran) == sorted(plan_training(service, request()).tasks)
     assert (summary.ok, summary.trained, summary.skipped) == (True, len(GOOD), {"too_few_windows": 1})
+    # No job-level wall clock: a training job's tasks may queue on a small pool; each task is bounded by its own.
+    (create,) = fake.of("POST", "/jobs")
+    assert "constraints" not in create.body and create.body["poolInfo"] == {"poolId": "scorers"}

@@ -47,6 +47,9 @@ class JobSpec:
     display_name: str
     output_prefix: str  # in ``logs``: each task's stdout/stderr under ``<output_prefix><task id>/``
     task_max_wall: timedelta | None = None  # None: the backend's own limit
+    # A job-level wall clock bounds a scoring revision (its claim times out after it). A training job has no claim,
+    # and its tasks may queue behind each other on a small pool for longer than any one task's limit: unbounded.
+    bounded: bool = True
 
 
 class Backend(Protocol):

@@ -192,7 +192,11 @@ class BatchBackend:
                     all_tasks_complete_mode=batchmodels.BatchAllTasksCompleteMode.NO_ACTION,
                     # Bounds the revision: after it no task can write, so the claim timeout derived from it
                     # (BatchSettings.claim_timeout) never hands the hour over while this job still runs.
-                    constraints=batchmodels.BatchJobConstraints(max_wall_clock_time=self.job_max_wall(job)),
+                    # "If this property is not specified, there is no time limit on how long the Job may run"
+                    # (BatchJobConstraints.maxWallClockTime): only an unbounded job leaves it out.
+                    constraints=batchmodels.BatchJobConstraints(max_wall_clock_time=self.job_max_wall(job))
+                    if job.bounded
+                    else None,
                 )
             )
             self._say(f"created job {job.job_id} on pool {self.settings.pool_id}")

@@ -151,6 +151,7 @@ def submit_training(
         f"{plan.request.start:%Y-%m-%dT%H}..{plan.request.end:%Y-%m-%dT%H}",
         output_prefix=output_prefix(plan.job_id),
         task_max_wall=task_max_wall,
+        bounded=False,  # each task is bounded (wall clock x retries); the job may queue on a small pool
     )
     return backend.submit_tasks(job, {task_id: TaskCommand("trainer", blob) for task_id, blob in manifests.items()})
 
@@ -299,8 +300,8 @@ def run_training(
     plan = plan_training(service, request)
     outcome = submit_training(service, plan, backend, task_max_wall)
     if not outcome.finished and wait is not None:
-        submitted = outcome.task_errors
-        outcome = wait(plan.job_id, len(plan.manifests))
+        submitted = outcome.task_errors  # tasks Batch did not accept: they never finish, so are not waited for
+        outcome = wait(plan.job_id, len(plan.manifests) - len(submitted))
         outcome.task_errors = {**submitted, **outcome.task_errors}
     return summarise(service, plan.job_id, plan.tasks, outcome, plan.blobs_outside_shard_folders)
 

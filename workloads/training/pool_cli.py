@@ -164,6 +164,8 @@ def summary(
 
 def _finish(result: TrainingSummary) -> None:
     typer.echo(json.dumps(result.as_json(), indent=2))
+    if not result.tasks:
+        fail(f"training job {result.job_id}: no shard has aggregates in the window, nothing trained")
     if not result.ok:
         problems = [f"{len(result.failed)} task(s) failed"] if result.failed else []
         problems += [f"{len(result.missing_logs)} task(s) wrote no run log"] if result.missing_logs else []

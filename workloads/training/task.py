@@ -7,7 +7,8 @@ writes ``training/<job>/tasks/<task>.jsonl``: one line per skipped pair with its
 
 A pair that cannot be trained is skipped, never a failure of the task. History that cannot be read, or packs
 that cannot be updated, fail the task: the log says why, then the error is raised (the CLI exits 1), so Batch
-retries it; a retry overwrites the log. Retrying is safe: every model and pack entry it writes is a
+retries it ("The Batch service retries a Task if its exit code is nonzero", BatchJobConstraints.maxTaskRetryCount);
+a retry overwrites the log. Retrying is safe: every model and pack entry it writes is a
 replacement of the same pair's.
 """
 
