@@ -2,20 +2,27 @@
 
     .venv/bin/python -m benchmarks.fleet --pairs 1000 10000 100000 --out build/bench/fleet.json
     make bench-fleet                       # the same; ARGS="--pairs 1000" passes options through
+    .venv/bin/python -m benchmarks.fleet --family iforest --pairs 10000 --naive-max-pairs 100 \
+        --reference-sample 5 --scorer-max-pairs 0     # IsolationForest: (b) on a sample, no (c)
 
 Per fleet size it builds a synthetic fleet (``benchmarks/fleet_data.py``: eight trained
-StandardScaler + OneClassSVM pipelines cloned to every pair, twelve 5-minute windows per pair for
-one hour; not timed), then measures, each in a fresh process (``benchmarks/fleet_measure.py``):
+StandardScaler + OneClassSVM pipelines, or with ``--family iforest`` StandardScaler + IsolationForest,
+cloned to every pair, twelve 5-minute windows per pair for one hour; not timed), then measures, each in
+a fresh process (``benchmarks/fleet_measure.py``):
 
 (a) reference  one process per pair on a sample: read the whole hour's file, unpickle, score;
-(b) naive      skops load + predict + decision_function per pair from local files, no writes;
+(b) naive      skops load + predict + decision_function per pair from local files, no writes
+               (``--repeats`` runs, at most ``--naive-max-pairs`` pairs: a forest's skops file is 3 MB and
+               takes about 0.2 s to load, so an IsolationForest fleet is measured on a sample);
 (c) scorer     the hour reconciled by the submitter with the local backend on Azurite, end to end,
                with every blob request counted (capped by ``--scorer-max-pairs``: above it, "not run").
                The aggregates are published into shard folders (``publish_aggregates``) and the model
                packs with the same shard count, about ``--shard-pairs`` pairs per shard, so a shard
                folder is one task (a folder over ``--task-input-mib`` would be split into slices);
 (d) kernel     the compiled fast path alone (``workloads.common.fastpath``): ``score_many`` over
-               every pair's matrix, models compiled beforehand.
+               every pair's matrix, models compiled beforehand (at least ``--repeats`` runs).
+
+(b) and (d) report the median run, with min-max and every run's wall time in the JSON.
 
 It prints one table per size and writes everything, machine facts included, as JSON. Numbers only:
 nothing here asserts a time. Ratios "per core-second" compare CPU time (user + system, children
@@ -46,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.azurite_process import Azurite
-from benchmarks.fleet_data import SyntheticFleet, sample_indices, write_pickle_models, write_skops_models
+from benchmarks.fleet_data import FAMILIES, SyntheticFleet, sample_indices, write_pickle_models, write_skops_models
 from benchmarks.fleet_measure import KINDS, WorkspaceSpec
 from workloads.submitter.plan import DEFAULT_TASK_BYTES
 
@@ -76,6 +83,8 @@ class BenchOptions:
     seed: int = 7
     kernel_min_seconds: float = 1.0
     scorer_repeats: int = 3  # (c) runs, each on a restarted Azurite; the median by wall time is reported
+    family: str = "ocsvm"  # the fleet's detector: ocsvm or iforest (benchmarks/fleet_data.py)
+    repeats: int = 3  # (b) and (d) runs: median, min-max
 
 
 # -- machine facts ---------------------------------------------------------------------------------------------
@@ -286,7 +295,7 @@ def run_size(
     shutil.rmtree(folder, ignore_errors=True)  # no result of an earlier run may pass for this one's
     folder.mkdir(parents=True)
     started = time.perf_counter()
-    fleet = SyntheticFleet(pairs, options.seed)
+    fleet = SyntheticFleet(pairs, options.seed, family=options.family)
     naive = sample_indices(pairs, options.naive_max_pairs)  # (a)'s sample is part of (b)'s, to compare them
     spec = WorkspaceSpec(
         pairs=pairs,
@@ -298,6 +307,8 @@ def run_size(
         shard_count=max(1, -(-pairs // options.shard_pairs)),
         max_task_bytes=options.max_task_bytes,
         kernel_min_seconds=options.kernel_min_seconds,
+        family=options.family,
+        repeats=options.repeats,
     )
     spec.save(folder)
     console.log(f"{pairs:,} pairs: writing local files (hour Parquet, {len(spec.naive):,} skops, pickles)")
@@ -332,6 +343,7 @@ def run_size(
     _add_ratios(measurements)
     return {
         "pairs": pairs,
+        "family": options.family,
         "windows_per_pair": 12,
         "build_s": round(build_s, 1),
         "hour_file_bytes": (folder / "hour.parquet").stat().st_size,
@@ -370,18 +382,21 @@ COLUMNS = (
 
 
 def size_table(size: dict[str, Any]) -> Table:
-    table = Table(title=f"{size['pairs']:,} pairs x 12 windows, one hour")
+    table = Table(title=f"{size['pairs']:,} pairs x 12 windows, one hour, {size.get('family', 'ocsvm')}")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "measurement" else "right")
     for kind, result in size["measurements"].items():
         if result.get("status") != "ok":
             table.add_row(LABELS[kind], *[str(result.get("status"))] + ["-"] * (len(COLUMNS) - 2))
             continue
+        spread = ""
+        if "ms_per_pair_min" in result:
+            spread = f" ({_number(result['ms_per_pair_min'], -3)}-{_number(result['ms_per_pair_max'], -3)})"
         table.add_row(
             LABELS[kind],
             _number(result.get("pairs")),
             _number(result.get("pairs_per_s"), -3),
-            _number(result.get("ms_per_pair"), -3),
+            _number(result.get("ms_per_pair"), -3) + spread,
             _number(result.get("cpu_ms_per_pair"), -3),
             _number(result.get("vs_reference_per_core_s"), -3),
             _number(result.get("vs_naive_per_core_s"), -3),
@@ -488,7 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet", description=__doc__.split("\n\n")[0])
     defaults = BenchOptions()
     parser.add_argument("--pairs", type=int, nargs="+", default=list(defaults.sizes), help="fleet sizes to run")
-    parser.add_argument("--out", type=Path, default=Path("build/bench/fleet.json"), help="JSON results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON results (default build/bench/fleet.json, fleet-iforest.json)"
+    )
+    parser.add_argument("--family", choices=FAMILIES, default=defaults.family, help="the pairs' model family")
+    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="(b) and (d) runs (median, min-max)")
     parser.add_argument("--reference-sample", type=int, default=defaults.reference_sample, help="pairs (a) runs")
     parser.add_argument("--naive-max-pairs", type=int, default=defaults.naive_max_pairs, help="(b) samples above")
     parser.add_argument(
@@ -509,6 +528,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(*args.pairs, args.reference_sample, args.naive_max_pairs, args.shard_pairs, args.scorer_repeats) < 1:
         parser.error("--pairs, --reference-sample, --naive-max-pairs, --shard-pairs must be at least 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    out = args.out or Path(
+        "build/bench/fleet.json" if args.family == "ocsvm" else f"build/bench/fleet-{args.family}.json"
+    )
     if args.task_input_mib * 2**20 < 1:
         parser.error("--task-input-mib must be positive")
     options = BenchOptions(
@@ -522,8 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         kernel_min_seconds=args.kernel_min_seconds,
         scorer_repeats=args.scorer_repeats,
+        family=args.family,
+        repeats=args.repeats,
     )
-    report = run_benchmark(options, args.out, workdir=args.workdir)
+    report = run_benchmark(options, out, workdir=args.workdir)
     failed = [
         f"{size['pairs']}:{kind}"
         for size in report["sizes"]
@@ -531,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result.get("status") == "error"
     ]
     if failed:
-        print(f"measurement(s) failed: {', '.join(failed)} (see the log tails in {args.out})", file=sys.stderr)
+        print(f"measurement(s) failed: {', '.join(failed)} (see the log tails in {out})", file=sys.stderr)
         return 1
     return 0
 

@@ -1,7 +1,10 @@
 """The fleet benchmark's synthetic fleet: a few trained models cloned to many pairs, one hour of rows.
 
 Eight ``StandardScaler + OneClassSVM`` pipelines (different nu, gamma and feature sets, four or five of
-the aggregate features) are trained on a day of synthetic 5-minute windows each. Every pair gets a
+the aggregate features; family ``ocsvm``) or ``StandardScaler + IsolationForest`` pipelines (family
+``iforest``: the iforest family's defaults, 100 trees of up to 256 samples, a random_state per template;
+the scaler, which the platform's iforest family does without, only lets a clone move to its pair's level
+as below) are trained on a day of synthetic 5-minute windows each. Every pair gets a
 clone of one of them, moved to its own level and scale: the clone's scaler is shifted and stretched
 by the same affine map as the pair's rows, so each pair has its own model (its own arrays, bytes and
 sha256) whose decisions on its own rows are as good as the template's on its training data.
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
+from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
@@ -41,6 +45,7 @@ WINDOW = timedelta(minutes=5)
 HISTORY_WINDOWS = 288  # a day of windows, what the project trains on
 DEFAULT_HOUR = datetime(2026, 1, 1, 12, tzinfo=UTC)
 ANOMALY_RATE = 0.03
+FAMILIES = ("ocsvm", "iforest")  # the detector behind each template's StandardScaler
 
 # Feature columns as generated, in FEATURE_NAMES order: avg, min, max, stdev, count.
 _AVG, _MIN, _MAX, _STDEV, _COUNT = (FEATURE_NAMES.index(n) for n in ("avg", "min", "max", "stdev", "count"))
@@ -115,15 +120,20 @@ class Template:
     estimator: Pipeline
 
 
-def train_templates(seed: int) -> tuple[Template, ...]:
+def train_templates(seed: int, family: str = "ocsvm") -> tuple[Template, ...]:
     """The real training runs (a day of windows each); clones are derived from these."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}: expected one of {FAMILIES}")
     found = []
     for index, spec in enumerate(TEMPLATES):
         rng = np.random.default_rng([seed, 1, index])
         phase = np.arange(HISTORY_WINDOWS) / HISTORY_WINDOWS
         rows = _windows(rng, HISTORY_WINDOWS, spec, phase)
         _inject(rng, rows, spec, ANOMALY_RATE)
-        estimator = make_pipeline(StandardScaler(), OneClassSVM(nu=spec.nu, gamma=spec.gamma))
+        detector: Any = (
+            OneClassSVM(nu=spec.nu, gamma=spec.gamma) if family == "ocsvm" else IsolationForest(random_state=index)
+        )
+        estimator = make_pipeline(StandardScaler(), detector)
         found.append(Template(spec, estimator.fit(rows[:, _columns(spec)])))
     return tuple(found)
 
@@ -136,10 +146,11 @@ class SyntheticFleet:
     seed: int = 7
     hour: datetime = DEFAULT_HOUR
     anomaly_rate: float = ANOMALY_RATE
+    family: str = "ocsvm"
 
     @cached_property
     def templates(self) -> tuple[Template, ...]:
-        return train_templates(self.seed)
+        return train_templates(self.seed, self.family)
 
     @cached_property
     def pair_ids(self) -> tuple[Pair, ...]:

@@ -63,9 +63,11 @@ class WorkspaceSpec:
     shard_count: int = 1  # the aggregates, the packs and the plan all use it: a task per shard folder
     max_task_bytes: int = 64 * 1024 * 1024  # a shard folder with more aggregate bytes is split into slices
     kernel_min_seconds: float = 1.0
+    family: str = "ocsvm"  # the templates' detector (benchmarks/fleet_data.py FAMILIES)
+    repeats: int = 3  # (b) and (d) at least this many times: median, min and max reported
 
     def fleet(self) -> SyntheticFleet:
-        return SyntheticFleet(self.pairs, self.seed, datetime.fromisoformat(self.hour))
+        return SyntheticFleet(self.pairs, self.seed, datetime.fromisoformat(self.hour), family=self.family)
 
     def save(self, folder: Path) -> None:
         (folder / "spec.json").write_text(json.dumps(asdict(self)))
@@ -90,6 +92,16 @@ def _rates(pairs: int, wall: float, cpu: float) -> dict[str, float]:
         "pairs_per_s": round(pairs / wall, 2) if wall > 0 else 0.0,
         "ms_per_pair": round(1000 * wall / pairs, 4) if pairs else 0.0,
         "cpu_ms_per_pair": round(1000 * cpu / pairs, 4) if pairs else 0.0,
+    }
+
+
+def _spread(pairs: int, walls: Sequence[float]) -> dict[str, Any]:
+    """Every run's wall time and the min-max of ms per pair beside the median ``_rates`` reports."""
+    return {
+        "runs": len(walls),
+        "wall_s_runs": [round(w, 4) for w in walls],
+        "ms_per_pair_min": round(1000 * min(walls) / pairs, 4) if pairs else 0.0,
+        "ms_per_pair_max": round(1000 * max(walls) / pairs, 4) if pairs else 0.0,
     }
 
 
@@ -155,6 +167,7 @@ def measure_reference(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
 def measure_naive(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     import skops.io as sio
 
+    from workloads.common.vetted_types import trusted_for_loading
     from workloads.scorer.scoring import score_rows
 
     fleet = spec.fleet()
@@ -162,21 +175,29 @@ def measure_naive(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     paths = [folder / "skops" / f"{i}.skops" for i in spec.naive]
     flags = np.zeros((len(paths), WINDOWS_PER_HOUR), dtype=bool)
     scores = np.zeros((len(paths), WINDOWS_PER_HOUR))
-    gc.collect()
-    cpu_started, started = time.process_time(), time.perf_counter()
-    for row, (path, matrix) in enumerate(zip(paths, matrices, strict=True)):
-        estimator = sio.loads(path.read_bytes())  # skops' default trusted types, as the model store loads them
-        scores[row], flags[row] = score_rows(estimator, matrix)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    trusted = trusted_for_loading()  # skops' defaults and the vetted types, as the model store loads them
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(max(1, spec.repeats)):  # every run loads every model again, as a fresh loop would
+        gc.collect()
+        cpu_started, started = time.process_time(), time.perf_counter()
+        for row, (path, matrix) in enumerate(zip(paths, matrices, strict=True)):
+            estimator = sio.loads(path.read_bytes(), trusted=trusted)
+            scores[row], flags[row] = score_rows(estimator, matrix)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu_started)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
     _save_results(folder, "naive", spec.naive, flags, scores)
     sampled = len(spec.naive) < spec.pairs
+    what = f"sample of {len(spec.naive):,} pairs" if sampled else "every pair"
     return {
         "pairs": len(spec.naive),
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         **_rates(len(spec.naive), wall, cpu),
+        **_spread(len(spec.naive), walls),
         "peak_rss_mib": _self_rss_mib(),
-        "note": f"sample of {len(spec.naive):,} pairs" if sampled else "every pair",
+        "note": f"{what}; median of {len(walls)} run(s)",
     }
 
 
@@ -418,7 +439,9 @@ def measure_kernel(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
     cpus: list[float] = []
     results: list[Any] = []
     total_started = time.perf_counter()
-    while not walls or (time.perf_counter() - total_started < spec.kernel_min_seconds and len(walls) < 50):
+    while len(walls) < spec.repeats or (
+        time.perf_counter() - total_started < spec.kernel_min_seconds and len(walls) < 50
+    ):
         cpu_started, started = time.process_time(), time.perf_counter()
         results = kernel.score_many(compiled, matrices)
         walls.append(time.perf_counter() - started)
@@ -440,7 +463,7 @@ def measure_kernel(folder: Path, spec: WorkspaceSpec) -> dict[str, Any]:
         "wall_s": round(wall, 4),
         "cpu_s": round(cpu, 4),
         **_rates(len(indices), wall, cpu),
-        "runs": len(walls),
+        **_spread(len(indices), walls),
         "compile_s": round(compile_s, 3),
         "borderline_windows": int(borderline.sum()),
         "peak_rss_mib": peak_rss,

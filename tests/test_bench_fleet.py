@@ -154,3 +154,38 @@ def test_planning_benchmark_lists_the_hour_and_downloads_nothing(tmp_path: Path)
         assert state["summary"]["runs_ok"] == 1 and state["summary"]["blob_ops"] == {"PUT": 2, "LIST": 1}
     text = printed.getvalue()
     assert "before: re-measured" in text and "after" in text and "2,000" in text
+
+
+def test_fleet_benchmark_measures_isolation_forests_on_a_sample(tmp_path: Path) -> None:
+    """--family iforest: the naive loop on a sample (a forest's skops file takes ~0.2 s to load), no scorer
+    run; the kernel scores every pair, equal to the naive loop bit for bit, with min-max over its runs."""
+    options = BenchOptions(
+        sizes=(12,),
+        reference_sample=1,
+        naive_max_pairs=3,
+        scorer_max_pairs=0,
+        workers=1,
+        kernel_min_seconds=0.0,
+        family="iforest",
+        repeats=3,
+    )
+    out = tmp_path / "fleet-iforest.json"
+    printed = io.StringIO()
+    run_benchmark(options, out, workdir=tmp_path / "work", console=Console(file=printed, width=200))
+    [size] = json.loads(out.read_text())["sizes"]
+    assert size["family"] == "iforest"
+    measured = size["measurements"]
+    assert measured["scorer"]["status"] == "not run"
+    naive, kernel = measured["naive"], measured["kernel"]
+    assert naive["status"] == kernel["status"] == "ok"
+    assert naive["pairs"] == 3 and "sample of 3 pairs; median of 3 run(s)" in naive["note"]
+    assert kernel["pairs"] == 12 and kernel["pairs_not_compiled"] == 0 and kernel["pack_bytes_per_pair"] > 10_000
+    for result in (naive, kernel):
+        assert result["runs"] == len(result["wall_s_runs"]) == 3
+        assert result["ms_per_pair_min"] <= result["ms_per_pair"] <= result["ms_per_pair_max"]
+    comparisons = {c["between"]: c for c in size["agreement"]}
+    assert comparisons["naive/kernel"]["pairs"] == 3
+    assert comparisons["naive/kernel"]["flag_mismatches"] == 0
+    assert comparisons["naive/kernel"]["max_abs_score_diff"] == 0.0
+    assert comparisons["reference/naive"]["flag_mismatches"] == 0
+    assert "12 pairs x 12 windows, one hour, iforest" in printed.getvalue()
