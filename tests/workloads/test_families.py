@@ -61,8 +61,12 @@ def test_each_family_is_trained_packed_and_scored_as_its_estimator_scores(servic
         pair: family for family, pairs in PAIRS.items() for pair in pairs
     }
     invoke(submitter, "run", "--hour", "2026-11-25T10", "--workers", "0", "--shard-count", SHARDS)
-    (report,) = invoke(submitter, "report", "--hour", "2026-11-25T10", "--json")  # type: ignore[misc]
+    (report,) = invoke(submitter, "report", "--hour", "2026-11-25T10", "--json", "--model-family", "ocsvm")  # type: ignore[misc]
     assert (report["pairs_ok"], report["pairs_failed"]) == (len(everyone), 0), report["failures"]
+    assert report["pairs_by_family"] == dict.fromkeys(sorted(FAMILIES), 2)
+    assert (report["model_family_expected"], report["pairs_other_family"]) == ("ocsvm", 2 * (len(FAMILIES) - 1))
+    table = runner.invoke(submitter, ["report", "--hour", "2026-11-25T10"], env={"SCORING_MODEL_FAMILY": "ocsvm"})
+    assert "another family than the stack's modelFamily (ocsvm)" in " ".join(table.stdout.split())
     assert report["pairs_from_pack"] + report["pairs_from_models"] == len(everyone)
     assert report["pairs_from_pack"] >= 2 * len(FAST) - 2  # a pair with a borderline row takes its model's path
 

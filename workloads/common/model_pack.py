@@ -64,6 +64,7 @@ from workloads.common.model_versions import runtime_sklearn_version
 from workloads.common.pairs import validate_part
 
 FORMAT_NAME: Final = "batchscoring.model-pack"
+PACK_FAMILIES: Final[dict[type, str]] = {CompiledModel: "ocsvm", ForestModel: "iforest"}  # the trainer's names
 FORMAT_VERSION: Final = 3  # 2: features per entry; 3: model families (IsolationForest)
 READABLE_VERSIONS: Final = (2, 3)  # a version-2 pack holds OneClassSVMs only, and reads as such
 MAX_FEATURES: Final = 65536  # far beyond any model here; bounds count x feature products on read

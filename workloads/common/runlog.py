@@ -42,6 +42,7 @@ class PairLog(_TaskLine):
     model_sha256: str | None = None
     reason: str | None = None  # stable code: missing_model, corrupt_model, bad_features, bad_data...
     path: Literal["pack", "model"] | None = None  # scored from the shard's model pack or the pair's own model
+    family: str | None = None  # of the model that scored it (metadata's ``family``; ``model_metadata.family_of``)
     error: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
@@ -76,6 +77,7 @@ class TaskLog(_TaskLine):
     pack: str | None = None  # the shard's model pack: "used", "missing", "unreadable: ...", None without a shard
     pack_pairs: int = 0  # pairs scored from the pack (compiled fast path)
     model_pairs: int = 0  # pairs scored with their own model: not in the pack, or a borderline row
+    families: dict[str, int] = Field(default_factory=dict)  # model family -> pairs it scored (ok)
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
     @property

@@ -21,6 +21,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +38,8 @@ from workloads.common.frames import to_parquet
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container, model_blob, pack_blob, prediction_blob, run_log_blob
 from workloads.common.manifest import TaskManifest
-from workloads.common.model_pack import PackEntry, read_pack
+from workloads.common.model_metadata import family_of
+from workloads.common.model_pack import PACK_FAMILIES, PackEntry, read_pack
 from workloads.common.model_versions import VersionPolicy, version_mismatch
 from workloads.common.modelstore import (
     DEFAULT_MAX_CONCURRENT_LOADS,
@@ -167,6 +169,7 @@ class _PairScorer:
             **base,
             status=PairStatus.OK,
             path="model",
+            family=loaded.metadata.family or family_of(loaded.estimator),
             rows=table.num_rows,
             anomalies=int(flags.sum()),
             dropped_rows=int((~finite).sum()),
@@ -244,6 +247,7 @@ def _score_from_pack(
                 **_base(manifest, pair),
                 status=PairStatus.OK,
                 path="pack",
+                family=PACK_FAMILIES[type(entry.model)],
                 rows=len(numbers),
                 anomalies=int(scored.flags.sum()),
                 dropped_rows=int((~finite).sum()),
@@ -330,6 +334,7 @@ def _task_log(
         models_cached=len(cache),
         pack=pack,
         pack_pairs=sum(p.path == "pack" for p in pair_logs),
+        families=dict(sorted(Counter(p.family for p in pair_logs if p.family is not None).items())),
         model_pairs=sum(p.path == "model" for p in pair_logs),
         timings_ms=timings,
     )

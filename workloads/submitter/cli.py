@@ -443,6 +443,14 @@ def report(
     last: Annotated[int, typer.Option(min=1, max=24 * 31, help="Report this many hours, ending with --hour.")] = 1,
     lateness_minutes: Settle = DEFAULT_SETTLE,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    model_family: Annotated[
+        str | None,
+        typer.Option(
+            envvar=envvars.MODEL_FAMILY,
+            help="The family the fleet is expected to use (the stack's modelFamily): pairs scored by another "
+            "are counted and named (scoring itself follows each model's metadata).",
+        ),
+    ] = None,
     html_file: Annotated[
         Path | None,
         typer.Option(
@@ -460,6 +468,8 @@ def report(
     days: dict[str, tuple[str, ...]] = {}  # each day listed once for all its hours
     with run_failures():
         reports = [collect(service, newest - i * HOUR, _now(), settle, days) for i in reversed(range(last))]
+    for one in reports:
+        one.expected_family = model_family
     _print_reports(reports, as_json=as_json)
     if not as_json:
         console().print(monitor_hint(newest - (last - 1) * HOUR, newest), markup=False, highlight=False)

@@ -55,6 +55,14 @@ class HourReport:
     # and what sits under the hour's day in no hour folder (``list_misnamed_under_day``).
     ignored_blobs: tuple[str, ...] | None = None
     misnamed_under_day: tuple[str, ...] = ()
+    expected_family: str | None = None  # the stack's modelFamily: documentation, compared with what scored
+
+    def families(self) -> dict[str, int]:
+        """Model family -> pairs it scored this hour (the tasks' counts)."""
+        counts: Counter[str] = Counter()
+        for task in self.tasks:
+            counts.update(task.families)
+        return dict(sorted(counts.items()))
 
     @property
     def failures(self) -> list[PairLog]:
@@ -108,6 +116,11 @@ class HourReport:
             # differs from the stack's) is worth a `trainer pack`.
             "pairs_from_pack": sum(t.pack_pairs for t in self.tasks),
             "pairs_from_models": sum(t.model_pairs for t in self.tasks),
+            "pairs_by_family": (families := self.families()),
+            "model_family_expected": self.expected_family,
+            "pairs_other_family": sum(n for f, n in families.items() if f != self.expected_family)
+            if self.expected_family
+            else 0,
             "packs_not_used": {t.task_id: t.pack for t in self.tasks if t.pack not in (None, "used")},
             "failures_by_reason": dict(sorted(Counter(p.reason or "error" for p in self.failures).items())),
             "failures": [
@@ -232,6 +245,14 @@ def issue_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("rows not accounted for by the tasks", f"{summary['rows_unaccounted']}: {summary['rows']}"))
     for task, error in dict(summary["task_errors"]).items():
         out.append(("task failed", f"{task}: {error}"))
+    if summary["pairs_other_family"]:
+        families = ", ".join(f"{n} {family}" for family, n in dict(summary["pairs_by_family"]).items())
+        out.append(
+            (
+                f"pairs scored by another family than the stack's modelFamily ({summary['model_family_expected']})",
+                f"{summary['pairs_other_family']}: {families} (scoring follows each model's metadata)",
+            )
+        )
     for task, pack in dict(summary["packs_not_used"]).items():
         out.append(
             ("model pack not used (pairs scored one model at a time; `trainer pack` rebuilds)", f"{task}: {pack}")
