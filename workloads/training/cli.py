@@ -149,8 +149,8 @@ def train(
 def pack(
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
     trusted_type: TrustedType = None,
-) -> None:
     sklearn_version_policy: VersionPolicyOption = DEFAULT_POLICY,
+) -> None:
     """Rebuild every shard's model pack from the published skops models; print a JSON summary.
 
     Replaces each pack outright (empty where a shard has no compilable model), so run it after
