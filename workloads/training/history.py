@@ -108,6 +108,13 @@ def list_shard_blobs(service: BlobServiceClient, shard: str, start: datetime, en
         return [name for names in pool.map(one_hour, list(hours(start, end))) for name in names]
 
 
+def _hour_of(name: str) -> datetime:
+    place = parse_aggregate_blob(name)
+    if place is None:  # listed by list_shard_blobs, which keeps aggregate blobs only
+        raise ValueError(f"{name!r} is not an aggregate blob")
+    return place.hour
+
+
 def read_shard_history(
     service: BlobServiceClient, shard: str, shard_index: int, shard_count: int, start: datetime, end: datetime
 ) -> ShardHistory:
@@ -126,9 +133,7 @@ def read_shard_history(
     )
     if frame.empty:
         return result
-    blob_hours = np.array(
-        [np.datetime64(parse_aggregate_blob(n).hour.replace(tzinfo=None), "ns") for n in decoded.order]  # type: ignore[union-attr]
-    )
+    blob_hours = np.array([np.datetime64(_hour_of(name).replace(tzinfo=None), "ns") for name in decoded.order])
     row_hours = frame["window_end"].dt.floor("h").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     in_hour = row_hours == blob_hours[frame[ORDER].to_numpy()]
     codes, devices = pd.factorize(frame["device_id"])

@@ -191,6 +191,7 @@ class TrainingJob(BaseModel):
     features: tuple[str, ...]
     model: ModelSpec
     min_rows: int
+    trusted_types: tuple[str, ...] = ()
     tasks: dict[str, str]  # task id -> shard
     backend: str
     submitted_at: datetime

@@ -118,6 +118,7 @@ def write_training_job(service: BlobServiceClient, plan: TrainingPlan, backend: 
         features=request.features,
         model=request.model,
         min_rows=request.min_rows,
+        trusted_types=request.trusted_types,
         tasks=plan.tasks,
         backend=backend,
         submitted_at=datetime.now(UTC),
