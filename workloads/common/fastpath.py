@@ -259,28 +259,27 @@ def score_many(models: Sequence[Compiled], matrices: Sequence[np.ndarray]) -> li
     kernel and feature count, sorted by support-vector count within a group (so padding stays small)
     and cut into batches of at most ``BATCH_PAIRS`` pairs and ``BATCH_ELEMENTS`` cells; padding
     support vectors carry a zero coefficient and padding rows are dropped, so they do not change any
-    result. Rows must be finite for a meaningful flag (non-finite ones come back
-    borderline); drop them before scoring, as the scorer does. Matrices are taken as float64, like the
-    scorer's aggregates (scikit-learn would scale float32 input in float32).
+    result. Rows must be finite for a meaningful flag (non-finite ones come back borderline); drop
+    them before scoring, as the scorer does. Matrices are taken as float64, like the scorer's
+    aggregates (scikit-learn would scale float32 input in float32).
     """
     if len(models) != len(matrices):
         raise ValueError(f"{len(models)} models but {len(matrices)} matrices")
-    results: list[Scored | None] = [None] * len(models)
     arrays = [
         _as_matrix(index, model, matrix) for index, (model, matrix) in enumerate(zip(models, matrices, strict=True))
     ]
     forests = [i for i, model in enumerate(models) if isinstance(model, ForestModel)]
-    if forests:
-        scored = score_forests([cast(ForestModel, models[i]) for i in forests], [arrays[i] for i in forests])
-        for index, result in zip(forests, scored, strict=True):
+    if not forests:
+        return _score_svms(cast(Sequence[CompiledModel], models), arrays)
+    svms = [i for i, model in enumerate(models) if not isinstance(model, ForestModel)]
+    results: list[Scored] = [_empty()] * len(models)  # every slot is replaced below
+    for members, scored in (
+        (forests, score_forests([cast(ForestModel, models[i]) for i in forests], [arrays[i] for i in forests])),
+        (svms, _score_svms([cast(CompiledModel, models[i]) for i in svms], [arrays[i] for i in svms])),
+    ):
+        for index, result in zip(members, scored, strict=True):
             results[index] = result
-        svms = [i for i, model in enumerate(models) if not isinstance(model, ForestModel)]
-        for index, result in zip(
-            svms, _score_svms([cast(CompiledModel, models[i]) for i in svms], [arrays[i] for i in svms]), strict=True
-        ):
-            results[index] = result
-        return [result if result is not None else _empty() for result in results]
-    return _score_svms(cast(Sequence[CompiledModel], models), arrays)
+    return results
 
 
 def _score_svms(models: Sequence[CompiledModel], arrays: Sequence[np.ndarray]) -> list[Scored]:
