@@ -205,6 +205,11 @@ def report_table(report: dict[str, Any]) -> Table:
         table.add_row("CPU of other processes meanwhile (s)", _cell(median["others_cpu_s"]))
     table.add_row("per pair, wall (ms)", _cell(median["ms_per_pair_wall"]))
     table.add_row("per pair, worker CPU (ms)", _cell(median["ms_per_pair_worker_cpu"]))
+    if "read_seconds" in last:
+        table.add_row(
+            "task time, all tasks: read / train+publish (s)",
+            f"{last['read_seconds']} / {last['train_publish_seconds']}",
+        )
     table.add_row("tasks ok / failed", f"{last['tasks_ok']} / {last['tasks_failed']}")
     table.add_row("pairs trained", f"{last['trained']:,}")
     table.add_row("skipped by reason", ", ".join(f"{k}: {v}" for k, v in last["skipped"].items()) or "none")

@@ -190,6 +190,8 @@ class TrainingSummary:
     blobs_outside_shard_folders: int = 0
     packs_written: int = 0
     task_seconds_max: float = 0.0
+    read_seconds: float = 0.0  # summed over tasks: listing, downloading and validating their history
+    train_publish_seconds: float = 0.0  # summed over tasks: fitting, serialising, publishing, packs
 
     @property
     def ok(self) -> bool:
@@ -220,6 +222,8 @@ class TrainingSummary:
             "blobs_outside_shard_folders": self.blobs_outside_shard_folders,
             "packs_written": self.packs_written,
             "task_seconds_max": self.task_seconds_max,
+            "read_seconds": round(self.read_seconds, 2),
+            "train_publish_seconds": round(self.train_publish_seconds, 2),
         }
 
 
@@ -286,6 +290,8 @@ def _add(summary: TrainingSummary, task: TrainingTaskLine) -> None:
     summary.corrupt_blobs.update(task.corrupt_blobs)
     summary.packs_written += task.packs_written
     summary.task_seconds_max = max(summary.task_seconds_max, round(task.timings_ms.get("total", 0.0) / 1000, 2))
+    summary.read_seconds += task.timings_ms.get("read", 0.0) / 1000
+    summary.train_publish_seconds += task.timings_ms.get("train_publish", 0.0) / 1000
 
 
 def run_training(
