@@ -174,6 +174,11 @@ def deserialise(
         if max_bytes is not None and len(data) > max_bytes:
             raise _too_large(f"pickled model is {_size(len(data))}", max_bytes)
         return pickle.loads(data)
+    return load_skops(data, trusted_types, max_bytes)
+
+
+def load_skops(data: bytes, trusted_types: Sequence[str] = (), max_bytes: int | None = None) -> Any:
+    """The estimator in a skops file, once its inflated size and its types allow it (ModelError otherwise)."""
     if max_bytes is not None and (inflated := skops_size(data)) > max_bytes:
         raise _too_large(f"skops model inflates to {_size(inflated)} (from a {_size(len(data))} file)", max_bytes)
     import skops.io as sio

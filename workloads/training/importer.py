@@ -34,9 +34,8 @@ import pandas as pd
 
 from workloads.common.aggregates import FEATURE_NAMES, KEYS, WINDOW_END
 from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version, version_mismatch
-from workloads.common.modelstore import MIB, ModelError, serialise_model, skops_size, untrusted_message
+from workloads.common.modelstore import MIB, ModelError, load_skops, serialise_model
 from workloads.common.pairs import Pair
-from workloads.common.vetted_types import trusted_for_loading
 from workloads.scorer.scoring import score_rows
 from workloads.training.families import family_of
 from workloads.training.publishing import ReadyModel
@@ -161,7 +160,7 @@ def _load(path: Path, data: bytes, options: ImportOptions) -> tuple[Any, str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
         if suffix in SKOPS_SUFFIXES:
-            estimator = _load_skops(data, options)
+            estimator = load_skops(data, options.trusted_types, options.max_bytes)
         elif not options.trust_pickle:
             raise ModelError(
                 "untrusted_pickle",
@@ -183,21 +182,6 @@ def _load(path: Path, data: bytes, options: ImportOptions) -> tuple[Any, str]:
     if len(versions) > 1:
         raise ModelError("version_mismatch", f"parts of the model were saved by scikit-learn {sorted(versions)}")
     return estimator, versions.pop() if versions else runtime_sklearn_version()
-
-
-def _load_skops(data: bytes, options: ImportOptions) -> Any:
-    import skops.io as sio
-
-    if skops_size(data) > options.max_bytes:
-        raise ModelError("model_too_large", f"inflates to {skops_size(data) / MIB:.1f} MiB, over --max-model-mib")
-    trusted = trusted_for_loading(options.trusted_types)
-    try:
-        return sio.loads(data, trusted=trusted)
-    except sio.exceptions.UntrustedTypesFoundException:
-        untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted))
-        raise ModelError("untrusted_model", untrusted_message(untrusted)) from None
-    except Exception as exc:
-        raise ModelError("corrupt_model", f"cannot read skops file: {type(exc).__name__}: {exc}") from None
 
 
 def _probe(estimator: Any, features: Sequence[str], probe: pd.Series | None) -> str:

@@ -95,7 +95,7 @@ def train_and_publish(
     ``model`` names the family (default: ``ocsvm``); ``factory`` overrides it with any function returning an
     unfitted estimator (the model's family is then read from what it returns). Each fitted model is serialised
     before anything is published, and one whose skops file holds a type outside the vetted list and
-    ``trusted_types`` is skipped (``untrusted_type``): the scorer could not load it. ``history`` replaces the
+    ``trusted_types`` is skipped (``untrusted_model``): the scorer could not load it. ``history`` replaces the
     read of every hour in [start, end) (a training task reads only its shard's folders).
 
     Publishing follows ``publishing.publish_with_packs``: old pack entries out first, new ones in after, and
