@@ -50,9 +50,12 @@ def test_demo_finds_injected_anomalies(service: BlobServiceClient, settings: Sto
     assert result.precision >= 0.5
 
 
-@pytest.mark.parametrize("shape", ["reading", "device"])
-def test_demo_command_prints_the_summary(service: BlobServiceClient, azurite: tuple[int, str], shape: str) -> None:
-    """Either message shape: the device messages carry the same readings, so the same hours are scored."""
+@pytest.mark.parametrize(("shape", "model"), [("reading", "ocsvm"), ("device", "iforest")])
+def test_demo_command_prints_the_summary(
+    service: BlobServiceClient, azurite: tuple[int, str], shape: str, model: str
+) -> None:
+    """Either message shape (the device messages carry the same readings, so the same hours are scored), and
+    a family other than the default."""
     port = azurite[0]
     result = CliRunner().invoke(
         app,
@@ -75,6 +78,8 @@ def test_demo_command_prints_the_summary(service: BlobServiceClient, azurite: tu
             "0.3",
             "--message-shape",
             shape,
+            "--model",
+            model,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -86,3 +91,4 @@ def test_demo_command_prints_the_summary(service: BlobServiceClient, azurite: tu
     assert "score-local-2026030206" in result.output
     assert re.search(r"precision \d\.\d\d, recall \d\.\d\d", result.output)
     assert "missing_model" in result.output and "corrupt_model" in result.output
+    assert "models published: 8" in result.output

@@ -20,6 +20,7 @@ from workloads.common.windows import format_hour, last_complete_hour, parse_hour
 from workloads.demo.azurite import PROJECT_ROOT, running_azurite
 from workloads.demo.pipeline import DemoConfig, DemoResult, run_demo
 from workloads.simulator.fleet import FleetSpec
+from workloads.training.families import DEFAULT_FAMILY, FAMILIES, ModelSpec
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -67,6 +68,9 @@ def main(
         str | None, typer.Option(help="Newest hour scored, UTC (default: the last complete hour).")
     ] = None,
     bad_pairs: Annotated[bool, typer.Option(help="Break two models on purpose to show they are skipped.")] = True,
+    model: Annotated[
+        str, typer.Option(help=f"Model family every pair is trained with: {', '.join(FAMILIES)} (trainer --model).")
+    ] = DEFAULT_FAMILY,
     port: Annotated[int, typer.Option(help="Azurite blob port; reused if something already listens there.")] = 10000,
     data_dir: Annotated[Path, typer.Option(help="Where a started Azurite keeps its data.")] = PROJECT_ROOT / ".azurite",
 ) -> None:
@@ -89,6 +93,7 @@ def main(
             workers=workers,
             bad_pairs=bad_pairs,
             message_shape=message_shape,
+            model=ModelSpec(family=model),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

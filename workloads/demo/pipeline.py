@@ -26,6 +26,7 @@ from workloads.submitter.local import LocalBackend
 from workloads.submitter.plan import task_id_for
 from workloads.submitter.reconcile import Reconciler, ReconcileSettings
 from workloads.submitter.record import JobRecord
+from workloads.training.families import ModelSpec
 from workloads.training.packs import update_packs
 from workloads.training.train import train_and_publish
 
@@ -43,6 +44,7 @@ class DemoConfig:
     bad_pairs: bool = True  # break two models on purpose to show that the hour still completes
     # How the simulated devices package their readings; the aggregator flattens either (as the stream job does).
     message_shape: MessageShape = MessageShape.READING
+    model: ModelSpec = field(default_factory=ModelSpec)  # the family every pair is trained with (trainer train --model)
 
     @property
     def first_score_hour(self) -> datetime:
@@ -129,6 +131,7 @@ def run_demo(settings: StorageSettings, config: DemoConfig, progress: Progress) 
         service,
         config.history_start,
         config.first_score_hour,
+        model=config.model,
         shard_count=config.shard_count,
         on_pair=lambda _: progress.advance(task),
     )
