@@ -18,11 +18,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from azure.storage.blob import BlobServiceClient
-from sklearn.ensemble import IsolationForest
 from typer.testing import CliRunner
 
 from tests.faults import FaultProxy, Rule
-from tests.workloads.helpers import HOUR, aggregates_for, hour_manifests, publish_data_and_models, train_on
+from tests.workloads.helpers import (
+    HOUR,
+    OWN_TYPE,
+    OwnDetector,
+    aggregates_for,
+    hour_manifests,
+    publish_data_and_models,
+    train_on,
+)
 from workloads.aggregator.publish import publish_aggregates, split_by_partition
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, empty_aggregates
 from workloads.common.frames import read_hour_predictions, to_parquet
@@ -537,15 +544,12 @@ def test_trusted_types_reach_the_scorer_on_the_scheduled_path(
     publish_data_and_models(service, PAIRS[:2])
     x = aggregates_for(PAIRS[:1], windows=60)[list(DEFAULT_MODEL_FEATURES)].to_numpy()
     publish_model(
-        service.get_container_client(str(Container.MODELS)),
-        PAIRS[0],
-        IsolationForest(n_estimators=5, random_state=0).fit(x),
-        DEFAULT_MODEL_FEATURES,
+        service.get_container_client(str(Container.MODELS)), PAIRS[0], OwnDetector().fit(x), DEFAULT_MODEL_FEATURES
     )
     with LocalBackend(settings, workers=1) as backend:
         refused = reconciler(service, backend).hour(HOUR, NOW)
         assert refused.record is not None and (refused.record.ok, refused.record.failed) == (1, 1)
-        trust = Trust(types=("sklearn.tree._tree.Tree",))
+        trust = Trust(types=(OWN_TYPE,))
         trusted = reconciler(service, backend, trust=trust).hour(HOUR, NOW, force=True)
     assert trusted.record is not None and (trusted.record.ok, trusted.record.failed) == (2, 0)
     report = collect(service, HOUR, NOW, SETTLE)
@@ -557,11 +561,12 @@ def test_trusted_types_reach_the_scorer_on_the_scheduled_path(
 def test_the_model_cache_never_serves_a_trusted_load_to_an_untrusted_call(service: BlobServiceClient) -> None:
     models = service.get_container_client(str(Container.MODELS))
     x = np.random.default_rng(0).normal(size=(60, 4))
-    publish_model(models, PAIRS[0], IsolationForest(n_estimators=5).fit(x), DEFAULT_MODEL_FEATURES)
+    publish_model(models, PAIRS[0], OwnDetector().fit(x), DEFAULT_MODEL_FEATURES)
     cache = ModelCache()
-    load_model(models, PAIRS[0], cache=cache, trusted_types=("sklearn.tree._tree.Tree",))
-    with pytest.raises(ModelError, match="untrusted"):
+    load_model(models, PAIRS[0], cache=cache, trusted_types=(OWN_TYPE,))
+    with pytest.raises(ModelError, match=f"--trusted-type {OWN_TYPE}") as refused:
         load_model(models, PAIRS[0], cache=cache)
+    assert refused.value.reason == "untrusted_model"
 
 
 # The reconcile scenario: missed triggers, late data, a duplicated blob; then a second run does nothing.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 import skops.io as sio
@@ -44,6 +46,16 @@ def fitted(estimator: object, pair: Pair, n_features: int = 4) -> object:
     return estimator.fit(rows)  # type: ignore[attr-defined]
 
 
+def joblib_file(estimator: object) -> bytes:
+    """What ``joblib.dump`` writes, dumped in a fresh interpreter: the suite's Pulumi tests import
+    pulumi.dynamic, which patches the pure-Python pickler joblib uses (it recurses on joblib's array wrappers)."""
+    script = "import joblib, pickle, sys; joblib.dump(pickle.loads(sys.stdin.buffer.read()), sys.argv[1])"
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "model.joblib"
+        subprocess.run([sys.executable, "-c", script, str(target)], input=pickle.dumps(estimator), check=True)
+        return target.read_bytes()
+
+
 def write(root: Path, pair: Pair, name: str, data: bytes) -> None:
     folder = root / pair.device_id / pair.sensor
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,9 +88,8 @@ def mixed_folder(root: Path) -> dict[str, Pair]:
         "model.pkl",
         pickle.dumps(fitted(make_pipeline(StandardScaler(), LocalOutlierFactor(novelty=True)), pairs["pickle"])),
     )
-    joblib.dump(fitted(IsolationForest(n_estimators=5, random_state=1), pairs["joblib"]), root / "joblib.tmp")
-    write(root, pairs["joblib"], "model.joblib", (root / "joblib.tmp").read_bytes())
-    (root / "joblib.tmp").unlink()
+    forest = fitted(IsolationForest(n_estimators=5, random_state=1), pairs["joblib"])
+    write(root, pairs["joblib"], "model.joblib", joblib_file(forest))
     write(
         root,
         pairs["wrong_features"],

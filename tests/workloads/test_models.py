@@ -11,9 +11,8 @@ import skops.io
 from azure.storage.blob import BlobServiceClient
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
-from sklearn.svm import OneClassSVM
 
-from tests.workloads.helpers import HOUR, aggregates_for, train_on
+from tests.workloads.helpers import HOUR, OWN_TYPE, OwnDetector, aggregates_for, train_on
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.layout import Container, model_blob
@@ -24,13 +23,6 @@ from workloads.common.pairs import Pair
 from workloads.training.train import train_and_publish
 
 PAIR = Pair("dev-1", "temperature")
-
-
-class OwnDetector(OneClassSVM):
-    """A user's own estimator class: importable, but no type skops or the vetted list knows."""
-
-
-OWN_TYPE = f"{__name__}.OwnDetector"
 FEATURES = DEFAULT_MODEL_FEATURES
 
 

@@ -38,6 +38,7 @@ from workloads.common.hour_inputs import validate_rows
 from workloads.common.layout import Container, model_blob
 from workloads.common.manifest import TaskManifest
 from workloads.common.model_metadata import ModelMetadata
+from workloads.common.model_versions import runtime_sklearn_version
 from workloads.common.modelstore import ModelCache, ModelError, deserialise, load_model, publish_model
 from workloads.common.pairs import Pair
 from workloads.common.runlog import PairStatus, parse_jsonl
@@ -148,7 +149,7 @@ def test_the_cap_applies_to_pickles_by_their_length() -> None:
             "sha256": hashlib.sha256(data).hexdigest(),
             "features": ["avg"],
             "estimator": "X",
-            "sklearn_version": "1",
+            "sklearn_version": runtime_sklearn_version(),
             "trained_at": "2026-11-25T00:00:00Z",
         }
     )
