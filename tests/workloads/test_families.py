@@ -115,12 +115,21 @@ def test_a_users_factory_and_its_parameters(service: BlobServiceClient) -> None:
         (["--model", "no_such_module:make"], "cannot import the model factory no_such_module:make"),
         (["--model", f"{__name__}:custom_detector", "--param", "depth=3"], "--param does not fit"),
         (["--model", f"{__name__}:PAIRS"], "is a dict, not a function"),
+        (["--model", "iforest", "--param", "max_features=5"], "max_features must be <= n_features"),  # 4 features
+        (["--model", "lof", "--param", "metric=canberra"], "--trusted-type sklearn.metrics._dist_metrics.Canberra"),
     ],
 )
 def test_wrong_models_and_parameters_are_bad_input(settings: object, args: list[str], message: str) -> None:
     result = runner.invoke(trainer, ["train", "--from", "2026-11-25T07", "--to", "2026-11-25T10", *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+def test_parameters_are_checked_against_the_features_the_models_read() -> None:
+    five = ("avg", "min", "max", "stdev", "count")
+    assert ModelSpec(family="iforest", params={"max_features": 5}).factory(len(five))  # fits 5 columns
+    with pytest.raises(ValueError, match="max_features must be <= n_features"):
+        ModelSpec(family="iforest", params={"max_features": 3}).factory(2)
 
 
 def test_parameters_are_read_as_json_scalars_or_text() -> None:

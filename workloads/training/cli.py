@@ -107,8 +107,8 @@ def train(
         chosen = _features(features)
         only = [Pair.parse(p) for p in pairs.split(",") if p.strip()] if pairs else None
         spec = ModelSpec(family=model, params=dict(parse_param(p) for p in param or ()))
-        spec.factory()  # validated here, as bad input: a wrong parameter fails before any history is read
         types = tuple(validate_trusted_type(t) for t in trusted_type or ())
+        spec.factory(len(chosen), types)  # validated here, as bad input: before any history is read
     with run_failures(InputReadError, PackUpdateError):
         report = train_and_publish(
             settings.client(),

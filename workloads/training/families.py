@@ -18,7 +18,7 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from workloads.common.model_metadata import family_of
+from workloads.common.modelstore import ModelError, serialise_model
 
 __all__ = ["FAMILIES", "EstimatorFactory", "ModelSpec", "default_estimator", "family_of", "parse_param"]
 
@@ -127,10 +128,12 @@ class ModelSpec(BaseModel):
     def is_custom(self) -> bool:
         return self.family not in FAMILIES
 
-    def factory(self) -> EstimatorFactory:
-        """A function returning a fresh, unfitted estimator; ValueError for a wrong parameter or factory."""
+    def factory(self, n_features: int = 4, trusted_types: Sequence[str] = ()) -> EstimatorFactory:
+        """A function returning a fresh, unfitted estimator; ValueError for a wrong parameter or factory, or for a
+        model the scorer could not load (a type outside the vetted list and ``trusted_types``), found by fitting
+        once on ``n_features`` synthetic columns (the features the models will read)."""
         make = _custom(self.family, self.params) if self.is_custom else _family(self.family, self.params)
-        _validate(self.family, make)
+        _validate(self.family, make, n_features, trusted_types)
         return make
 
 
@@ -176,9 +179,10 @@ def _custom(path: str, params: Mapping[str, ParamValue]) -> EstimatorFactory:
     return lambda: function(**params)
 
 
-def _validate(name: str, make: EstimatorFactory) -> None:
-    """Build and fit once on a small synthetic matrix: scikit-learn checks every parameter in ``fit``, and a
-    user's factory shows here whether it returns an outlier detector at all."""
+def _validate(name: str, make: EstimatorFactory, n_features: int, trusted_types: Sequence[str]) -> None:
+    """Build, fit once on a small synthetic matrix and serialise: scikit-learn checks every parameter in ``fit``,
+    a user's factory shows here whether it returns an outlier detector at all, and serialising shows whether
+    skops may load it (e.g. LOF with metric=canberra needs a distance class outside the vetted list)."""
     try:
         estimator = make()
     except Exception as exc:
@@ -186,11 +190,16 @@ def _validate(name: str, make: EstimatorFactory) -> None:
     missing = [m for m in ("fit", "predict") if not callable(getattr(estimator, m, None))]
     if missing:
         raise ValueError(f"{name} returned a {type(estimator).__name__}, which lacks {' and '.join(missing)}")
-    probe = np.random.default_rng(0).normal(size=(_PROBE_ROWS, 4))
+    probe = np.random.default_rng(0).normal(size=(_PROBE_ROWS, n_features))
     try:
-        make().fit(probe).predict(probe[:1])
+        fitted = make().fit(probe)
+        fitted.predict(probe[:1])
     except Exception as exc:  # InvalidParameterError (a ValueError or TypeError) and whatever a factory raises
         raise ValueError(f"{name}: {' '.join(str(exc).split())}") from None
+    try:
+        serialise_model(fitted, trusted_types)
+    except ModelError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def default_estimator() -> Any:

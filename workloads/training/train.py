@@ -103,7 +103,7 @@ def train_and_publish(
     """
     shard_name(0, shard_count)  # an invalid count fails here, not after publishing
     spec = model or ModelSpec()
-    make = factory if factory is not None else spec.factory()
+    make = factory if factory is not None else spec.factory(len(features), trusted_types)
     report = TrainingReport()
     if history is None:
         history = read_history(service, start, end, report)
