@@ -32,7 +32,7 @@ from workloads.common.layout import model_blob
 from workloads.common.model_metadata import ModelFormat, ModelMetadata
 from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, version_mismatch
 from workloads.common.pairs import Pair
-from workloads.common.vetted_types import trusted_for_loading
+from workloads.common.vetted_types import check_structures, trusted_for_loading
 
 MIB = 2**20
 # The default cap on a model's uncompressed size: far above a pair's model (the trainer's default pipeline
@@ -185,12 +185,23 @@ def load_skops(data: bytes, trusted_types: Sequence[str] = (), max_bytes: int | 
 
     trusted = trusted_for_loading(trusted_types)
     try:
-        return sio.loads(data, trusted=trusted)
+        estimator = sio.loads(data, trusted=trusted)
     except sio.exceptions.UntrustedTypesFoundException:
         untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted))
         raise ModelError("untrusted_model", untrusted_message(untrusted)) from None
     except Exception as exc:
         raise ModelError("corrupt_model", f"cannot read skops file: {type(exc).__name__}: {exc}") from None
+    check_loaded(estimator)
+    return estimator
+
+
+def check_loaded(estimator: Any) -> None:
+    """ModelError("corrupt_model") unless the vetted Cython objects inside are consistent (``check_structures``):
+    checked before anything scores with the model, since their code does not check bounds."""
+    try:
+        check_structures(estimator)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ModelError("corrupt_model", f"inconsistent model structure: {exc}") from None
 
 
 def check_version(metadata: ModelMetadata, policy: VersionPolicy) -> None:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from workloads.common.aggregates import FEATURE_NAMES, KEYS, WINDOW_END
 from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version, version_mismatch
-from workloads.common.modelstore import MIB, ModelError, load_skops, serialise_model
+from workloads.common.modelstore import MIB, ModelError, check_loaded, load_skops, serialise_model
 from workloads.common.pairs import Pair
 from workloads.scorer.scoring import score_rows
 from workloads.training.families import family_of
@@ -176,6 +176,7 @@ def _load(path: Path, data: bytes, options: ImportOptions) -> tuple[Any, str]:
                 estimator = joblib.load(io.BytesIO(data))  # reads joblib files and plain pickles alike
             except Exception as exc:
                 raise ModelError("corrupt_model", f"cannot load {path.name}: {type(exc).__name__}: {exc}") from None
+            check_loaded(estimator)  # a skops file is checked on load; a pickle's trees must pass the same
     versions = {
         str(w.message.original_sklearn_version) for w in caught if isinstance(w.message, InconsistentVersionWarning)
     }
