@@ -117,7 +117,7 @@ def main(
                     "family": name,
                     "summary": FAMILIES[name].summary,
                     "pairs_trained": count,
-                    "skipped": trained.skipped,
+                    "skipped": {str(p): str(skip) for p, skip in trained.skipped.items()},
                     "train_ms_per_pair": round(1000 * train_s / max(1, count), 2),
                     "model_kib_mean": round(statistics.fmean(sizes) / 1024, 1),
                     "pack_entries": packed,

@@ -20,7 +20,7 @@ from workloads.common.model_metadata import ModelFormat, list_models
 from workloads.common.model_versions import VersionPolicy, runtime_sklearn_version, version_mismatch
 from workloads.common.modelstore import ModelCache, ModelError, load_model, publish_model, serialise_model
 from workloads.common.pairs import Pair
-from workloads.training.train import train_and_publish
+from workloads.training.train import Skip, train_and_publish
 
 PAIR = Pair("dev-1", "temperature")
 FEATURES = DEFAULT_MODEL_FEATURES
@@ -153,5 +153,5 @@ def test_train_and_publish_reads_history_and_skips_thin_pairs(service: BlobServi
     publish_aggregates(service, pd.concat([aggregates_for([rich], last), aggregates_for([thin], last, windows=3)]))
     report = train_and_publish(service, HOUR - timedelta(hours=3), HOUR, min_rows=24)
     assert set(report.published) == {rich}
-    assert "only 3 usable window(s)" in report.skipped[thin]
+    assert report.skipped[thin] == Skip("too_few_windows", "only 3 usable window(s), need at least 24")
     assert load_model(models(service), rich).metadata.training_rows == 36

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
+from sklearn.svm import OneClassSVM
 from typer.testing import CliRunner
 
 from tests.faults import FaultProxy, Rule
 from tests.workloads.fake_batch import FakeBatchService, task_page, task_results
-from tests.workloads.helpers import aggregates_for
+from tests.workloads.helpers import OWN_TYPE, OwnDetector, aggregates_for
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.frames import to_parquet
@@ -27,8 +28,9 @@ from workloads.submitter.batch_settings import BatchSettings
 from workloads.submitter.local import LocalBackend
 from workloads.training.cli import app
 from workloads.training.families import ModelSpec
-from workloads.training.jobs import manifest_blob, parse_jsonl, run_log_blob, skip_reason
+from workloads.training.jobs import manifest_blob, parse_jsonl, run_log_blob
 from workloads.training.pool import TrainingRequest, batch_waiter, plan_training, run_training, write_training_job
+from workloads.training.train import Skip, train_and_publish
 
 SHARDS = 4
 START = datetime(2026, 11, 25, 6, tzinfo=UTC)
@@ -156,10 +158,38 @@ def test_manifests_and_job_ids_are_deterministic(service: BlobServiceClient) -> 
     assert plan_training(service, request(model=ModelSpec(family="ocsvm", params={"nu": 0.05}))).job_id != first.job_id
 
 
-def test_skip_reasons_are_stable_codes() -> None:
-    assert skip_reason("only 3 usable window(s), need at least 24") == "too_few_windows"
-    assert skip_reason("untrusted_type: the model holds foo.Bar") == "untrusted_type"
-    assert skip_reason("Input contains NaN") == "fit_failed"
+class FailingDetector(OneClassSVM):
+    """An estimator whose fit raises with a message that looks like a reason code: it is still fit_failed."""
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> FailingDetector:  # noqa: N803
+        raise ValueError("untrusted_model: not really, the fit itself failed")
+
+
+def test_skips_carry_a_structured_reason_not_one_read_from_their_message(service: BlobServiceClient) -> None:
+    publish_fleet(service)
+    pair = GOOD[0]
+    own = train_and_publish(service, START, END, factory=OwnDetector, pairs=[pair, BAD], shard_count=SHARDS)
+    assert own.skipped[BAD] == Skip("too_few_windows", "only 0 usable window(s), need at least 24")
+    assert own.skipped[pair].reason == "untrusted_model" and OWN_TYPE in own.skipped[pair].message
+    failing = train_and_publish(service, START, END, factory=FailingDetector, pairs=[pair], shard_count=SHARDS)
+    assert failing.skipped == {pair: Skip("fit_failed", "untrusted_model: not really, the fit itself failed")}
+    assert str(failing.skipped[pair]) == "fit_failed: untrusted_model: not really, the fit itself failed"
+
+
+def test_trainer_train_names_each_skip_and_why_nothing_was_published(service: BlobServiceClient) -> None:
+    publish_fleet(service)
+    args = ["train", "--from", "2026-11-25T06", "--to", "2026-11-25T09", "--shard-count", str(SHARDS)]
+    result = runner.invoke(app, [*args, "--pairs", f"{GOOD[0]},{BAD}", "--min-rows", "40"])
+    assert result.exit_code == 1
+    skipped = json.loads(result.stdout)["skipped"]
+    assert skipped == {
+        str(BAD): "too_few_windows: only 0 usable window(s), need at least 40",
+        str(GOOD[0]): "too_few_windows: only 36 usable window(s), need at least 40",
+    }
+    assert "every pair was skipped (too_few_windows: 2 pair(s))" in " ".join(result.stderr.split())
+    assert "enough usable history" not in result.output
+    none = runner.invoke(app, [*args, "--pairs", "nobody/x"])
+    assert none.exit_code == 1 and "no pair has aggregates in the window" in " ".join(none.stderr.split())
 
 
 def test_the_cli_submits_runs_and_sums_and_a_task_runs_its_manifest(

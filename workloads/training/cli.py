@@ -34,7 +34,7 @@ from workloads.training.families import FAMILIES, ModelSpec, parse_param
 from workloads.training.importer import ImportOptions, files_from_layout, files_from_mapping, import_models, probe_rows
 from workloads.training.packs import PackUpdate, PackUpdateError, rebuild_packs
 from workloads.training.publishing import publish_with_packs
-from workloads.training.train import read_history, train_and_publish
+from workloads.training.train import describe_skips, read_history, skip_counts, train_and_publish
 
 
 class _TrainByDefault(TyperGroup):
@@ -130,7 +130,7 @@ def train(
                 "model": spec.family,
                 "params": spec.params,
                 "published": len(report.published),
-                "skipped": {str(p): why for p, why in sorted(report.skipped.items())},
+                "skipped": {str(p): str(skip) for p, skip in sorted(report.skipped.items())},  # "reason: message"
                 "quarantined_rows": report.quarantined_rows,
                 "corrupt_blobs": report.corrupt_blobs,
                 "duplicate_rows": report.duplicate_rows,
@@ -142,7 +142,12 @@ def train(
         )
     )
     if not report.published:
-        fail(f"no model published for {format_hour(first)}..{format_hour(stop)}: no pair had enough usable history")
+        why = (
+            f"every pair was skipped ({describe_skips(skip_counts(report.skipped))})"
+            if report.skipped
+            else "no pair has aggregates in the window"
+        )
+        fail(f"no model published for {format_hour(first)}..{format_hour(stop)}: {why}")
 
 
 @app.command()

@@ -211,7 +211,7 @@ class SkippedPairLine(BaseModel):
     task_id: TaskId
     device_id: str
     sensor: str
-    reason: str  # stable code: too_few_windows, untrusted_type, fit_failed, ...
+    reason: str  # stable code (train.Skip.reason): too_few_windows, untrusted_model, fit_failed, ...
     error: str  # the whole message
 
 
@@ -250,20 +250,6 @@ class TrainingTaskLine(BaseModel):
     @property
     def quarantined_rows(self) -> int:
         return sum(sum(reasons.values()) for reasons in self.quarantined.values())
-
-
-_TOO_FEW = re.compile(r"only \d+ usable window")
-_CODE = re.compile(r"([a-z][a-z0-9_]{2,40}): ")
-
-
-def skip_reason(message: str) -> str:
-    """A stable code for why ``train_and_publish`` skipped a pair, from its message: ``too_few_windows`` (not
-    enough finite windows, all-NaN features included), a model error's own code (``untrusted_type: ...``), else
-    ``fit_failed`` (the estimator raised)."""
-    if _TOO_FEW.match(message):
-        return "too_few_windows"
-    code = _CODE.match(message)
-    return code[1] if code else "fit_failed"
 
 
 def to_jsonl(task: TrainingTaskLine, skipped: list[SkippedPairLine]) -> bytes:

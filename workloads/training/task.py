@@ -33,10 +33,9 @@ from workloads.training.jobs import (
     TrainingTaskLine,
     parse_manifest_blob,
     run_log_blob,
-    skip_reason,
     to_jsonl,
 )
-from workloads.training.train import TrainingReport, train_and_publish
+from workloads.training.train import TrainingReport, skip_counts, train_and_publish
 
 
 class TrainingManifestError(ValueError):
@@ -73,18 +72,11 @@ def _skipped_lines(manifest: TrainingManifest, report: TrainingReport) -> list[S
             task_id=manifest.task_id,
             device_id=pair.device_id,
             sensor=pair.sensor,
-            reason=skip_reason(why),
-            error=why,
+            reason=skip.reason,
+            error=skip.message,
         )
-        for pair, why in sorted(report.skipped.items(), key=lambda item: (item[0].device_id, item[0].sensor))
+        for pair, skip in sorted(report.skipped.items(), key=lambda item: (item[0].device_id, item[0].sensor))
     ]
-
-
-def _by_reason(lines: list[SkippedPairLine]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for line in lines:
-        counts[line.reason] = counts.get(line.reason, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def run_training_task(service: BlobServiceClient, manifest: TrainingManifest) -> TrainingTaskLine:
@@ -129,7 +121,7 @@ def run_training_task(service: BlobServiceClient, manifest: TrainingManifest) ->
         error=error_line(error) if error is not None else None,
         pairs=len(report.published) + len(report.skipped) if report is not None else 0,
         trained=len(report.published) if report is not None else 0,
-        skipped=_by_reason(skipped),
+        skipped=skip_counts(report.skipped) if report is not None else {},
         packs_written=len(report.packs.written) if report is not None and report.packs is not None else 0,
         pack_entries=sum(report.packs.written.values()) if report is not None and report.packs is not None else 0,
         timings_ms=timings,

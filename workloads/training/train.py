@@ -10,7 +10,8 @@ models are replaced and the new entries added after, so a pack entry is never ol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,19 +32,53 @@ from workloads.training.families import EstimatorFactory, ModelSpec, default_est
 from workloads.training.packs import PackUpdate
 from workloads.training.publishing import ReadyModel, publish_with_packs
 
-__all__ = ["TrainingReport", "default_estimator", "read_history", "train_and_publish", "train_pair"]
+__all__ = [
+    "Skip",
+    "TrainingReport",
+    "default_estimator",
+    "describe_skips",
+    "read_history",
+    "skip_counts",
+    "train_and_publish",
+    "train_pair",
+]
+
+TOO_FEW_WINDOWS = "too_few_windows"
+FIT_FAILED = "fit_failed"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why a pair got no model: a stable code (``too_few_windows``; a ``ModelError``'s own, e.g.
+    ``untrusted_model``; else ``fit_failed``) and the whole message."""
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
 
 
 @dataclass
 class TrainingReport:
     published: dict[Pair, str] = field(default_factory=dict)  # pair -> model sha256
-    skipped: dict[Pair, str] = field(default_factory=dict)  # pair -> why
+    skipped: dict[Pair, Skip] = field(default_factory=dict)  # pair -> why
     quarantined_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # blob -> reason -> rows
     corrupt_blobs: dict[str, str] = field(default_factory=dict)  # blob -> why its rows were left out
     duplicate_rows: int = 0
     conflicting_rows: int = 0
     rows_outside_their_hour: int = 0  # found in another hour's folder: not trained on there
     packs: PackUpdate | None = None  # None: no pair trained, packs left alone
+
+
+def skip_counts(skipped: Mapping[Pair, Skip]) -> dict[str, int]:
+    """Pairs skipped by reason, sorted by reason."""
+    return dict(sorted(Counter(skip.reason for skip in skipped.values()).items()))
+
+
+def describe_skips(counts: Mapping[str, int]) -> str:
+    """``too_few_windows: 3 pair(s), untrusted_model: 1 pair(s)``: for a failure's one line."""
+    return ", ".join(f"{reason}: {count} pair(s)" for reason, count in counts.items())
 
 
 def read_history(
@@ -66,12 +101,17 @@ def read_history(
 def train_pair(
     rows: pd.DataFrame, features: Sequence[str], factory: EstimatorFactory, min_rows: int
 ) -> tuple[Any, int]:
-    """The pair's fitted model and the windows it was fitted on (rows with a non-finite feature are left out)."""
+    """The pair's fitted model and the windows it was fitted on (rows with a non-finite feature are left out);
+    ``ModelError("too_few_windows")`` when fewer than ``min_rows`` are left."""
     matrix = rows[list(features)].to_numpy(dtype="float64", na_value=np.nan)
     matrix = matrix[np.isfinite(matrix).all(axis=1)]
     if len(matrix) < min_rows:
-        raise ValueError(f"only {len(matrix)} usable window(s), need at least {min_rows}")
+        raise ModelError(TOO_FEW_WINDOWS, f"only {len(matrix)} usable window(s), need at least {min_rows}")
     return factory().fit(matrix), len(matrix)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def train_and_publish(
@@ -116,11 +156,11 @@ def train_and_publish(
         try:
             estimator, used = train_pair(rows, features, make, min_rows)
             data = serialise_model(estimator, trusted_types)
-        except ModelError as exc:
-            report.skipped[pair] = f"{exc.reason}: {exc}"
+        except ModelError as exc:  # too few windows, a model the scorer could not load (untrusted_model), ...
+            report.skipped[pair] = Skip(exc.reason, _one_line(exc))
             continue
-        except Exception as exc:  # one pair's failure (too few rows, a fit that fails) never sinks the run
-            report.skipped[pair] = " ".join(str(exc).split()) or type(exc).__name__
+        except Exception as exc:  # one pair's failure (a fit that fails) never sinks the run
+            report.skipped[pair] = Skip(FIT_FAILED, _one_line(exc))
             continue
         trained[pair] = ReadyModel(
             estimator,
