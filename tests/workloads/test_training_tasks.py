@@ -212,6 +212,19 @@ def test_the_cli_submits_runs_and_sums_and_a_task_runs_its_manifest(
     assert empty.exit_code == 1 and "no shard has aggregates in the window" in empty.output
 
 
+def test_a_job_whose_every_pair_was_skipped_fails_naming_the_reasons(service: BlobServiceClient) -> None:
+    publish_fleet(service)
+    args = ["submit", "--days", "1", "--to", "2026-11-25T09", "--stack", "dev", "--shard-count", str(SHARDS)]
+    result = runner.invoke(app, [*args, "--workers", "0", "--min-rows", "40"])  # 36 windows a pair at most
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["trained"], summary["skipped"]) == (True, 0, {"too_few_windows": len(GOOD) + 1})
+    message = " ".join(result.stderr.split())
+    assert f"every pair was skipped (too_few_windows: {len(GOOD) + 1} pair(s))" in message
+    later = runner.invoke(app, ["summary", "--job-id", summary["job_id"]])
+    assert later.exit_code == 1 and "every pair was skipped" in " ".join(later.stderr.split())
+
+
 # -- Batch ---------------------------------------------------------------------------------------------------
 
 SETTINGS = BatchSettings(

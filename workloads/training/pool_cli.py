@@ -3,8 +3,9 @@
 ``trainer submit --days N`` retrains every shard's pairs on the last N days: one task per shard with history,
 run by the local backend's workers (``--backend local``) or as a Batch job on the stack's pool with the task
 image and the trainer as entry point (``--backend batch``); it prints the summed run logs as JSON and exits 1
-if any task failed (after its retries) or wrote no log. ``trainer task --manifest <blob>`` is what each task
-runs. ``trainer summary --job-id`` sums a job's logs later (after ``--no-wait``).
+if any task failed (after its retries) or wrote no log, or if pairs had history but every one was skipped.
+``trainer task --manifest <blob>`` is what each task runs. ``trainer summary --job-id`` sums a job's logs later
+(after ``--no-wait``).
 
 The commands are registered on the ``trainer`` app by ``cli.py``. ``task`` runs in the task image, which has no
 submitter package: everything of the submission side is imported inside ``submit`` and ``summary``.
@@ -32,6 +33,7 @@ from workloads.training.families import FAMILIES, ModelSpec, parse_param
 from workloads.training.jobs import MAX_WINDOW_HOURS
 from workloads.training.packs import PackUpdateError
 from workloads.training.task import TrainingManifestError, TrainingTaskError, run_training_manifest
+from workloads.training.train import describe_skips
 
 if TYPE_CHECKING:
     from workloads.submitter.batch import BatchBackend
@@ -108,7 +110,8 @@ def submit(
 
     Lists the shards that have aggregates in the window (no rows read), writes a manifest per shard under
     logs/training/<job id>/, runs the tasks, sums their run logs: tasks ok and failed (after retries), pairs
-    trained, skipped by reason, rows. Exit 1 if any task failed or wrote no log.
+    trained, skipped by reason, rows. Exit 1 if any task failed or wrote no log, or if every pair was skipped
+    (the reasons counted).
     """
     from workloads.training.pool import TrainingRequest, batch_waiter, run_training
 
@@ -150,7 +153,8 @@ def submit(
 def summary(
     job_id: Annotated[str, typer.Option(help="A training job's id, as `trainer submit` printed it.")],
 ) -> None:
-    """Sum a training job's run logs now (e.g. after ``submit --no-wait``); exit 1 unless every task succeeded."""
+    """Sum a training job's run logs now (e.g. after ``submit --no-wait``); exit 1 unless every task succeeded and
+    some pair was trained."""
     from workloads.submitter.backend import JobOutcome
     from workloads.training.pool import read_training_job, summarise
 
@@ -166,10 +170,12 @@ def _finish(result: TrainingSummary) -> None:
     typer.echo(json.dumps(result.as_json(), indent=2))
     if not result.tasks:
         fail(f"training job {result.job_id}: no shard has aggregates in the window, nothing trained")
-    if not result.ok:
-        problems = [f"{len(result.failed)} task(s) failed"] if result.failed else []
-        problems += [f"{len(result.missing_logs)} task(s) wrote no run log"] if result.missing_logs else []
-        problems += [] if result.finished else ["the job had not finished when waiting ended"]
+    problems = [f"{len(result.failed)} task(s) failed"] if result.failed else []
+    problems += [f"{len(result.missing_logs)} task(s) wrote no run log"] if result.missing_logs else []
+    problems += [] if result.finished else ["the job had not finished when waiting ended"]
+    if result.pairs and not result.trained:  # every task may have succeeded, and yet no model was published
+        problems.append(f"no model trained, every pair was skipped ({describe_skips(result.skipped)})")
+    if problems:
         fail(f"training job {result.job_id}: {'; '.join(problems)}")
 
 
