@@ -237,6 +237,14 @@ class PlatformConfig(BaseModel):
             "always follows each model's own metadata.",
         ),
     ] = "ocsvm"
+    train_on_pool: Annotated[
+        bool,
+        Field(
+            description="Let training run on the Batch pool (trainer submit --backend batch): the pool's identity "
+            "gets Storage Blob Data Contributor on models instead of Reader. Every task on the pool can use that "
+            "identity, so scoring tasks could then write models too (README, Training on the pool)."
+        ),
+    ] = False
     task_max_retries: Annotated[int, Field(ge=0, le=10, description="Retries of a failed Batch task.")] = 2
     task_max_wall_minutes: Annotated[int, Field(ge=1, le=1440, description="Wall-clock limit of a Batch task.")] = 30
     aggregates_retention_days: Annotated[int, Field(ge=1, le=3650, description="Days aggregates are kept.")] = 30

@@ -165,7 +165,10 @@ class BatchScoringPlatform(pulumi.ComponentResource):
         scorer_access = AccessPolicy(
             f"{name}-scorer-access",
             [
-                Grant("read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
+                # Training tasks (trainer submit) run on the same pool as the same identity and publish models.
+                Grant("write-models", scorer_id.principal_id, contributor, container(Container.MODELS))
+                if config.train_on_pool
+                else Grant("read-models", scorer_id.principal_id, reader, container(Container.MODELS)),
                 # Read its shard's folder, and refile rows found in the wrong folder to their own partition
                 # (``workloads/scorer/inputs.py``): a task that cannot write them fails rather than drop them.
                 Grant("refile-aggregates", scorer_id.principal_id, contributor, container(Container.AGGREGATES)),

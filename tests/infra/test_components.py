@@ -341,6 +341,17 @@ def test_submitter_defaults_reconcile_a_day_and_trust_no_extra_types(deploy: Dep
     assert envvars.TRUSTED_TYPES not in env  # absent, never an empty list to split
 
 
+def test_training_on_the_pool_lets_the_pool_identity_write_models(deploy: Deploy) -> None:
+    grants = {
+        r.name.removeprefix("batchscoring-"): r.inputs for r in deploy(trainOnPool=True).mocks.of_type(ASSIGNMENT)
+    }
+    role = f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/"
+    models = grants["scorer-access-write-models"]
+    assert models["roleDefinitionId"] == role + "ba92f5b4-2d11-453d-a403-e96b0029c9fe"  # Storage Blob Data Contributor
+    assert models["scope"] == f"/mock/{CONTAINER}/batchscoring-storage-models"
+    assert "scorer-access-read-models" not in grants
+
+
 def test_role_assignments_are_scoped_to_the_narrowest_resource(deploy: Deploy) -> None:
     mocks = deploy().mocks
     grants = {r.name.removeprefix("batchscoring-"): r.inputs for r in mocks.of_type(ASSIGNMENT)}
