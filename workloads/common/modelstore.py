@@ -167,7 +167,7 @@ def deserialise(
             "corrupt_model",
             f"checksum mismatch: blob has {digest[:12]}, metadata says {metadata.sha256[:12]}",
         )
-    check_version(metadata, version_policy)
+    check_version(metadata.sklearn_version, version_policy)
     if metadata.format is ModelFormat.PICKLE:
         if not trust_pickle:
             raise ModelError("untrusted_model", "model is a pickle; refusing to load it without --trust-pickle")
@@ -204,9 +204,9 @@ def check_loaded(estimator: Any) -> None:
         raise ModelError("corrupt_model", f"inconsistent model structure: {exc}") from None
 
 
-def check_version(metadata: ModelMetadata, policy: VersionPolicy) -> None:
-    """ModelError("version_mismatch") when the policy refuses the model's recorded scikit-learn version."""
-    why = version_mismatch(metadata.sklearn_version, policy)
+def check_version(recorded: str, policy: VersionPolicy) -> None:
+    """ModelError("version_mismatch") when the policy refuses a model's recorded scikit-learn version."""
+    why = version_mismatch(recorded, policy)
     if why is not None:
         raise ModelError("version_mismatch", why)
 
@@ -274,7 +274,9 @@ def load_model(
     except (ResourceNotModifiedError, ResourceModifiedError):
         # If-None-Match failed, i.e. the model is unchanged: Azure answers 304, Azurite 412.
         assert cached is not None
-        check_version(cached.metadata, version_policy)  # this call's policy, not the one it was loaded under
+        check_version(
+            cached.metadata.sklearn_version, version_policy
+        )  # this call's policy, not the one it was loaded under
         return cached
     except ResourceNotFoundError:
         raise ModelError("missing_model", f"no model at models/{model_blob(pair)}") from None

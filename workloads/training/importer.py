@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from workloads.common.aggregates import FEATURE_NAMES, KEYS, WINDOW_END
-from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version, version_mismatch
-from workloads.common.modelstore import MIB, ModelError, check_loaded, load_skops, serialise_model
+from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version
+from workloads.common.modelstore import MIB, ModelError, check_loaded, check_version, load_skops, serialise_model
 from workloads.common.pairs import Pair
 from workloads.scorer.scoring import score_rows
 from workloads.training.families import family_of
@@ -140,11 +140,14 @@ def prepare(file: ModelFile, options: ImportOptions, probe: pd.Series | None) ->
     except OSError as exc:
         raise ModelError("unreadable_file", f"{file.path}: {exc.strerror or exc}") from None
     estimator, recorded = _load(file.path, data, options)
-    why = version_mismatch(recorded, options.version_policy)
-    if why is not None:
-        raise ModelError("version_mismatch", why)
+    check_version(recorded, options.version_policy)
     is_skops = file.path.suffix.lower() in SKOPS_SUFFIXES
-    skops_data = data if is_skops else serialise_model(estimator, options.trusted_types)
+    try:
+        skops_data = data if is_skops else serialise_model(estimator, options.trusted_types)
+    except ModelError:
+        raise
+    except Exception as exc:  # an object skops cannot write: refused like any other model, the import goes on
+        raise ModelError("not_serialisable", f"cannot write it as skops: {type(exc).__name__}: {exc}") from None
     probed_on = _probe(estimator, file.features, probe)
     model = ReadyModel(estimator, skops_data, file.features, family=family_of(estimator), sklearn_version=recorded)
     return model, probed_on

@@ -17,6 +17,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
+from workloads.common.model_pack import PackEntry
 from workloads.common.modelstore import publish_model
 from workloads.common.pairs import Pair
 from workloads.training.packs import PackUpdate, PackUpdateError, pack_entry, update_packs
@@ -68,14 +69,19 @@ def publish_with_packs(
         published[pair] = metadata.sha256
         if on_pair is not None:
             on_pair(pair)
-    changes = {
-        pair: pack_entry(pair, model.estimator, published[pair], model.features, model.sklearn_version)
-        for pair, model in ready.items()
-    }
+    changes: dict[Pair, PackEntry | None] = {}
+    invalid: dict[Pair, str] = {}
+    for pair, model in ready.items():
+        try:
+            changes[pair] = pack_entry(pair, model.estimator, published[pair], model.features, model.sklearn_version)
+        except ValueError as exc:  # e.g. metadata naming more features than the model reads: no entry, per pair
+            changes[pair], invalid[pair] = None, f"invalid_entry: {exc}"
     try:
         # The retire step's writes count too: it may be the only one that touched a shard (entries of models the
         # fast path cannot compile), or the one that found a pack unreadable and replaced it.
-        return published, retired.then(update_packs(models, shard_count, changes))
+        added = update_packs(models, shard_count, changes)
+        added.skipped.update(invalid)
+        return published, retired.then(added)
     except (AzureError, PackUpdateError) as exc:
         raise PackUpdateError(
             f"{len(published)} model(s) published, but their model packs were not updated ({_line(exc)}); "
