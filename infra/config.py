@@ -114,10 +114,10 @@ class ConfigError(ValueError):
 
 
 TrustedType = Annotated[str, StringConstraints(pattern=DOTTED_PATH.pattern, max_length=200)]
-# A family the trainer knows by name (``workloads.training.families.FAMILIES``, kept equal by a test) or a
-# factory's module:function.
+# A family the trainer knows by name (``workloads.training.families.FAMILIES``, kept equal by a test) or the dotted
+# type path of a user's own estimator: what the run logs name a scored pair's family by (``family_of``).
 MODEL_FAMILIES = ("ocsvm", "iforest", "lof", "elliptic")
-MODEL_FAMILY = re.compile(rf"^(?:{'|'.join(MODEL_FAMILIES)}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*)$")
+MODEL_FAMILY = re.compile(rf"^(?:{'|'.join(MODEL_FAMILIES)}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)$")
 
 
 class PlatformConfig(BaseModel):
@@ -232,9 +232,9 @@ class PlatformConfig(BaseModel):
         str,
         StringConstraints(pattern=MODEL_FAMILY.pattern, max_length=200),
         Field(
-            description="The model family the fleet is expected to use (ocsvm, iforest, lof, elliptic, or a "
-            "module:function factory): shown in the hourly report beside the families actually scored; scoring "
-            "always follows each model's own metadata.",
+            description="The model family the fleet is expected to use (ocsvm, iforest, lof, elliptic, or your own "
+            "estimator's type path, e.g. my_pkg.detectors.MyDetector): the hourly report counts the pairs scored by "
+            "another; scoring always follows each model's own metadata.",
         ),
     ] = "ocsvm"
     train_on_pool: Annotated[

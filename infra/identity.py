@@ -2,7 +2,7 @@
 
 | principal | role | scope |
 |---|---|---|
-| scorer (pool nodes) | Storage Blob Data Reader (Contributor with `trainOnPool`: training tasks publish models) | models container |
+| scorer (pool nodes) | Storage Blob Data Reader (Contributor with `trainOnPool`) | models container |
 | scorer | Storage Blob Data Contributor | aggregates (to refile misfiled rows), predictions, logs containers |
 | scorer, submitter | AcrPull | registry |
 | submitter (container group) | Storage Blob Data Reader | aggregates container (listing only) |

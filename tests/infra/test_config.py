@@ -338,8 +338,8 @@ def test_model_family_and_version_policy() -> None:
     assert {p.value for p in VersionPolicy} == set(
         get_args(PlatformConfig.model_fields["sklearn_version_policy"].annotation)
     )
-    assert parse_config({"modelFamily": "my_pkg.models:make_detector"}).model_family == "my_pkg.models:make_detector"
-    for bad in ("svm", "iforest; rm", "pkg.mod", ":make"):
+    assert parse_config({"modelFamily": "my_pkg.models.MyDetector"}).model_family == "my_pkg.models.MyDetector"
+    for bad in ("svm", "iforest; rm", "my_pkg.models:make_detector", ".Detector"):
         with pytest.raises(ValueError, match="batchscoring:modelFamily: String should match"):
             parse_config({"modelFamily": bad})
     with pytest.raises(ValueError, match="batchscoring:sklearnVersionPolicy: Input should be 'exact'"):

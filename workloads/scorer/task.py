@@ -169,7 +169,7 @@ class _PairScorer:
             **base,
             status=PairStatus.OK,
             path="model",
-            family=loaded.metadata.family or family_of(loaded.estimator),
+            family=family_of(loaded.estimator),  # as the pack path names it (PACK_FAMILIES), by what scores
             rows=table.num_rows,
             anomalies=int(flags.sum()),
             dropped_rows=int((~finite).sum()),
