@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import skops.io as sio
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from sklearn.covariance import EllipticEnvelope
@@ -39,6 +40,7 @@ from workloads.scorer.task import score_task
 from workloads.training import packs
 from workloads.training.cli import app as trainer
 from workloads.training.packs import PackUpdateError, pack_entry, rebuild_packs, update_packs
+from workloads.training.publishing import ReadyModel, publish_with_packs
 from workloads.training.train import train_and_publish
 
 FEATURES = DEFAULT_MODEL_FEATURES
@@ -461,3 +463,24 @@ def test_trainer_cli_updates_packs_under_both_invocations(service: BlobServiceCl
     }
     assert all(pack_of(service, s, DEFAULT_SHARD_COUNT) for s in shards)
     assert runner.invoke(trainer, ["train", *window, "--shard-count", "0"]).exit_code == 2
+
+
+def test_two_publishers_of_one_pair_never_leave_an_entry_of_the_model_that_lost(service: BlobServiceClient) -> None:
+    """A publishes m1; B retires, publishes m2 and adds its entry; then A adds its entry for m1. Without the check
+    the pack would serve m1 while the model file is m2; with it, A's entry is dropped as superseded."""
+    models = models_of(service)
+    pair = Pair("a", "x")
+
+    def ready(seed: int) -> ReadyModel:
+        estimator = train_on(aggregates_for([pair], windows=60, seed=seed))
+        return ReadyModel(estimator, sio.dumps(estimator), FEATURES, family="ocsvm")
+
+    def b_publishes_meanwhile(_: Pair) -> None:
+        publish_with_packs(models, SHARDS, {pair: ready(2)})
+
+    published_a, packs_a = publish_with_packs(models, SHARDS, {pair: ready(1)}, on_pair=b_publishes_meanwhile)
+    assert packs_a is not None and packs_a.skipped == {pair: "superseded: its model was replaced meanwhile"}
+    current = list_models(models)[pair]
+    assert not isinstance(current, str) and current.sha256 != published_a[pair]  # B's model is the one published
+    entry = pack_of(service, shard_of(pair.device_id, SHARDS))[pair]
+    assert entry.model_sha256 == current.sha256  # B's entry stays: it matches the model

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, TypeVar
 
 from azure.core import MatchConditions
@@ -34,7 +35,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import BlobClient, ContainerClient
 
 from workloads.common.fastpath import compile_model
-from workloads.common.layout import PACK_FOLDER, pack_blob
+from workloads.common.layout import PACK_FOLDER, model_blob, pack_blob
 from workloads.common.model_metadata import ModelFormat, list_models
 from workloads.common.model_pack import PackEntry, PackError, read_pack, write_pack
 from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version
@@ -62,7 +63,7 @@ class PackUpdate:
     written: dict[str, int] = field(default_factory=dict)  # shard name -> entries in the pack now
     rebuilt_unreadable: dict[str, str] = field(default_factory=dict)  # shard name -> why the old pack was unusable
     conflicts_retried: int = 0  # conditional writes lost to another writer, then re-read and retried
-    skipped: dict[Pair, str] = field(default_factory=dict)  # rebuild only: pair -> why it has no entry
+    skipped: dict[Pair, str] = field(default_factory=dict)  # pair -> why it has no entry (rebuild, or superseded)
 
     def then(self, later: PackUpdate) -> PackUpdate:
         """Both updates as one (``later`` wrote last): what a training run's retire-then-add steps did."""
@@ -88,8 +89,21 @@ def pack_entry(
     return PackEntry(pair.device_id, pair.sensor, metadata_sha256, tuple(features), model, version)
 
 
-def update_packs(models: ContainerClient, shard_count: int, changes: Mapping[Pair, PackEntry | None]) -> PackUpdate:
+def update_packs(
+    models: ContainerClient,
+    shard_count: int,
+    changes: Mapping[Pair, PackEntry | None],
+    *,
+    verify_models: bool = False,
+) -> PackUpdate:
     """Apply ``changes`` to the packs of their shards: an entry replaces the pair's, None removes it.
+
+    ``verify_models`` (what publishing uses): before each conditional write, an entry is added only while its
+    pair's published model still has the entry's checksum, and a pair whose model changed loses its old entry
+    too. Two publishers of the same pair (two training jobs, an import and a training) each retire, publish,
+    then add; whoever publishes last makes the other's entry disagree with the model, and since the check and
+    the write happen inside the same read-modify-write (a later retire changes the pack's ETag), the entry
+    left is the published model's, or none (``superseded``): the pair then takes the per-pair path.
 
     Shards are updated concurrently, each with conditional writes (see the module docstring); a shard
     still losing after :data:`MAX_ATTEMPTS` raises :class:`PackUpdateError`. A pack that exists but
@@ -105,17 +119,39 @@ def update_packs(models: ContainerClient, shard_count: int, changes: Mapping[Pai
     update = PackUpdate()
     items = sorted(by_shard.items())
 
-    def one(item: tuple[str, dict[Pair, PackEntry | None]]) -> tuple[int | None, str | None, int]:
-        return _update_shard(models.get_blob_client(pack_blob(item[0])), *item)
+    def one(item: tuple[str, dict[Pair, PackEntry | None]]) -> _ShardOutcome:
+        current = partial(_published_sha256, models) if verify_models else None
+        return _update_shard(models.get_blob_client(pack_blob(item[0])), *item, current)
 
     outcomes = _map(one, items, WORKERS)
-    for (shard, _), (written, unreadable, conflicts) in zip(items, outcomes, strict=True):
-        if written is not None:
-            update.written[shard] = written
-        if unreadable is not None:
-            update.rebuilt_unreadable[shard] = unreadable
-        update.conflicts_retried += conflicts
+    for (shard, _), outcome in zip(items, outcomes, strict=True):
+        if outcome.written is not None:
+            update.written[shard] = outcome.written
+        if outcome.unreadable is not None:
+            update.rebuilt_unreadable[shard] = outcome.unreadable
+        update.conflicts_retried += outcome.conflicts
+        update.skipped.update(dict.fromkeys(outcome.superseded, "superseded: its model was replaced meanwhile"))
     return update
+
+
+@dataclass(frozen=True)
+class _ShardOutcome:
+    written: int | None  # entries in the pack now; None: nothing needed writing
+    unreadable: str | None  # why the old pack could not be read
+    conflicts: int  # conditional writes lost and retried
+    superseded: tuple[Pair, ...] = ()  # entries not added: the pair's model changed since (``verify_models``)
+
+
+def _published_sha256(models: ContainerClient, pairs: Sequence[Pair]) -> dict[Pair, str | None]:
+    """Each pair's published model checksum now (its blob's metadata; None without a model), HEADs in parallel."""
+
+    def head(pair: Pair) -> str | None:
+        try:
+            return models.get_blob_client(model_blob(pair)).get_blob_properties().metadata.get("sha256")
+        except ResourceNotFoundError:
+            return None
+
+    return dict(zip(pairs, _map(head, pairs, WORKERS), strict=True))
 
 
 def _read_shard(blob: BlobClient) -> tuple[dict[tuple[str, str], PackEntry], str | None, str | None]:
@@ -134,24 +170,32 @@ def _read_shard(blob: BlobClient) -> tuple[dict[tuple[str, str], PackEntry], str
 
 
 def _update_shard(
-    blob: BlobClient, shard: str, changes: Mapping[Pair, PackEntry | None]
-) -> tuple[int | None, str | None, int]:
-    """Read, modify and conditionally write one shard's pack, retrying lost races.
-
-    Returns (entries written or None when nothing needed writing, why the old pack was unreadable,
-    conflicts retried).
-    """
+    blob: BlobClient,
+    shard: str,
+    changes: Mapping[Pair, PackEntry | None],
+    current: Callable[[Sequence[Pair]], dict[Pair, str | None]] | None = None,
+) -> _ShardOutcome:
+    """Read, modify and conditionally write one shard's pack, retrying lost races; with ``current`` (the models'
+    checksums now), only entries that match their pair's published model are added (see ``update_packs``)."""
     for attempt in range(MAX_ATTEMPTS):
         entries, etag, unreadable = _read_shard(blob)
         changed = unreadable is not None
+        added = [pair for pair, entry in changes.items() if entry is not None]
+        published = current(added) if current is not None and added else {}
+        superseded: list[Pair] = []
         for pair, entry in changes.items():
             key = (pair.device_id, pair.sensor)
-            if entry is not None:
+            if entry is not None and (current is None or published[pair] == entry.model_sha256):
                 entries[key], changed = entry, True
-            elif entries.pop(key, None) is not None:
+                continue
+            if entry is not None:
+                superseded.append(pair)
+                if key in entries and entries[key].model_sha256 == published[pair]:
+                    continue  # the other publisher's entry: it matches the model now published
+            if entries.pop(key, None) is not None:
                 changed = True
         if not changed:
-            return None, None, attempt  # only removals of entries the pack does not hold
+            return _ShardOutcome(None, None, attempt, tuple(superseded))  # nothing the pack holds changes
         data = write_pack(list(entries.values()))
         try:
             if etag is None:
@@ -164,7 +208,7 @@ def _update_shard(
             if etag is None:
                 raise  # no container: not a race
             continue  # the pack read was deleted since: re-read and re-apply
-        return len(entries), unreadable, attempt
+        return _ShardOutcome(len(entries), unreadable, attempt, tuple(superseded))
     raise PackUpdateError(
         f"model pack {pack_blob(shard)} kept changing: {MAX_ATTEMPTS} conditional writes lost to other writers"
     )

@@ -79,7 +79,7 @@ def publish_with_packs(
     try:
         # The retire step's writes count too: it may be the only one that touched a shard (entries of models the
         # fast path cannot compile), or the one that found a pack unreadable and replaced it.
-        added = update_packs(models, shard_count, changes)
+        added = update_packs(models, shard_count, changes, verify_models=True)
         added.skipped.update(invalid)
         return published, retired.then(added)
     except (AzureError, PackUpdateError) as exc:
