@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import typing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from azure.storage.blob import BlobServiceClient
 from sklearn.svm import OneClassSVM
 from typer.testing import CliRunner
 
 from tests.faults import FaultProxy, Rule
-from tests.workloads.fake_batch import FakeBatchService, task_page, task_results
+from tests.workloads.fake_batch import FakeBatchService, batch_error, task_page, task_results
 from tests.workloads.helpers import OWN_TYPE, OwnDetector, aggregates_for
 from workloads.aggregator.publish import publish_aggregates
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
+from workloads.common.cli_options import TrustedType
+from workloads.common.envvars import TRAINING_FACTORY
 from workloads.common.frames import to_parquet
 from workloads.common.layout import Container, model_blob, pack_blob
 from workloads.common.pairs import Pair
@@ -26,10 +31,12 @@ from workloads.submitter.backend import JobSpec, TaskCommand
 from workloads.submitter.batch import BatchBackend
 from workloads.submitter.batch_settings import BatchSettings
 from workloads.submitter.local import LocalBackend
+from workloads.training import cli, pool_cli
 from workloads.training.cli import app
-from workloads.training.families import ModelSpec
+from workloads.training.families import ModelSpec, default_estimator
 from workloads.training.jobs import manifest_blob, parse_jsonl, run_log_blob
 from workloads.training.pool import TrainingRequest, batch_waiter, plan_training, run_training, write_training_job
+from workloads.training.pool_batch import TrainingBatchBackend
 from workloads.training.train import Skip, train_and_publish
 
 SHARDS = 4
@@ -225,6 +232,82 @@ def test_a_job_whose_every_pair_was_skipped_fails_naming_the_reasons(service: Bl
     assert later.exit_code == 1 and "every pair was skipped" in " ".join(later.stderr.split())
 
 
+FACTORY_CALLS: list[str] = []
+
+
+def recording_factory() -> Any:
+    """A user's own model factory (the default ocsvm): records each call, so a test sees whether a task ran it."""
+    FACTORY_CALLS.append("called")
+    return default_estimator()
+
+
+FACTORY = f"{__name__}:recording_factory"
+SUBMIT = ["submit", "--days", "1", "--to", "2026-11-25T09", "--stack", "dev", "--shard-count", str(SHARDS)]
+
+
+def test_a_task_refuses_a_manifest_naming_a_factory_its_environment_does_not_allow(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest is a blob in 'logs', which the scorer identity can write: one rewritten to name a module:function
+    factory is refused before anything is imported, unless the task's environment allows exactly that factory."""
+    publish_fleet(service)
+    monkeypatch.delenv(TRAINING_FACTORY, raising=False)
+    plan = plan_training(service, request())
+    manifest = next(m for m in plan.manifests if m.shard == shard_folder("dev-0"))
+    blob = write_training_job(service, plan, "batch")[manifest.task_id]
+    logs = service.get_container_client(str(Container.LOGS))
+
+    def rewrite(family: str, **params: Any) -> None:
+        tampered = manifest.model_copy(update={"model": ModelSpec(family=family, params=params)})
+        logs.upload_blob(blob, tampered.model_dump_json(), overwrite=True)
+
+    FACTORY_CALLS.clear()
+    rewrite(FACTORY)
+    for env in ({}, {TRAINING_FACTORY: "workloads.training.families:default_estimator"}):
+        refused = runner.invoke(app, ["task", "--manifest", blob], env=env)
+        assert refused.exit_code == 2, refused.output
+        assert f"names the model factory '{FACTORY}', which this task's environment does not allow" in " ".join(
+            refused.stderr.split()
+        )
+    rewrite("os:system", command="exit 3")
+    refused = runner.invoke(app, ["task", "--manifest", blob], env={TRAINING_FACTORY: FACTORY})
+    assert refused.exit_code == 2 and "'os:system'" in refused.stderr
+    assert FACTORY_CALLS == [] and not logs.get_blob_client(run_log_blob(plan.job_id, manifest.task_id)).exists()
+    # The factory its environment allows runs.
+    rewrite(FACTORY)
+    allowed = runner.invoke(app, ["task", "--manifest", blob], env={TRAINING_FACTORY: FACTORY})
+    assert allowed.exit_code == 0, allowed.output
+    assert FACTORY_CALLS and json.loads(allowed.stdout)["trained"] > 0
+
+
+def test_submit_with_a_custom_factory_allows_it_to_its_local_workers_and_no_other(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_fleet(service)
+    monkeypatch.delenv(TRAINING_FACTORY, raising=False)
+    result = runner.invoke(app, [*SUBMIT, "--model", FACTORY, "--workers", "2"])  # spawned worker processes
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["trained"], summary["failed"]) == (True, len(GOOD), {})
+    assert TRAINING_FACTORY not in os.environ  # the allowance lasted as long as the submission
+    assert "scorer image" not in result.output  # the warning is Batch's alone
+
+
+def test_submit_validates_features_and_parameters_before_touching_storage(service: BlobServiceClient) -> None:
+    publish_fleet(service)
+    logs = service.get_container_client(str(Container.LOGS))
+    wrong = runner.invoke(app, [*SUBMIT, "--features", "avg,bogus", "--workers", "0"])
+    assert wrong.exit_code == 2 and "unknown feature(s) ['bogus']" in wrong.stderr
+    # iforest's max_features=3 is valid on 4 columns, not on the 2 features the models would read.
+    params = ["--model", "iforest", "--param", "max_features=3", "--features", "avg,max", "--workers", "0"]
+    too_many = runner.invoke(app, [*SUBMIT, *params])
+    assert too_many.exit_code == 2 and "max_features" in too_many.stderr, too_many.output
+    assert not list(logs.list_blobs())  # no job.json, no manifest: nothing was submitted
+    hints = typing.get_type_hints
+    assert hints(cli.train, include_extras=True)["trusted_type"] == TrustedType
+    assert hints(pool_cli.submit, include_extras=True)["trusted_type"] == TrustedType
+
+
 # -- Batch ---------------------------------------------------------------------------------------------------
 
 SETTINGS = BatchSettings(
@@ -311,3 +394,92 @@ def test_a_batch_training_job_runs_its_command_lines_and_is_summed(
     # No job-level wall clock: a training job's tasks may queue on a small pool; each task is bounded by its own.
     (create,) = fake.of("POST", "/jobs")
     assert "constraints" not in create.body and create.body["poolInfo"] == {"poolId": "scorers"}
+
+
+def fake_pool(job_id: str, ran: list[str], env: dict[str, str | None]) -> FakeBatchService:
+    """A fake Batch account whose pool runs each added task's command line through ``trainer`` with the task's
+    environment settings (``env`` gets the allowance each task carried)."""
+
+    def add(call: Any) -> tuple[int, Any]:
+        for task in call.body["value"]:
+            settings = {e["name"]: e["value"] for e in task["environmentSettings"]}
+            env[task["id"]] = settings.get(TRAINING_FACTORY)
+            result = runner.invoke(
+                app, task["commandLine"].split(), env={TRAINING_FACTORY: settings.get(TRAINING_FACTORY)}
+            )
+            assert result.exit_code == 0, result.output
+            ran.append(task["id"])
+        return task_results(call)
+
+    def counts(call: Any) -> tuple[int, Any]:
+        done = {"active": 0, "running": 0, "completed": len(ran), "succeeded": len(ran), "failed": 0}
+        return 200, {"taskCounts": done, "taskSlotCounts": done}
+
+    fake = FakeBatchService()
+    fake.handlers = {
+        ("POST", "/jobs"): lambda call: (201, None),
+        ("POST", f"/jobs/{job_id}/addtaskcollection"): add,
+        ("PATCH", f"/jobs/{job_id}"): lambda call: (200, None),
+        ("GET", f"/jobs/{job_id}/taskcounts"): counts,
+        ("GET", f"/jobs/{job_id}/tasks"): lambda call: task_page([]),
+    }
+    return fake
+
+
+def use_fake_pool(monkeypatch: pytest.MonkeyPatch, fake: FakeBatchService) -> None:
+    def backend(environment: dict[str, str]) -> TrainingBatchBackend:
+        return TrainingBatchBackend(
+            fake.client(), SETTINGS, log=lambda _: None, sleep=lambda _: None, task_environment=environment
+        )
+
+    monkeypatch.setattr(pool_cli, "_batch_backend", backend)
+
+
+def test_batch_submit_puts_the_factory_allowance_on_each_task_and_warns_about_the_image(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_fleet(service)
+    monkeypatch.delenv(TRAINING_FACTORY, raising=False)
+    job_id = plan_training(service, request(start=END - timedelta(days=1), model=ModelSpec(family=FACTORY))).job_id
+    ran: list[str] = []
+    env: dict[str, str | None] = {}
+    use_fake_pool(monkeypatch, fake_pool(job_id, ran, env))
+    result = runner.invoke(app, [*SUBMIT, "--backend", "batch", "--model", FACTORY, "--poll-seconds", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trained"] == len(GOOD)
+    assert env == dict.fromkeys(ran, FACTORY) and len(ran) == len(shards_with_data())
+    assert f"warning: the model factory {FACTORY} must be importable in the scorer image" in " ".join(
+        result.stderr.split()
+    )
+    # A named family: no allowance on the tasks, no warning.
+    ran.clear()
+    env.clear()
+    job_id = plan_training(service, request(start=END - timedelta(days=1))).job_id
+    use_fake_pool(monkeypatch, fake_pool(job_id, ran, env))
+    result = runner.invoke(app, [*SUBMIT, "--backend", "batch", "--poll-seconds", "1"])
+    assert result.exit_code == 0, result.output
+    assert ran and env == dict.fromkeys(ran) and "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("state", ["completed", "terminating"])
+def test_resubmitting_a_training_whose_batch_job_completed_says_what_to_do(
+    service: BlobServiceClient, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    """A completed Batch job accepts no more tasks: resubmitting the same training is refused up front (exit 2)."""
+    publish_fleet(service)
+    job_id = plan_training(service, request(start=END - timedelta(days=1))).job_id
+    fake = fake_pool(job_id, [], {})
+    fake.handlers[("GET", f"/jobs/{job_id}")] = lambda call: (200, {"id": job_id, "state": state})
+    use_fake_pool(monkeypatch, fake)
+    result = runner.invoke(app, [*SUBMIT, "--backend", "batch"])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"training job {job_id} is {state} on Batch and accepts no more tasks" in message
+    assert f"trainer summary --job-id {job_id}" in message and "az batch job delete" in message
+    assert [c.method for c in fake.calls] == ["GET"]  # nothing created, added or patched
+    # An active job (tasks still running) is resumed: only the tasks it lacks are added.
+    fake.handlers[("GET", f"/jobs/{job_id}")] = lambda call: (200, {"id": job_id, "state": "active"})
+    fake.handlers[("POST", "/jobs")] = lambda call: batch_error("JobExists", 409)
+    fake.handlers[("GET", f"/jobs/{job_id}/tasks")] = lambda call: task_page([])
+    resumed = runner.invoke(app, [*SUBMIT, "--backend", "batch", "--poll-seconds", "1"])
+    assert resumed.exit_code == 0, resumed.output

@@ -33,3 +33,12 @@ VersionPolicyOption = Annotated[
         "or any; a model outside it is refused (version_mismatch).",
     ),
 ]
+
+# The trainer's commands (train, submit, pack, import) take the same extra trusted types.
+TrustedType = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A type skops may load beyond its defaults and the vetted list (repeatable), for a model family of "
+        "your own; the supported families never need one."
+    ),
+]

@@ -19,6 +19,10 @@ RECONCILE_HOURS = "SCORING_RECONCILE_HOURS"
 SKLEARN_VERSION_POLICY = "SCORING_SKLEARN_VERSION_POLICY"  # exact | minor | major | any (model_versions)
 MODEL_FAMILY = "SCORING_MODEL_FAMILY"  # the family the stack expects: shown in reports, never enforced
 TRUSTED_TYPES = "SCORING_TRUSTED_TYPES"  # comma-separated list of dotted type paths; absent when none
+# The one module:function model factory a training task may import and call: set by `trainer submit` on the tasks
+# (a Batch task's environment, the local workers') only when its user chose that factory; a manifest naming any
+# other is refused (manifests live in 'logs', which more identities can write than can change a Batch task).
+TRAINING_FACTORY = "SCORING_TRAINING_FACTORY"
 # Read by the scorer only (its CLI options' environment variables), for an operator to set on its nodes.
 MAX_MODEL_MIB = "SCORING_MAX_MODEL_MIB"  # cap on a model's uncompressed size
 MAX_CONCURRENT_LOADS = "SCORING_MAX_CONCURRENT_LOADS"  # models a task deserialises at once

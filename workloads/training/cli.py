@@ -1,8 +1,10 @@
 """``trainer``: train one model per device/sensor pair on a window of aggregates and publish it.
 
-``trainer train`` fits and publishes models (and, with a shard count, updates the shards' model packs);
-``trainer pack`` rebuilds every shard's model pack from the published models. ``trainer --from ...``
-still means ``trainer train --from ...``, as it did when training was the only command.
+``trainer train`` fits and publishes models of a family (``--model``) and updates the shards' model packs;
+``trainer import`` publishes models trained elsewhere; ``trainer pack`` rebuilds every shard's model pack from
+the published models; ``trainer submit`` trains as one task per shard on the local backend or the Batch pool
+(``trainer task`` is what each task runs, ``trainer summary`` sums a job's logs). ``trainer --from ...`` still
+means ``trainer train --from ...``, as it did when training was the only command.
 
 Works on Azurite (AZURE_STORAGE_CONNECTION_STRING) and on Azure (AZURE_STORAGE_ACCOUNT_URL, with
 the Storage Blob Data Contributor role on the ``models`` container).
@@ -19,7 +21,7 @@ from typer.core import TyperGroup
 
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
 from workloads.common.cli_errors import bad_input, fail, run_failures
-from workloads.common.cli_options import ShardCount, VersionPolicyOption
+from workloads.common.cli_options import ShardCount, TrustedType, VersionPolicyOption
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.layout import Container
 from workloads.common.manifest import validate_trusted_type
@@ -48,14 +50,6 @@ class _TrainByDefault(TyperGroup):
 
 
 app = typer.Typer(add_completion=False, help=__doc__, cls=_TrainByDefault)
-
-TrustedType = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="A type skops may load beyond its defaults and the vetted list (repeatable), for a model family of "
-        "your own; the supported families never need one."
-    ),
-]
 
 
 def _features(text: str) -> tuple[str, ...]:

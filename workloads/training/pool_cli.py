@@ -14,6 +14,9 @@ submitter package: everything of the submission side is imported inside ``submit
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -23,7 +26,8 @@ import typer
 from workloads.common import envvars
 from workloads.common.aggregates import DEFAULT_MODEL_FEATURES, FEATURE_NAMES
 from workloads.common.cli_errors import bad_input, fail, run_failures
-from workloads.common.cli_options import ShardCount
+from workloads.common.cli_options import ShardCount, TrustedType
+from workloads.common.console import console
 from workloads.common.hour_inputs import InputReadError
 from workloads.common.manifest import validate_trusted_type
 from workloads.common.shards import DEFAULT_SHARD_COUNT
@@ -36,8 +40,8 @@ from workloads.training.task import TrainingManifestError, TrainingTaskError, ru
 from workloads.training.train import describe_skips
 
 if TYPE_CHECKING:
-    from workloads.submitter.batch import BatchBackend
     from workloads.training.pool import TrainingSummary
+    from workloads.training.pool_batch import TrainingBatchBackend
 
 
 class BackendName(StrEnum):
@@ -85,9 +89,7 @@ def submit(
     ] = ",".join(DEFAULT_MODEL_FEATURES),
     min_rows: Annotated[int, typer.Option(min=2, help="Fewest usable windows a pair needs to get a model.")] = 24,
     shard_count: ShardCount = DEFAULT_SHARD_COUNT,
-    trusted_type: Annotated[
-        list[str] | None, typer.Option(help="A type skops may load beyond the vetted list (repeatable).")
-    ] = None,
+    trusted_type: TrustedType = None,
     backend: Annotated[
         BackendName, typer.Option(envvar=envvars.BACKEND, help="Where tasks run: local processes or Azure Batch.")
     ] = BackendName.LOCAL,
@@ -113,14 +115,16 @@ def submit(
     trained, skipped by reason, rows. Exit 1 if any task failed or wrote no log, or if every pair was skipped
     (the reasons counted).
     """
+    from workloads.training.cli import _features
     from workloads.training.pool import TrainingRequest, batch_waiter, run_training
 
     with bad_input():
         storage = StorageSettings.from_env()
         end = parse_hour(to) if to is not None else last_complete_hour(datetime.now(UTC), SETTLE) + timedelta(hours=1)
-        chosen = tuple(f.strip() for f in features.split(",") if f.strip())
+        chosen = _features(features)
         spec = ModelSpec(family=model, params=dict(parse_param(p) for p in param or ()))
-        spec.factory()  # a wrong parameter fails here, as bad input, before anything is submitted
+        types = tuple(sorted({validate_trusted_type(t) for t in trusted_type or ()}))
+        spec.factory(len(chosen), types)  # a wrong parameter fails here, as bad input, before anything is submitted
         request = TrainingRequest(
             stack=stack,
             start=end - timedelta(days=days),
@@ -129,11 +133,23 @@ def submit(
             features=chosen,
             model=spec,
             min_rows=min_rows,
-            trusted_types=tuple(sorted({validate_trusted_type(t) for t in trusted_type or ()})),
+            trusted_types=types,
         )
         job_id = request.job_id  # validates the stack and the window
+        # The factory the user chose, and only it, may be imported by the tasks (task.check_factory_allowed).
+        environment = {envvars.TRAINING_FACTORY: spec.family} if spec.is_custom else {}
         service = storage.client()
-        runner = _batch_backend() if backend is BackendName.BATCH else None
+        runner = _batch_backend(environment) if backend is BackendName.BATCH else None
+    if runner is not None:
+        from workloads.training.pool_batch import TrainingJobClosedError
+
+        with bad_input(TrainingJobClosedError), run_failures():
+            runner.check_open(job_id)
+        if spec.is_custom:
+            warn(
+                f"the model factory {spec.family} must be importable in the scorer image the pool runs "
+                "(it is imported there by each task, not here)"
+            )
     max_wall = timedelta(minutes=task_max_wall_minutes) if task_max_wall_minutes else None
     with run_failures(ValueError):
         if runner is not None:
@@ -142,7 +158,12 @@ def submit(
         else:
             from workloads.submitter.local import LocalBackend
 
-            with LocalBackend(storage, workers=workers, max_task_retries=max_task_retries) as local:
+            # The local workers are this user's processes: they get the same allowance through their environment
+            # (set before they start, restored after).
+            with (
+                _environment(environment),
+                LocalBackend(storage, workers=workers, max_task_retries=max_task_retries) as local,
+            ):
                 summary = run_training(service, request, local)
     if runner is not None and not wait:
         typer.echo(json.dumps({"job_id": job_id, "tasks": summary.tasks}))
@@ -179,16 +200,37 @@ def _finish(result: TrainingSummary) -> None:
         fail(f"training job {result.job_id}: {'; '.join(problems)}")
 
 
-def _batch_backend() -> BatchBackend:
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment (and so in the workers it starts) until the block ends."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def warn(message: str) -> None:
+    console(stderr=True).print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _batch_backend(task_environment: Mapping[str, str]) -> TrainingBatchBackend:
     # Imported here: the local path needs no azure-batch, and the task image has no submitter.
     from azure.batch import BatchClient
     from azure.identity import DefaultAzureCredential
 
-    from workloads.common.console import console
-    from workloads.submitter.batch import BatchBackend
     from workloads.submitter.batch_settings import BatchSettings
+    from workloads.training.pool_batch import TrainingBatchBackend
 
     settings = BatchSettings.from_env()
-    return BatchBackend(
-        BatchClient(settings.account_url, DefaultAzureCredential()), settings, log=console(stderr=True).print
+    return TrainingBatchBackend(
+        BatchClient(settings.account_url, DefaultAzureCredential()),
+        settings,
+        log=console(stderr=True).print,
+        task_environment=task_environment,
     )

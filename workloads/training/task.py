@@ -10,10 +10,14 @@ that cannot be updated, fail the task: the log says why, then the error is raise
 retries it ("The Batch service retries a Task if its exit code is nonzero", BatchJobConstraints.maxTaskRetryCount);
 a retry overwrites the log. Retrying is safe: every model and pack entry it writes is a
 replacement of the same pair's.
+
+A manifest naming a ``module:function`` model factory is refused (exit 2, before anything is imported) unless
+the task's environment allows exactly that factory (``SCORING_TRAINING_FACTORY``): see ``check_factory_allowed``.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from datetime import UTC, datetime
@@ -23,6 +27,7 @@ import pandas as pd
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
+from workloads.common import envvars
 from workloads.common.layout import Container
 from workloads.common.runlog import error_line
 from workloads.common.storage import StorageSettings
@@ -152,7 +157,26 @@ def _client(settings: StorageSettings) -> BlobServiceClient:
     return settings.client()
 
 
+def check_factory_allowed(manifest: TrainingManifest, allowed: str | None) -> None:
+    """Refuse a manifest whose model is a ``module:function`` factory unless the task's own environment allows
+    exactly that factory (``SCORING_TRAINING_FACTORY``, set by ``trainer submit`` when its user chose one).
+
+    A manifest is a blob in ``logs``, which the scorer identity can write too; a Batch task's environment settings
+    cannot be changed once the task is added. Without this, rewriting a manifest's ``model.family`` to, say,
+    ``os:system`` would have the task import and call it. The named families are plain scikit-learn estimators."""
+    family = manifest.model.family
+    if manifest.model.is_custom and family != allowed:
+        granted = f"it allows only {allowed!r}" if allowed else "it allows none"
+        raise TrainingManifestError(
+            f"training manifest of task {manifest.task_id} names the model factory {family!r}, which this task's "
+            f"environment does not allow ({envvars.TRAINING_FACTORY}: {granted}); submit the training again with "
+            f"`trainer submit --model {family}` to run it"
+        )
+
+
 def run_training_manifest(settings: StorageSettings, blob_name: str) -> TrainingTaskLine:
     """The entry point of ``trainer task`` and of the local backend's workers (a client kept per process)."""
     service = _client(settings)
-    return run_training_task(service, read_training_manifest(service, blob_name))
+    manifest = read_training_manifest(service, blob_name)
+    check_factory_allowed(manifest, os.environ.get(envvars.TRAINING_FACTORY) or None)
+    return run_training_task(service, manifest)
