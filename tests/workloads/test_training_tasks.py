@@ -232,6 +232,24 @@ def test_a_job_whose_every_pair_was_skipped_fails_naming_the_reasons(service: Bl
     assert later.exit_code == 1 and "every pair was skipped" in " ".join(later.stderr.split())
 
 
+def test_blobs_in_no_shard_folder_are_named_as_not_trained_on(service: BlobServiceClient) -> None:
+    publish_fleet(service)
+    aggregates = service.get_container_client(str(Container.AGGREGATES))
+    rows = to_parquet(aggregates_for([Pair("legacy", "x")], START, windows=12))
+    aggregates.upload_blob(f"{START:%Y/%m/%d/%H}/legacy.parquet", rows)  # the old layout: directly in the hour
+    aggregates.upload_blob(f"{START:%Y/%m/%d/%H}/{shard_name(0, 8)}/other-count.parquet", rows)  # 8 shards, not 4
+    result = runner.invoke(app, [*SUBMIT, "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["blobs_outside_shard_folders"], summary["trained"]) == (2, len(GOOD))
+    (note,) = summary["notes"]
+    assert note.startswith("2 aggregate blob(s) of the window lie in no shard folder of this shard count")
+    assert "were not trained on" in note and "refiles" in note and "`trainer train`" in note
+    assert f"warning: {note}" in " ".join(result.stderr.split())
+    later = json.loads(runner.invoke(app, ["summary", "--job-id", summary["job_id"]]).stdout)
+    assert later["notes"] == [note]
+
+
 FACTORY_CALLS: list[str] = []
 
 

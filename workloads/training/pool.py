@@ -197,6 +197,19 @@ class TrainingSummary:
     def ok(self) -> bool:
         return self.finished and not self.failed and not self.missing_logs
 
+    @property
+    def notes(self) -> list[str]:
+        """What the job did not train on and why, in words (the counts are beside them in the summary)."""
+        if not self.blobs_outside_shard_folders:
+            return []
+        return [
+            f"{self.blobs_outside_shard_folders} aggregate blob(s) of the window lie in no shard folder of this "
+            "shard count (the old layout, directly under the hour, or another shard count's folders): no task "
+            "reads them, so their rows were not trained on. The scoring run of each of those hours refiles their "
+            "rows into shard folders, after which a new training finds them; or train with `trainer train`, "
+            "which reads every folder of every hour."
+        ]
+
     def as_json(self) -> dict[str, object]:
         return {
             "job_id": self.job_id,
@@ -219,7 +232,8 @@ class TrainingSummary:
             "rows_of_other_shards": self.rows_of_other_shards,
             "rows_outside_their_hour": self.rows_outside_their_hour,
             "corrupt_blobs": self.corrupt_blobs,
-            "blobs_outside_shard_folders": self.blobs_outside_shard_folders,
+            "blobs_outside_shard_folders": self.blobs_outside_shard_folders,  # not trained on: see notes
+            "notes": self.notes,
             "packs_written": self.packs_written,
             "task_seconds_max": self.task_seconds_max,
             "read_seconds": round(self.read_seconds, 2),

@@ -166,7 +166,9 @@ def submit(
             ):
                 summary = run_training(service, request, local)
     if runner is not None and not wait:
-        typer.echo(json.dumps({"job_id": job_id, "tasks": summary.tasks}))
+        typer.echo(json.dumps({"job_id": job_id, "tasks": summary.tasks, "notes": summary.notes}))
+        for note in summary.notes:
+            warn(note)
         return
     _finish(summary)
 
@@ -189,6 +191,8 @@ def summary(
 
 def _finish(result: TrainingSummary) -> None:
     typer.echo(json.dumps(result.as_json(), indent=2))
+    for note in result.notes:
+        warn(note)
     if not result.tasks:
         fail(f"training job {result.job_id}: no shard has aggregates in the window, nothing trained")
     problems = [f"{len(result.failed)} task(s) failed"] if result.failed else []
