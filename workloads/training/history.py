@@ -36,9 +36,7 @@ class WindowListing:
     """The window's aggregate blobs by shard folder, from one listing per day."""
 
     shards: dict[str, int] = field(default_factory=dict)  # shard folder -> blobs in the window
-    bytes: dict[str, int] = field(default_factory=dict)  # shard folder -> bytes
     outside_shard_folders: int = 0  # blobs of the window's hours in no shard folder of this count
-    days_listed: int = 0
 
 
 def _days(start: datetime, end: datetime) -> Iterator[datetime]:
@@ -53,22 +51,20 @@ def list_window(service: BlobServiceClient, start: datetime, end: datetime, shar
     container = service.get_container_client(str(Container.AGGREGATES))
     first, stop = floor_hour(start), floor_hour(end)
 
-    def one_day(day: datetime) -> list[tuple[str | None, int]]:
+    def one_day(day: datetime) -> list[str | None]:
         found = []
         for blob in list_blobs_with_metadata(container, day_prefix(day)):
             place = parse_aggregate_blob(blob.name)
             if place is not None and first <= place.hour < stop:
-                found.append((place.folder, blob.size))
+                found.append(place.folder)
         return found
 
     listing = WindowListing()
     with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
         for day in pool.map(one_day, list(_days(first, stop))):
-            listing.days_listed += 1
-            for folder, size in day:
+            for folder in day:
                 if folder is not None and is_shard_folder(folder, shard_count):
                     listing.shards[folder] = listing.shards.get(folder, 0) + 1
-                    listing.bytes[folder] = listing.bytes.get(folder, 0) + size
                 else:
                     listing.outside_shard_folders += 1
     listing.shards = dict(sorted(listing.shards.items()))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -265,9 +265,3 @@ def parse_jsonl(data: bytes) -> tuple[TrainingTaskLine | None, list[SkippedPairL
         elif line.strip():
             skipped.append(SkippedPairLine.model_validate_json(line))
     return task, skipped
-
-
-def window_of(days: int, end: datetime) -> tuple[datetime, datetime]:
-    """``[end - days, end)``, on the hour."""
-    stop = floor_hour(end)
-    return stop - timedelta(days=days), stop
