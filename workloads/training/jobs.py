@@ -10,8 +10,10 @@ shard's model pack. Everything about a job lives in one folder of the ``logs`` c
     training/<job id>/output/<task id>/std*.txt    Batch's stdout/stderr of the task
 
 The job id is a function of the stack, the window and a hash of everything that decides the models (shard count,
-features, model spec, min rows, trusted types), so submitting the same training twice finds the same job (Batch
-adds only the tasks it lacks) and the same manifests; task ids come from shard numbers, so they are stable too.
+features, model spec, min rows, trusted types), so submitting the same training twice finds the same job and the
+same manifests (on Batch a job still active gets only the tasks it lacks; a completed one accepts none, and
+``trainer submit`` refuses it: ``pool_batch.TrainingBatchBackend.check_open``); task ids come from shard
+numbers, so they are stable too.
 The run log grows with problems, not with pairs: trained pairs are counted on the task line, only skipped pairs
 get a line of their own, with their reason.
 """

@@ -4,7 +4,8 @@
 writes ``job.json`` and one manifest per shard under ``logs/training/<job id>/``, hands the tasks to a backend
 (``TaskBackend.submit_tasks``: the local workers, or a Batch job on the stack's pool running the task image
 with the trainer as entry point), waits for them, and sums the tasks' run logs into one summary. The job id is
-deterministic (``jobs.training_job_id``), so submitting the same training again finds the same job.
+deterministic (``jobs.training_job_id``), so submitting the same training again finds the same job (on Batch:
+resumed while active, refused once completed, ``pool_batch``).
 """
 
 from __future__ import annotations
