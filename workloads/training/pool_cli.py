@@ -57,7 +57,9 @@ def task(
     """Train one shard's pairs on its history (what a Batch task of a training job runs); print its task line.
 
     Exit 1 when its history cannot be read or its packs cannot be updated (the run log says why; Batch retries
-    the task), 2 for a bad manifest. A pair that cannot be trained is skipped with its reason, not a failure.
+    the task), 2 for a bad manifest, or one naming a module:function model factory other than the one its
+    environment allows (SCORING_TRAINING_FACTORY, set by `trainer submit`). A pair that cannot be trained is skipped
+    with its reason, not a failure.
     """
     with bad_input(TrainingManifestError):
         settings = StorageSettings.from_env()
