@@ -112,6 +112,7 @@ def test_a_users_factory_and_its_parameters(service: BlobServiceClient) -> None:
         (["--model", "iforest", "--param", "n_estimators=many"], "'n_estimators' parameter of IsolationForest"),
         (["--model", "lof", "--param", "novelty=false"], "lof needs novelty=true"),
         (["--param", "nu"], "expected key=value"),
+        (["--features", "avg,avg"], "--features names a feature twice"),
         (["--model", "no_such_module:make"], "cannot import the model factory no_such_module:make"),
         (["--model", f"{__name__}:custom_detector", "--param", "depth=3"], "--param does not fit"),
         (["--model", f"{__name__}:PAIRS"], "is a dict, not a function"),

@@ -57,6 +57,8 @@ def _features(text: str) -> tuple[str, ...]:
     unknown = sorted(set(chosen) - set(FEATURE_NAMES))
     if unknown or not chosen:
         raise ValueError(f"unknown feature(s) {unknown}; choose from {list(FEATURE_NAMES)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"--features names a feature twice: {list(chosen)}")  # a model reads each column once
     return chosen
 
 
