@@ -384,27 +384,7 @@ def test_a_batch_training_job_runs_its_command_lines_and_is_summed(
     publish_fleet(service)
     job_id = plan_training(service, request()).job_id
     ran: list[str] = []
-
-    def add(call: Any) -> tuple[int, Any]:
-        for task in call.body["value"]:
-            assert task["containerSettings"]["containerRunOptions"] == "--rm --entrypoint trainer"
-            result = runner.invoke(app, task["commandLine"].split())
-            assert result.exit_code == 0, result.output
-            ran.append(task["id"])
-        return task_results(call)
-
-    def counts(call: Any) -> tuple[int, Any]:
-        done = {"active": 0, "running": 0, "completed": len(ran), "succeeded": len(ran), "failed": 0}
-        return 200, {"taskCounts": done, "taskSlotCounts": done}
-
-    fake = FakeBatchService()
-    fake.handlers = {
-        ("POST", "/jobs"): lambda call: (201, None),
-        ("POST", f"/jobs/{job_id}/addtaskcollection"): add,
-        ("PATCH", f"/jobs/{job_id}"): lambda call: (200, None),
-        ("GET", f"/jobs/{job_id}/taskcounts"): counts,
-        ("GET", f"/jobs/{job_id}/tasks"): lambda call: task_page([]),
-    }
+    fake = fake_pool(job_id, ran, {})
     backend = BatchBackend(fake.client(), SETTINGS, log=lambda _: None, sleep=lambda _: None)
     summary = run_training(service, request(), backend, wait=batch_waiter(backend, 0, timedelta(minutes=1)))
     assert sorted(ran) == sorted(plan_training(service, request()).tasks)
@@ -420,6 +400,7 @@ def fake_pool(job_id: str, ran: list[str], env: dict[str, str | None]) -> FakeBa
 
     def add(call: Any) -> tuple[int, Any]:
         for task in call.body["value"]:
+            assert task["containerSettings"]["containerRunOptions"] == "--rm --entrypoint trainer"
             settings = {e["name"]: e["value"] for e in task["environmentSettings"]}
             env[task["id"]] = settings.get(TRAINING_FACTORY)
             result = runner.invoke(
