@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import timedelta
 
 import pandas as pd
 from azure.storage.blob import BlobServiceClient
 
-from tests.workloads.helpers import HOUR, hour_manifests, publish_data_and_models
+from tests.workloads.helpers import HOUR, aggregates_for, hour_manifests, publish_data_and_models
+from workloads.aggregator.publish import publish_aggregates
+from workloads.common.aggregates import DEFAULT_MODEL_FEATURES
 from workloads.common.frames import read_predictions
 from workloads.common.manifest import TaskManifest
+from workloads.common.model_metadata import list_models
 from workloads.common.pairs import Pair
 from workloads.common.shards import DEFAULT_SHARD_COUNT, shard_name, shard_of
 from workloads.scorer.task import score_task
 from workloads.submitter.plan import plan_hour
 from workloads.submitter.submit import write_manifests
+from workloads.training.families import ModelSpec
 from workloads.training.packs import rebuild_packs
+from workloads.training.pool import TrainingRequest, plan_training, write_training_job
 
 
 def inspect(tag: str) -> dict[str, object]:
@@ -137,3 +143,35 @@ def test_scorer_container_scores_a_planned_task_from_its_shards_pack(
     got = read_predictions(service, HOUR, plan.job_id).sort_values(["device_id", "sensor", "window_end"])
     assert (got["is_anomaly"].to_numpy() == expected["is_anomaly"].to_numpy()).all()
     assert abs(got["score"].to_numpy() - expected["score"].to_numpy()).max() <= 1e-9
+
+
+def test_scorer_image_runs_a_training_task_as_a_batch_task_would(
+    scorer_image: str, service: BlobServiceClient, azurite: tuple[int, str]
+) -> None:
+    """Training on the pool runs the scorer image with ``--entrypoint trainer`` and ``task --manifest <blob>``
+    (``BatchBackend.container_task``): the image must hold the trainer, and train and pack its shard."""
+    start = HOUR - timedelta(hours=3)
+    publish_aggregates(service, aggregates_for(PAIRS, start, windows=36), DEFAULT_SHARD_COUNT)
+    request = TrainingRequest(
+        stack="dev",
+        start=start,
+        end=HOUR,
+        shard_count=DEFAULT_SHARD_COUNT,
+        features=DEFAULT_MODEL_FEATURES,
+        model=ModelSpec(family="iforest", params={"n_estimators": 5}),
+        min_rows=24,
+    )
+    plan = plan_training(service, request)
+    (task_id, manifest), *_ = write_training_job(service, plan, "batch").items()
+    docker = ["docker", "run", "--rm", "--network", "host", "-e", f"AZURE_STORAGE_CONNECTION_STRING={azurite[1]}"]
+    result = subprocess.run(
+        [*docker, "--entrypoint", "trainer", scorer_image, "task", "--manifest", manifest],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (line["task_id"], line["trained"], line["skipped"], line["pack_entries"]) == (task_id, 2, {}, 2)
+    published = list_models(service.get_container_client("models"))
+    assert {p: m.family for p, m in published.items() if not isinstance(m, str)} == dict.fromkeys(PAIRS, "iforest")
