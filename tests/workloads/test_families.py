@@ -54,6 +54,7 @@ def test_each_family_is_trained_packed_and_scored_as_its_estimator_scores(servic
         assert summary["published"] == 2 and summary["model"] == family
         packed = summary["packs"]
         assert isinstance(packed, dict) and packed["pack_entries"] >= (2 if family in FAST else 0)
+        assert packed["entries_left_out"] == {}
 
     models = service.get_container_client(str(Container.MODELS))
     published = list_models(models)

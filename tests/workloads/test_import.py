@@ -104,6 +104,7 @@ def mixed_folder(root: Path) -> dict[str, Pair]:
     )
     write(root, pairs["two_files"], "a.skops", b"x")
     write(root, pairs["two_files"], "b.skops", b"y")
+    (root / "stray.skops").write_bytes(b"z")  # names no pair: refused, not passed over
     return pairs
 
 
@@ -124,7 +125,13 @@ def test_a_mixed_folder_without_trust_publishes_only_the_safe_models(
     assert code == 3, summary
     refused = summary["refused"]
     assert isinstance(refused, dict)
-    assert set(refused) == {str(pairs[n]) for n in ("pickle", "joblib", "wrong_features", "untrusted", "two_files")}
+    assert set(refused) == {str(pairs[n]) for n in ("pickle", "joblib", "wrong_features", "untrusted", "two_files")} | {
+        "stray.skops"
+    }
+    assert (
+        refused["stray.skops"]
+        == "bad_layout: stray.skops is not in a <device_id>/<sensor>/ folder, so it names no pair"
+    )
     assert refused[str(pairs["pickle"])].startswith("untrusted_pickle: model.pkl is a pkl file")
     assert "--trust-pickle" in refused[str(pairs["joblib"])]
     assert refused[str(pairs["wrong_features"])].startswith("bad_features: the model reads 3 feature(s)")
@@ -148,7 +155,8 @@ def test_trusting_pickles_converts_them_to_skops(service: BlobServiceClient, tmp
     code, summary = invoke(
         str(tmp_path), "--trust-pickle", "--trusted-type", f"{__name__}.OwnScaler", "--shard-count", "4"
     )
-    assert code == 3 and set(summary["refused"]) == {str(pairs["wrong_features"]), str(pairs["two_files"])}  # type: ignore[arg-type]
+    refused = {str(pairs["wrong_features"]), str(pairs["two_files"]), "stray.skops"}
+    assert code == 3 and set(summary["refused"]) == refused  # type: ignore[arg-type]
     assert summary["converted_from_pickle"] == 2 and summary["probed_on"] == {"zeros": 5}
     models = service.get_container_client(str(Container.MODELS))
     for name in ("pickle", "joblib"):

@@ -451,6 +451,7 @@ def test_trainer_cli_updates_packs_under_both_invocations(service: BlobServiceCl
         "pack_entries": 5,
         "rebuilt_unreadable": {},
         "conflicts_retried": 0,
+        "entries_left_out": {},
     }
     plain = runner.invoke(trainer, ["train", *window])  # the default count: packs are always kept in step
     assert plain.exit_code == 0, plain.output
@@ -460,6 +461,7 @@ def test_trainer_cli_updates_packs_under_both_invocations(service: BlobServiceCl
         "pack_entries": 5,
         "rebuilt_unreadable": {},
         "conflicts_retried": 0,
+        "entries_left_out": {},
     }
     assert all(pack_of(service, s, DEFAULT_SHARD_COUNT) for s in shards)
     assert runner.invoke(trainer, ["train", *window, "--shard-count", "0"]).exit_code == 2
@@ -480,6 +482,7 @@ def test_two_publishers_of_one_pair_never_leave_an_entry_of_the_model_that_lost(
 
     published_a, packs_a = publish_with_packs(models, SHARDS, {pair: ready(1)}, on_pair=b_publishes_meanwhile)
     assert packs_a is not None and packs_a.skipped == {pair: "superseded: its model was replaced meanwhile"}
+    assert packs_a.left_out() == {"superseded": 1}  # what trainer train/import and a training task's log count
     current = list_models(models)[pair]
     assert not isinstance(current, str) and current.sha256 != published_a[pair]  # B's model is the one published
     entry = pack_of(service, shard_of(pair.device_id, SHARDS))[pair]

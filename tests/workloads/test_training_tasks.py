@@ -389,6 +389,7 @@ def test_a_batch_training_job_runs_its_command_lines_and_is_summed(
     summary = run_training(service, request(), backend, wait=batch_waiter(backend, 0, timedelta(minutes=1)))
     assert sorted(ran) == sorted(plan_training(service, request()).tasks)
     assert (summary.ok, summary.trained, summary.skipped) == (True, len(GOOD), {"too_few_windows": 1})
+    assert summary.pack_left_out == {} and summary.as_json()["pack_left_out"] == {}
     # No job-level wall clock: a training job's tasks may queue on a small pool; each task is bounded by its own.
     (create,) = fake.of("POST", "/jobs")
     assert "constraints" not in create.body and create.body["poolInfo"] == {"poolId": "scorers"}

@@ -62,6 +62,12 @@ def _features(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _published_packs_summary(update: PackUpdate) -> dict[str, object]:
+    """After publishing: the packs written, and every pair its pack was left without (superseded by another
+    publisher, an entry that could not be built), which the scorer serves from its own model."""
+    return {**_packs_summary(update), "entries_left_out": {str(p): why for p, why in sorted(update.skipped.items())}}
+
+
 def _packs_summary(update: PackUpdate) -> dict[str, object]:
     return {
         "packs_written": len(update.written),
@@ -132,7 +138,7 @@ def train(
                 "duplicate_rows": report.duplicate_rows,
                 "rows_outside_their_hour": report.rows_outside_their_hour,
                 "conflicting_rows": report.conflicting_rows,
-                "packs": _packs_summary(report.packs) if report.packs is not None else None,
+                "packs": _published_packs_summary(report.packs) if report.packs is not None else None,
             },
             indent=2,
         )
@@ -247,7 +253,7 @@ def import_(
                 "converted_from_pickle": len(report.converted),
                 "probed_on": report.probed_on,
                 "refused": dict(sorted(report.refused.items())),
-                "packs": _packs_summary(packs) if not dry_run and packs is not None else None,
+                "packs": _published_packs_summary(packs) if not dry_run and packs is not None else None,
                 "dry_run": dry_run,
             },
             indent=2,

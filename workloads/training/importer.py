@@ -89,6 +89,11 @@ def files_from_layout(root: Path, features: Sequence[str]) -> tuple[list[ModelFi
             )
             continue
         found.append(ModelFile(pair, models[0], tuple(features)))
+    # A model file anywhere else (the root, a device folder, deeper) names no pair: refused, never passed over.
+    for stray in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES):
+        if len(stray.relative_to(root).parts) != 3:
+            where = str(stray.relative_to(root))
+            refused[where] = f"bad_layout: {where} is not in a <device_id>/<sensor>/ folder, so it names no pair"
     return found, refused
 
 

@@ -247,6 +247,7 @@ class TrainingTaskLine(BaseModel):
     skipped: dict[str, int] = Field(default_factory=dict)  # reason -> pairs
     packs_written: int = 0
     pack_entries: int = 0
+    pack_left_out: dict[str, int] = Field(default_factory=dict)  # reason -> pairs trained but given no pack entry
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
     @property

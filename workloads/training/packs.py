@@ -23,7 +23,7 @@ Two ways to write packs:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +64,10 @@ class PackUpdate:
     rebuilt_unreadable: dict[str, str] = field(default_factory=dict)  # shard name -> why the old pack was unusable
     conflicts_retried: int = 0  # conditional writes lost to another writer, then re-read and retried
     skipped: dict[Pair, str] = field(default_factory=dict)  # pair -> why it has no entry (rebuild, or superseded)
+
+    def left_out(self) -> dict[str, int]:
+        """Pairs left without an entry, by reason (the code before the colon of each ``skipped`` value)."""
+        return dict(sorted(Counter(why.split(":", 1)[0] for why in self.skipped.values()).items()))
 
     def then(self, later: PackUpdate) -> PackUpdate:
         """Both updates as one (``later`` wrote last): what a training run's retire-then-add steps did."""

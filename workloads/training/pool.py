@@ -190,6 +190,7 @@ class TrainingSummary:
     corrupt_blobs: dict[str, str] = field(default_factory=dict)
     blobs_outside_shard_folders: int = 0
     packs_written: int = 0
+    pack_left_out: dict[str, int] = field(default_factory=dict)  # reason -> trained pairs given no pack entry
     task_seconds_max: float = 0.0
     read_seconds: float = 0.0  # summed over tasks: listing, downloading and validating their history
     train_publish_seconds: float = 0.0  # summed over tasks: fitting, serialising, publishing, packs
@@ -236,6 +237,7 @@ class TrainingSummary:
             "blobs_outside_shard_folders": self.blobs_outside_shard_folders,  # not trained on: see notes
             "notes": self.notes,
             "packs_written": self.packs_written,
+            "pack_left_out": self.pack_left_out,  # scored from their own models until `trainer pack`
             "task_seconds_max": self.task_seconds_max,
             "read_seconds": round(self.read_seconds, 2),
             "train_publish_seconds": round(self.train_publish_seconds, 2),
@@ -304,6 +306,8 @@ def _add(summary: TrainingSummary, task: TrainingTaskLine) -> None:
     summary.rows_outside_their_hour += task.rows_outside_their_hour
     summary.corrupt_blobs.update(task.corrupt_blobs)
     summary.packs_written += task.packs_written
+    for reason, count in task.pack_left_out.items():
+        summary.pack_left_out[reason] = summary.pack_left_out.get(reason, 0) + count
     summary.task_seconds_max = max(summary.task_seconds_max, round(task.timings_ms.get("total", 0.0) / 1000, 2))
     summary.read_seconds += task.timings_ms.get("read", 0.0) / 1000
     summary.train_publish_seconds += task.timings_ms.get("train_publish", 0.0) / 1000

@@ -129,6 +129,7 @@ def run_training_task(service: BlobServiceClient, manifest: TrainingManifest) ->
         skipped=skip_counts(report.skipped) if report is not None else {},
         packs_written=len(report.packs.written) if report is not None and report.packs is not None else 0,
         pack_entries=sum(report.packs.written.values()) if report is not None and report.packs is not None else 0,
+        pack_left_out=report.packs.left_out() if report is not None and report.packs is not None else {},
         timings_ms=timings,
         hours_listed=read.hours_listed,
         aggregate_blobs=read.blobs,
