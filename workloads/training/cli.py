@@ -110,7 +110,7 @@ def train(
         only = [Pair.parse(p) for p in pairs.split(",") if p.strip()] if pairs else None
         spec = ModelSpec(family=model, params=dict(parse_param(p) for p in param or ()))
         types = tuple(validate_trusted_type(t) for t in trusted_type or ())
-        spec.factory(len(chosen), types)  # validated here, as bad input: before any history is read
+        factory = spec.factory(len(chosen), types)  # validated once, here, as bad input: before any history is read
     with run_failures(InputReadError, PackUpdateError):
         report = train_and_publish(
             settings.client(),
@@ -118,6 +118,7 @@ def train(
             stop,
             features=chosen,
             model=spec,
+            factory=factory,
             trusted_types=types,
             min_rows=min_rows,
             pairs=only,

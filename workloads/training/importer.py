@@ -34,7 +34,15 @@ import pandas as pd
 
 from workloads.common.aggregates import FEATURE_NAMES, KEYS, WINDOW_END
 from workloads.common.model_versions import DEFAULT_POLICY, VersionPolicy, runtime_sklearn_version
-from workloads.common.modelstore import MIB, ModelError, check_loaded, check_version, load_skops, serialise_model
+from workloads.common.modelstore import (
+    DEFAULT_MAX_MODEL_MIB,
+    MIB,
+    ModelError,
+    check_loaded,
+    check_version,
+    load_skops,
+    serialise_model,
+)
 from workloads.common.pairs import Pair
 from workloads.scorer.scoring import score_rows
 from workloads.training.families import family_of
@@ -58,7 +66,7 @@ class ImportOptions:
     trust_pickle: bool = False
     trusted_types: tuple[str, ...] = ()
     version_policy: VersionPolicy = DEFAULT_POLICY
-    max_bytes: int = 256 * MIB
+    max_bytes: int = DEFAULT_MAX_MODEL_MIB * MIB
 
 
 @dataclass

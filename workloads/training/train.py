@@ -132,8 +132,9 @@ def train_and_publish(
     """Fit a model for every pair with enough history in [start, end), then publish them all and update
     the packs of their shards (an entry per pair, none where the model cannot be compiled).
 
-    ``model`` names the family (default: ``ocsvm``); ``factory`` overrides it with any function returning an
-    unfitted estimator (the model's family is then read from what it returns). Each fitted model is serialised
+    ``model`` names the family (default: ``ocsvm``); ``factory`` is the function that builds its estimators when
+    the caller already validated ``model.factory()``, or any function returning an unfitted estimator (without
+    ``model``, the family is then read from what it returns). Each fitted model is serialised
     before anything is published, and one whose skops file holds a type outside the vetted list and
     ``trusted_types`` is skipped (``untrusted_model``): the scorer could not load it. ``history`` replaces the
     read of every hour in [start, end) (a training task reads only its shard's folders).
@@ -166,7 +167,7 @@ def train_and_publish(
             estimator,
             data,
             tuple(features),
-            family=spec.family if factory is None else family_of(estimator),
+            family=spec.family if model is not None else family_of(estimator),
             training_start=start,
             training_end=end,
             training_rows=used,
