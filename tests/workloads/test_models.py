@@ -155,3 +155,10 @@ def test_train_and_publish_reads_history_and_skips_thin_pairs(service: BlobServi
     assert set(report.published) == {rich}
     assert report.skipped[thin] == Skip("too_few_windows", "only 3 usable window(s), need at least 24")
     assert load_model(models(service), rich).metadata.training_rows == 36
+    assert report.windows_not_finite == 0  # the thin pair is skipped, not counted as unusable windows
+
+    rows = aggregates_for([rich], last, windows=12, seed=7)
+    rows.loc[rows.index[:2], "stdev"] = float("nan")  # two windows a fit cannot use
+    again = train_and_publish(service, last, HOUR, min_rows=10, history=rows)
+    assert (set(again.published), again.windows_not_finite) == ({rich}, 2)
+    assert load_model(models(service), rich).metadata.training_rows == 10

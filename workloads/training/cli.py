@@ -138,6 +138,7 @@ def train(
                 "corrupt_blobs": report.corrupt_blobs,
                 "duplicate_rows": report.duplicate_rows,
                 "rows_outside_their_hour": report.rows_outside_their_hour,
+                "windows_not_finite": report.windows_not_finite,
                 "conflicting_rows": report.conflicting_rows,
                 "packs": _published_packs_summary(report.packs) if report.packs is not None else None,
             },

@@ -237,6 +237,7 @@ class TrainingTaskLine(BaseModel):
     rows_read: int = 0  # rows decoded from the shard's blobs, quarantined ones included
     rows: int = 0  # rows of the shard's own devices and hours, before deduplication
     rows_of_other_shards: int = 0  # in the shard's folder but of another shard's device: not trained on here
+    windows_not_finite: int = 0  # windows of trained pairs left out of their fit (a feature NaN or infinite)
     rows_outside_their_hour: int = 0  # in the folder of another hour than their window end's: not trained on
     quarantined: dict[str, dict[str, int]] = Field(default_factory=dict)  # blob -> reason -> malformed rows
     corrupt_blobs: dict[str, str] = Field(default_factory=dict)  # blob -> why it could not be decoded

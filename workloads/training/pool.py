@@ -187,6 +187,7 @@ class TrainingSummary:
     conflicting_rows: int = 0
     rows_of_other_shards: int = 0
     rows_outside_their_hour: int = 0
+    windows_not_finite: int = 0  # windows of trained pairs left out of their fit
     corrupt_blobs: dict[str, str] = field(default_factory=dict)
     blobs_outside_shard_folders: int = 0
     packs_written: int = 0
@@ -233,6 +234,7 @@ class TrainingSummary:
             "conflicting_rows": self.conflicting_rows,
             "rows_of_other_shards": self.rows_of_other_shards,
             "rows_outside_their_hour": self.rows_outside_their_hour,
+            "windows_not_finite": self.windows_not_finite,
             "corrupt_blobs": self.corrupt_blobs,
             "blobs_outside_shard_folders": self.blobs_outside_shard_folders,  # not trained on: see notes
             "notes": self.notes,
@@ -304,6 +306,7 @@ def _add(summary: TrainingSummary, task: TrainingTaskLine) -> None:
     summary.conflicting_rows += task.conflicting_rows
     summary.rows_of_other_shards += task.rows_of_other_shards
     summary.rows_outside_their_hour += task.rows_outside_their_hour
+    summary.windows_not_finite += task.windows_not_finite
     summary.corrupt_blobs.update(task.corrupt_blobs)
     summary.packs_written += task.packs_written
     for reason, count in task.pack_left_out.items():

@@ -137,6 +137,7 @@ def run_training_task(service: BlobServiceClient, manifest: TrainingManifest) ->
         rows=read.rows,
         rows_of_other_shards=read.rows_of_other_shards,
         rows_outside_their_hour=read.rows_outside_their_hour,
+        windows_not_finite=report.windows_not_finite if report is not None else 0,
         quarantined=read.quarantined,
         corrupt_blobs=read.corrupt,
         duplicate_rows=read.duplicates,

@@ -68,6 +68,7 @@ class TrainingReport:
     duplicate_rows: int = 0
     conflicting_rows: int = 0
     rows_outside_their_hour: int = 0  # found in another hour's folder: not trained on there
+    windows_not_finite: int = 0  # windows of trained pairs left out of their fit: a feature NaN or infinite
     packs: PackUpdate | None = None  # None: no pair trained, packs left alone
 
 
@@ -156,6 +157,7 @@ def train_and_publish(
             continue
         try:
             estimator, used = train_pair(rows, features, make, min_rows)
+            report.windows_not_finite += len(rows) - used  # of trained pairs; a skipped pair's are all unused
             data = serialise_model(estimator, trusted_types)
         except ModelError as exc:  # too few windows, a model the scorer could not load (untrusted_model), ...
             report.skipped[pair] = Skip(exc.reason, _one_line(exc))
